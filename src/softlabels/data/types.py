@@ -1,0 +1,106 @@
+"""The in-memory dataset every loader returns."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+
+import torch
+from torch import Tensor
+
+from .._checks import check_hard_labels, check_tensor
+
+
+@dataclass(frozen=True)
+class DatasetInfo:
+    """What a model and a report need to know about a dataset.
+
+    Attributes:
+        name: registry name, e.g. ``"cifar10"``.
+        class_names: one name per class, in label order.
+        mean: per-channel mean of the training images in [0, 1] (length = channels).
+        std: per-channel standard deviation of the training images.
+        source: where the data came from (a path or ``"embedded"``), for provenance.
+    """
+
+    name: str
+    class_names: tuple[str, ...]
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+    source: str = "embedded"
+
+    @property
+    def num_classes(self) -> int:
+        """Number of classes C."""
+        return len(self.class_names)
+
+
+@dataclass(frozen=True)
+class ImageDataset:
+    """Images and hard labels held as tensors.
+
+    Attributes:
+        images: float32 (N, C, H, W) with values in [0, 1].
+        labels: int64 (N,) class indices in [0, num_classes).
+        info: class names, normalisation statistics and provenance.
+        indices: int64 (N,) position of each image in the full split it was loaded from, so that
+            a subset (a distilled set, a validation split) can be traced back and a label store
+            can be matched against it.
+    """
+
+    images: Tensor
+    labels: Tensor
+    info: DatasetInfo
+    indices: Tensor = field(default=None)  # type: ignore[assignment]
+
+    def __post_init__(self) -> None:
+        check_tensor("images", self.images)
+        if self.images.ndim != 4:
+            raise ValueError(f"images must be (N, C, H, W), got shape {tuple(self.images.shape)}")
+        if self.images.dtype != torch.float32:
+            raise TypeError(f"images must be float32, got {self.images.dtype}")
+        check_hard_labels("labels", self.labels, self.info.num_classes)
+        if self.labels.shape != (self.images.shape[0],):
+            raise ValueError(
+                f"labels must have shape ({self.images.shape[0]},) to match images, "
+                f"got {tuple(self.labels.shape)}"
+            )
+        if self.indices is None:
+            object.__setattr__(self, "indices", torch.arange(len(self.labels)))
+        elif self.indices.shape != self.labels.shape:
+            raise ValueError(
+                f"indices must have shape {tuple(self.labels.shape)}, "
+                f"got {tuple(self.indices.shape)}"
+            )
+
+    def __len__(self) -> int:
+        return int(self.labels.shape[0])
+
+    @property
+    def num_classes(self) -> int:
+        """Number of classes C."""
+        return self.info.num_classes
+
+    @property
+    def in_channels(self) -> int:
+        """Image channels (1 for grey, 3 for colour)."""
+        return int(self.images.shape[1])
+
+    @property
+    def image_size(self) -> tuple[int, int]:
+        """(H, W) of every image."""
+        return int(self.images.shape[2]), int(self.images.shape[3])
+
+    def subset(self, positions: Tensor) -> ImageDataset:
+        """Return the images at ``positions`` (int64 (K,) positions into this dataset)."""
+        positions = torch.as_tensor(positions, dtype=torch.int64)
+        if positions.numel() and (int(positions.min()) < 0 or int(positions.max()) >= len(self)):
+            raise ValueError(
+                f"positions must lie in [0, {len(self)}), got range "
+                f"[{int(positions.min())}, {int(positions.max())}]"
+            )
+        return replace(
+            self,
+            images=self.images[positions],
+            labels=self.labels[positions],
+            indices=self.indices[positions],
+        )

@@ -1,0 +1,357 @@
+"""``LabelStore``: soft labels for a set of dataset images, stored compactly and safely.
+
+A store holds the dataset positions of the labelled images, their soft labels and where the
+labels came from. On disk it is one safetensors file (no pickle, so loading never runs code)
+whose safetensors metadata carries a JSON header with the format version, storage mode,
+provenance and a SHA-256 of the tensor bytes; a truncated, corrupt or foreign file raises
+``ValueError`` on load.
+
+Storage modes, for N images and C classes (bytes per image of the labels, excluding the
+8-byte dataset index):
+
+============  ======================================  ===========================
+mode          tensors                                 label bytes per image
+============  ======================================  ===========================
+``fp32``      values float32 (N, C)                   4 C
+``fp16``      values float16 (N, C)                   2 C
+``topk``      values float16 (N, k), classes (N, k)   2 k + k * (1, 2 or 4)
+============  ======================================  ===========================
+
+Top-k class indices use uint8 when C <= 256, int16 when C <= 32768, else int32.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+import struct
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import safetensors.torch
+import torch
+from torch import Tensor
+
+from . import __version__
+from ._checks import check_choice, check_positive, check_positive_int, check_tensor
+from ._io import atomic_write
+from .labels import validate
+
+__all__ = ["STORAGE_MODES", "EncodingReport", "LabelMetadata", "LabelStore"]
+
+STORAGE_MODES = ("fp32", "fp16", "topk")
+_FORMAT = "softlabels.label_store"
+_FORMAT_VERSION = 1
+_HEADER_KEY = "softlabels"
+
+
+@dataclass(frozen=True)
+class LabelMetadata:
+    """Where a store's labels came from.
+
+    Attributes:
+        source: what produced the labels, e.g. ``"expert"``, ``"teacher"``, ``"smooth"``.
+        dataset: registry name of the dataset the indices refer to.
+        split: the dataset split the indices refer to.
+        expert_epoch: epoch of the expert checkpoint that labelled the images, if any.
+        temperature: softmax temperature used, if any.
+        class_names: one name per class (empty when unknown).
+        extra: any further JSON-serialisable provenance (seed, selection rule, ...).
+    """
+
+    source: str = "unknown"
+    dataset: str | None = None
+    split: str | None = None
+    expert_epoch: int | None = None
+    temperature: float | None = None
+    class_names: tuple[str, ...] = ()
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.expert_epoch is not None and (
+            isinstance(self.expert_epoch, bool) or not isinstance(self.expert_epoch, int)
+            or self.expert_epoch < 0
+        ):
+            raise ValueError(f"expert_epoch must be an int >= 0 or None, got {self.expert_epoch!r}")
+        if self.temperature is not None:
+            check_positive("temperature", self.temperature)
+        object.__setattr__(self, "class_names", tuple(str(n) for n in self.class_names))
+        try:
+            json.dumps(self.extra)
+        except TypeError as err:
+            raise TypeError(f"extra must be JSON-serialisable: {err}") from err
+
+
+@dataclass(frozen=True)
+class EncodingReport:
+    """Size and fidelity of a store in one storage mode.
+
+    Attributes:
+        mode: ``"fp32"``, ``"fp16"`` or ``"topk"``.
+        k: classes kept per image in top-k mode, else None.
+        num_images: N.
+        num_classes: C.
+        label_bytes: exact bytes of the label tensors (values and top-k class indices).
+        index_bytes: bytes of the dataset indices (8 per image).
+        bytes_per_image: ``label_bytes / num_images``.
+        max_abs_error: largest |stored - original| over all N x C entries.
+        mean_abs_error: mean |stored - original| over all N x C entries.
+        file_bytes: size of the written file (None until saved).
+    """
+
+    mode: str
+    k: int | None
+    num_images: int
+    num_classes: int
+    label_bytes: int
+    index_bytes: int
+    bytes_per_image: float
+    max_abs_error: float
+    mean_abs_error: float
+    file_bytes: int | None = None
+
+
+class LabelStore:
+    """Soft labels of a set of dataset images.
+
+    Args:
+        indices: int64 (N,) distinct, non-negative positions of the labelled images in the
+            dataset split named by ``metadata``.
+        labels: float (N, C) probabilities (rows sum to 1, or less for top-k labels kept
+            without renormalisation). Kept in memory as float32.
+        metadata: provenance; ``LabelMetadata()`` when omitted.
+
+    Example:
+        >>> import torch
+        >>> store = LabelStore(torch.arange(3), torch.full((3, 4), 0.25))
+        >>> store.report("fp16").bytes_per_image
+        8.0
+    """
+
+    def __init__(self, indices: Tensor, labels: Tensor,
+                 metadata: LabelMetadata | None = None) -> None:
+        check_tensor("indices", indices)
+        if indices.dtype != torch.int64 or indices.ndim != 1:
+            raise TypeError(
+                f"indices must be a 1-D int64 tensor, got dtype {indices.dtype} and shape "
+                f"{tuple(indices.shape)}"
+            )
+        validate(labels, name="labels", allow_partial=True)
+        if labels.ndim != 2:
+            raise ValueError(f"labels must be (N, C), got shape {tuple(labels.shape)}")
+        if labels.shape[0] != indices.shape[0]:
+            raise ValueError(
+                f"labels has {labels.shape[0]} rows but indices has {indices.shape[0]} entries"
+            )
+        if indices.numel() and int(indices.min()) < 0:
+            raise ValueError(f"indices must be >= 0, got {int(indices.min())}")
+        if indices.unique().numel() != indices.numel():
+            raise ValueError("indices must be distinct: an image can have only one label")
+        metadata = metadata if metadata is not None else LabelMetadata()
+        if not isinstance(metadata, LabelMetadata):
+            raise TypeError(f"metadata must be a LabelMetadata, got {type(metadata).__name__}")
+        if metadata.class_names and len(metadata.class_names) != labels.shape[1]:
+            raise ValueError(
+                f"metadata.class_names has {len(metadata.class_names)} names but labels have "
+                f"{labels.shape[1]} classes"
+            )
+        self.indices = indices.detach().cpu().clone()
+        self.labels = labels.detach().cpu().float().clone()
+        self.metadata = metadata
+
+    def __len__(self) -> int:
+        return int(self.indices.shape[0])
+
+    def __repr__(self) -> str:
+        return (f"LabelStore(num_images={len(self)}, num_classes={self.num_classes}, "
+                f"source={self.metadata.source!r})")
+
+    @property
+    def num_classes(self) -> int:
+        """C."""
+        return int(self.labels.shape[1])
+
+    def labels_for(self, indices: Tensor) -> Tensor:
+        """Look up labels by dataset index.
+
+        Args:
+            indices: int64 (K,) dataset positions, each present in the store.
+
+        Returns:
+            float32 (K, C).
+        """
+        check_tensor("indices", indices)
+        wanted = indices.cpu().long()
+        if len(self) == 0:
+            if wanted.numel():
+                raise ValueError("indices not in the store: the store is empty")
+            return self.labels[:0]
+        order = self.indices.argsort()
+        sorted_indices = self.indices[order]
+        slots = torch.searchsorted(sorted_indices, wanted).clamp_max(len(self) - 1)
+        found = sorted_indices[slots] == wanted
+        if not bool(found.all()):
+            raise ValueError(f"indices not in the store (first few): {wanted[~found][:5].tolist()}")
+        return self.labels[order[slots]]
+
+    def report(self, mode: str = "fp32", k: int | None = None) -> EncodingReport:
+        """Exact size and reconstruction error of this store in ``mode``, without writing."""
+        tensors = self._encode(mode, k)
+        return self._report(mode, k, tensors)
+
+    def save(self, path: str | os.PathLike[str], mode: str = "fp16",
+             k: int | None = None) -> EncodingReport:
+        """Atomically write the store to ``path`` (safetensors) and report its size and error.
+
+        Args:
+            path: destination file; an existing file is replaced only once the new one is
+                complete.
+            mode: ``"fp32"``, ``"fp16"`` or ``"topk"``.
+            k: classes kept per image, required for ``"topk"`` (1 <= k <= C).
+        """
+        tensors = self._encode(mode, k)
+        header = {
+            "format": _FORMAT,
+            "format_version": _FORMAT_VERSION,
+            "softlabels_version": __version__,
+            "mode": mode,
+            "k": k,
+            "num_images": len(self),
+            "num_classes": self.num_classes,
+            "sha256": _digest(tensors),
+            "metadata": asdict(self.metadata),
+        }
+        atomic_write(path, lambda tmp: safetensors.torch.save_file(
+            tensors, str(tmp), metadata={_HEADER_KEY: json.dumps(header)}))
+        report = self._report(mode, k, tensors)
+        return EncodingReport(**{**asdict(report), "file_bytes": Path(path).stat().st_size})
+
+    @classmethod
+    def load(cls, path: str | os.PathLike[str]) -> LabelStore:
+        """Read a store written by :meth:`save`.
+
+        Raises:
+            FileNotFoundError: no file at ``path``.
+            ValueError: the file is truncated, corrupt, not safetensors, or not a label store.
+        """
+        target = Path(path)
+        if not target.is_file():
+            raise FileNotFoundError(f"label store {str(target)!r} does not exist")
+        data = target.read_bytes()
+        header = _read_header(target, data)
+        try:
+            tensors = safetensors.torch.load(data)
+        except Exception as err:  # safetensors raises its own error type for bad files
+            raise ValueError(f"label store {str(target)!r} is corrupt: {err}") from err
+        if _digest(tensors) != header.get("sha256"):
+            raise ValueError(
+                f"label store {str(target)!r} is corrupt: its tensor bytes do not match the "
+                "checksum in its header"
+            )
+        labels = _decode(tensors, header, target)
+        raw = dict(header.get("metadata") or {})
+        raw["class_names"] = tuple(raw.get("class_names") or ())
+        try:
+            metadata = LabelMetadata(**raw)
+        except TypeError as err:
+            raise ValueError(f"label store {str(target)!r} has unknown metadata: {err}") from err
+        return cls(tensors["indices"], labels, metadata)
+
+    def _encode(self, mode: str, k: int | None) -> dict[str, Tensor]:
+        check_choice("mode", mode, STORAGE_MODES)
+        tensors = {"indices": self.indices.contiguous()}
+        if mode == "topk":
+            if k is None:
+                raise ValueError("k is required for mode='topk'")
+            check_positive_int("k", k)
+            if k > self.num_classes:
+                raise ValueError(f"k must be <= the number of classes {self.num_classes}, "
+                                 f"got {k}")
+            values, classes = self.labels.topk(k, dim=1)
+            tensors["values"] = values.half().contiguous()
+            tensors["classes"] = classes.to(_class_index_dtype(self.num_classes)).contiguous()
+        else:
+            if k is not None:
+                raise ValueError(f"k applies only to mode='topk', got k={k} with mode={mode!r}")
+            dtype = torch.float32 if mode == "fp32" else torch.float16
+            tensors["values"] = self.labels.to(dtype).contiguous()
+        return tensors
+
+    def _report(self, mode: str, k: int | None, tensors: dict[str, Tensor]) -> EncodingReport:
+        decoded = _dense(tensors, self.num_classes)
+        error = (decoded - self.labels).abs()
+        label_bytes = sum(_nbytes(t) for name, t in tensors.items() if name != "indices")
+        n = len(self)
+        return EncodingReport(
+            mode=mode, k=k, num_images=n, num_classes=self.num_classes,
+            label_bytes=label_bytes, index_bytes=_nbytes(tensors["indices"]),
+            bytes_per_image=label_bytes / n if n else math.nan,
+            max_abs_error=float(error.max()) if error.numel() else 0.0,
+            mean_abs_error=float(error.mean()) if error.numel() else 0.0,
+        )
+
+
+def _class_index_dtype(num_classes: int) -> torch.dtype:
+    if num_classes <= 256:
+        return torch.uint8
+    return torch.int16 if num_classes <= 32768 else torch.int32
+
+
+def _nbytes(tensor: Tensor) -> int:
+    return tensor.numel() * tensor.element_size()
+
+
+def _dense(tensors: dict[str, Tensor], num_classes: int) -> Tensor:
+    """Rebuild float32 (N, C) labels from stored tensors."""
+    values = tensors["values"].float()
+    if "classes" not in tensors:
+        return values
+    dense = torch.zeros(values.shape[0], num_classes)
+    return dense.scatter(1, tensors["classes"].long(), values)
+
+
+def _digest(tensors: dict[str, Tensor]) -> str:
+    sha = hashlib.sha256()
+    for name in sorted(tensors):
+        sha.update(name.encode())
+        sha.update(tensors[name].contiguous().view(torch.uint8).numpy().tobytes())
+    return sha.hexdigest()
+
+
+def _read_header(path: Path, data: bytes) -> dict[str, Any]:
+    """Parse the safetensors JSON header and return our own header from its metadata."""
+    what = f"label store {str(path)!r}"
+    if len(data) < 8:
+        raise ValueError(f"{what} is truncated or not a safetensors file ({len(data)} bytes)")
+    (length,) = struct.unpack("<Q", data[:8])
+    if length > len(data) - 8:
+        raise ValueError(f"{what} is truncated or not a safetensors file (header of {length} "
+                         f"bytes announced, {len(data) - 8} present)")
+    try:
+        outer = json.loads(data[8 : 8 + length])
+        header = json.loads(outer["__metadata__"][_HEADER_KEY])
+    except (UnicodeDecodeError, json.JSONDecodeError, KeyError, TypeError) as err:
+        raise ValueError(f"{what} is not a softlabels label store (no valid "
+                         f"'{_HEADER_KEY}' header)") from err
+    if not isinstance(header, dict) or header.get("format") != _FORMAT:
+        raise ValueError(f"{what} is not a softlabels label store")
+    if header.get("format_version") != _FORMAT_VERSION:
+        raise ValueError(f"{what} has format version {header.get('format_version')}; this "
+                         f"softlabels reads version {_FORMAT_VERSION}")
+    return header
+
+
+def _decode(tensors: dict[str, Tensor], header: dict[str, Any], path: Path) -> Tensor:
+    mode = header.get("mode")
+    expected = {"fp32": {"indices", "values"}, "fp16": {"indices", "values"},
+                "topk": {"indices", "values", "classes"}}.get(str(mode))
+    if expected is None or set(tensors) != expected:
+        raise ValueError(f"label store {str(path)!r} is corrupt: mode {mode!r} with tensors "
+                         f"{sorted(tensors)}")
+    num_classes = header.get("num_classes")
+    if not isinstance(num_classes, int) or num_classes < 1:
+        raise ValueError(f"label store {str(path)!r} has an invalid class count {num_classes!r}")
+    return _dense(tensors, num_classes)

@@ -1,0 +1,272 @@
+"""Tests of softlabels.labels: label construction, transforms and checks."""
+
+import math
+
+import numpy as np
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from scipy.spatial.distance import jensenshannon
+
+from softlabels import labels as L
+
+
+def random_probs(n: int, c: int, seed: int = 0, sharp: float = 2.0) -> torch.Tensor:
+    g = torch.Generator().manual_seed(seed)
+    return torch.softmax(torch.randn(n, c, generator=g) * sharp, dim=1)
+
+
+prob_rows = st.integers(min_value=2, max_value=12).flatmap(
+    lambda c: st.lists(
+        st.lists(st.floats(0.0, 1.0, allow_nan=False), min_size=c, max_size=c).filter(
+            lambda row: sum(row) > 1e-3),
+        min_size=1, max_size=6))
+
+
+def as_probs(rows: list[list[float]]) -> torch.Tensor:
+    t = torch.tensor(rows, dtype=torch.float64)
+    return t / t.sum(dim=1, keepdim=True)
+
+
+class TestOneHotAndSmooth:
+    def test_one_hot_classification(self) -> None:
+        out = L.one_hot(torch.tensor([2, 0]), 3)
+        assert out.tolist() == [[0, 0, 1], [1, 0, 0]]
+
+    def test_one_hot_dense_puts_classes_on_dim1(self) -> None:
+        labels = torch.tensor([[[0, 1], [2, 1]]])  # (1, 2, 2)
+        out = L.one_hot(labels, 3)
+        assert out.shape == (1, 3, 2, 2)
+        assert out[0, :, 1, 0].tolist() == [0, 0, 1]
+
+    def test_one_hot_ignore_index_gives_zero_rows(self) -> None:
+        out = L.one_hot(torch.tensor([1, 255]), 3, ignore_index=255)
+        assert out.tolist() == [[0, 1, 0], [0, 0, 0]]
+
+    @pytest.mark.parametrize("bad", [torch.tensor([3]), torch.tensor([-1])])
+    def test_one_hot_out_of_range_is_an_error_not_clamped(self, bad: torch.Tensor) -> None:
+        with pytest.raises(ValueError, match=r"labels must hold class indices in \[0, 3\)"):
+            L.one_hot(bad, 3)
+
+    def test_one_hot_rejects_float_labels(self) -> None:
+        with pytest.raises(TypeError, match="labels must be an int64"):
+            L.one_hot(torch.tensor([1.0]), 3)
+
+    def test_smooth_values(self) -> None:
+        out = L.smooth(torch.tensor([1]), 4, 0.2)
+        assert torch.allclose(out, torch.tensor([[0.05, 0.85, 0.05, 0.05]]))
+
+    @pytest.mark.parametrize("eps", [-0.1, 1.5])
+    def test_smooth_rejects_eps_outside_unit_interval(self, eps: float) -> None:
+        with pytest.raises(ValueError, match="eps must be in"):
+            L.smooth(torch.tensor([1]), 4, eps)
+
+    def test_smooth_ignore_index(self) -> None:
+        out = L.smooth(torch.tensor([[[0, 9]]]), 2, 0.5, ignore_index=9)
+        assert out.shape == (1, 2, 1, 2)
+        assert out[0, :, 0, 0].tolist() == [0.75, 0.25]
+        assert out[0, :, 0, 1].tolist() == [0.0, 0.0]
+
+
+class TestSoften:
+    def test_matches_manual_softmax(self) -> None:
+        logits = torch.tensor([[1.0, 2.0, 3.0]])
+        expected = np.exp([0.5, 1.0, 1.5]) / np.exp([0.5, 1.0, 1.5]).sum()
+        assert np.allclose(L.soften(logits, 2.0).numpy(), expected)
+
+    def test_higher_temperature_raises_entropy(self) -> None:
+        logits = torch.randn(16, 10)
+        assert bool((L.entropy(L.soften(logits, 4.0)) > L.entropy(L.soften(logits, 1.0))).all())
+
+    @pytest.mark.parametrize("t", [0.0, -1.0])
+    def test_rejects_non_positive_temperature(self, t: float) -> None:
+        with pytest.raises(ValueError, match="temperature must be > 0"):
+            L.soften(torch.randn(2, 3), t)
+
+    def test_rejects_nan_logits(self) -> None:
+        with pytest.raises(ValueError, match="logits must be finite"):
+            L.soften(torch.tensor([[0.0, math.nan]]))
+
+    def test_rejects_wrong_ndim(self) -> None:
+        with pytest.raises(ValueError, match="logits must have 2 or 4 dimensions"):
+            L.soften(torch.randn(3))
+
+    def test_classwise_picks_temperature_of_true_class(self) -> None:
+        logits = torch.tensor([[2.0, 0.0], [2.0, 0.0]])
+        temps = torch.tensor([1.0, 4.0])
+        out = L.classwise_soften(logits, torch.tensor([0, 1]), temps)
+        assert torch.allclose(out[0], torch.softmax(torch.tensor([2.0, 0.0]), 0))
+        assert torch.allclose(out[1], torch.softmax(torch.tensor([0.5, 0.0]), 0))
+
+    def test_classwise_dense(self) -> None:
+        logits = torch.randn(2, 3, 4, 5)
+        targets = torch.randint(0, 3, (2, 4, 5))
+        temps = torch.tensor([0.5, 1.0, 5.0])
+        out = L.classwise_soften(logits, targets, temps)
+        i, h, w = 1, 2, 3
+        t = temps[targets[i, h, w]]
+        assert torch.allclose(out[i, :, h, w], torch.softmax(logits[i, :, h, w] / t, 0))
+
+    def test_classwise_errors(self) -> None:
+        with pytest.raises(ValueError, match=r"temperatures must have shape \(2,\)"):
+            L.classwise_soften(torch.randn(2, 2), torch.tensor([0, 1]), torch.ones(3))
+        with pytest.raises(ValueError, match="temperatures must be > 0"):
+            L.classwise_soften(torch.randn(2, 2), torch.tensor([0, 1]), torch.tensor([1.0, 0.0]))
+        with pytest.raises(ValueError, match="targets must have shape"):
+            L.classwise_soften(torch.randn(2, 2), torch.tensor([0]), torch.ones(2))
+
+
+class TestTopk:
+    def test_keeps_k_largest_and_renormalises(self) -> None:
+        p = torch.tensor([[0.1, 0.5, 0.3, 0.1]])
+        assert torch.allclose(L.topk(p, 2), torch.tensor([[0.0, 0.625, 0.375, 0.0]]))
+
+    def test_without_renormalisation_keeps_mass(self) -> None:
+        p = torch.tensor([[0.1, 0.5, 0.3, 0.1]])
+        assert torch.allclose(L.topk(p, 2, renormalize=False), torch.tensor([[0, 0.5, 0.3, 0]]))
+
+    def test_k1_is_one_hot_of_argmax(self) -> None:
+        p = random_probs(20, 7)
+        assert torch.equal(L.topk(p, 1), L.one_hot(p.argmax(1), 7))
+
+    def test_dense_shape(self) -> None:
+        p = torch.softmax(torch.randn(2, 5, 3, 3), dim=1)
+        out = L.topk(p, 2)
+        assert out.shape == p.shape
+        assert bool(((out > 0).sum(1) == 2).all())
+
+    @pytest.mark.parametrize("k", [0, 5])
+    def test_rejects_bad_k(self, k: int) -> None:
+        with pytest.raises(ValueError, match="k must be"):
+            L.topk(random_probs(2, 4), k)
+
+    @given(prob_rows, st.integers(1, 12))
+    @settings(max_examples=50, deadline=None)
+    def test_property_rows_sum_to_one_with_at_most_k_nonzero(self, rows, k) -> None:
+        p = as_probs(rows)
+        k = min(k, p.shape[1])
+        out = L.topk(p, k)
+        assert torch.allclose(out.sum(1), torch.ones(p.shape[0], dtype=p.dtype))
+        assert bool(((out > 0).sum(1) <= k).all())
+
+
+class TestEnsembleEntropyJS:
+    def test_ensemble_averages_logits_before_softmax(self) -> None:
+        a, b = torch.tensor([[0.0, 2.0]]), torch.tensor([[2.0, 0.0]])
+        assert torch.allclose(L.ensemble([a, b]), torch.tensor([[0.5, 0.5]]))
+
+    def test_ensemble_errors(self) -> None:
+        with pytest.raises(ValueError, match="non-empty list"):
+            L.ensemble([])
+        with pytest.raises(ValueError, match=r"logits\[1\] has shape"):
+            L.ensemble([torch.zeros(2, 3), torch.zeros(2, 4)])
+
+    def test_entropy_uniform_and_one_hot(self) -> None:
+        p = torch.tensor([[0.25] * 4, [1.0, 0, 0, 0]])
+        assert torch.allclose(L.entropy(p), torch.tensor([math.log(4), 0.0]))
+        assert torch.allclose(L.entropy(p, base=2), torch.tensor([2.0, 0.0]))
+
+    def test_js_matches_scipy(self) -> None:
+        p, q = random_probs(10, 6, 1), random_probs(10, 6, 2)
+        expected = jensenshannon(p.numpy(), q.numpy(), axis=1)
+        assert np.allclose(L.js_distance(p, q).numpy(), expected, atol=1e-6)
+        expected2 = jensenshannon(p.numpy(), q.numpy(), axis=1, base=2)
+        assert np.allclose(L.js_distance(p, q, base=2).numpy(), expected2, atol=1e-6)
+
+    def test_js_with_disjoint_support_is_one_in_base2(self) -> None:
+        p, q = torch.tensor([[1.0, 0.0]]), torch.tensor([[0.0, 1.0]])
+        assert torch.allclose(L.js_distance(p, q, base=2), torch.tensor([1.0]))
+
+    @given(prob_rows)
+    @settings(max_examples=40, deadline=None)
+    def test_js_property_symmetric_zero_on_diagonal_triangle(self, rows) -> None:
+        p = as_probs(rows)
+        q = p.flip(0)
+        r = p.roll(1, dims=1)
+        assert torch.allclose(L.js_distance(p, q), L.js_distance(q, p))
+        assert torch.allclose(L.js_distance(p, p), torch.zeros(p.shape[0], dtype=p.dtype),
+                              atol=1e-6)
+        assert bool((L.js_distance(p, r) <= L.js_distance(p, q) + L.js_distance(q, r)
+                     + 1e-7).all())
+
+
+class TestStructureAblations:
+    def test_swap_k1_moves_top_mass_to_smallest(self) -> None:
+        p = torch.tensor([[0.6, 0.1, 0.3, 0.0]])
+        assert torch.equal(L.swap_ranks(p, 1), torch.tensor([[0.0, 0.1, 0.3, 0.6]]))
+
+    def test_swap_k2(self) -> None:
+        p = torch.tensor([[0.6, 0.1, 0.25, 0.05]])
+        assert torch.allclose(L.swap_ranks(p, 2), torch.tensor([[0.6, 0.1, 0.05, 0.25]]))
+
+    def test_swap_kC_is_identity(self) -> None:
+        p = random_probs(5, 4)
+        assert torch.equal(L.swap_ranks(p, 4), p)
+
+    def test_swap_dense_matches_per_pixel(self) -> None:
+        p = torch.softmax(torch.randn(2, 5, 3, 4), dim=1)
+        out = L.swap_ranks(p, 2)
+        pixel = p[1, :, 2, 3].unsqueeze(0)
+        assert torch.equal(out[1, :, 2, 3], L.swap_ranks(pixel, 2)[0])
+
+    @given(prob_rows, st.integers(1, 12), st.integers(0, 1000))
+    @settings(max_examples=50, deadline=None)
+    def test_swap_and_shuffle_are_row_permutations(self, rows, k, seed) -> None:
+        p = as_probs(rows)
+        k = min(k, p.shape[1])
+        for out in (L.swap_ranks(p, k), L.shuffle_tail(p, torch.Generator().manual_seed(seed))):
+            assert torch.equal(out.sort(1).values, p.sort(1).values)
+
+    def test_shuffle_tail_keeps_top_class_and_is_seeded(self) -> None:
+        p = random_probs(200, 10, sharp=3)
+        a = L.shuffle_tail(p, torch.Generator().manual_seed(3))
+        b = L.shuffle_tail(p, torch.Generator().manual_seed(3))
+        c = L.shuffle_tail(p, torch.Generator().manual_seed(4))
+        assert torch.equal(a, b)
+        assert not torch.equal(a, c)
+        assert torch.equal(a.argmax(1), p.argmax(1))
+        assert torch.equal(a.max(1).values, p.max(1).values)
+        # The tail is really moved: most rows change somewhere.
+        assert (a != p).any(dim=1).float().mean() > 0.9
+
+    def test_shuffle_tail_is_uniform_over_tail_positions(self) -> None:
+        # Class 0 is the top; the mass 0.2 at class 1 should land on classes 1-3 equally often.
+        p = torch.tensor([[0.7, 0.2, 0.05, 0.05]]).repeat(3000, 1)
+        out = L.shuffle_tail(p, torch.Generator().manual_seed(0))
+        where = (out == 0.2).float().mean(0)
+        assert where[0] == 0
+        assert torch.allclose(where[1:], torch.full((3,), 1 / 3), atol=0.04)
+
+
+class TestValidate:
+    def test_accepts_probabilities(self) -> None:
+        p = random_probs(3, 4)
+        assert L.validate(p) is p
+
+    @pytest.mark.parametrize(
+        ("probs", "message"),
+        [
+            (torch.tensor([[0.5, math.nan]]), "must be finite"),
+            (torch.tensor([[1.2, -0.2]]), "must be non-negative"),
+            (torch.tensor([[0.5, 0.4]]), "rows must sum to 1"),
+            (torch.tensor([[0.7, 0.4]]), "rows must sum to 1"),
+            (torch.tensor([0.5, 0.5]), "must have 2 or 4 dimensions"),
+        ],
+    )
+    def test_rejects(self, probs: torch.Tensor, message: str) -> None:
+        with pytest.raises(ValueError, match=message):
+            L.validate(probs)
+
+    def test_rejects_integer_tensor(self) -> None:
+        with pytest.raises(TypeError, match="floating-point"):
+            L.validate(torch.tensor([[1, 0]]))
+
+    def test_partial_allows_sums_below_one_only(self) -> None:
+        L.validate(torch.tensor([[0.5, 0.4]]), allow_partial=True)
+        with pytest.raises(ValueError, match="<= 1"):
+            L.validate(torch.tensor([[0.7, 0.4]]), allow_partial=True)
+
+    def test_names_the_argument(self) -> None:
+        with pytest.raises(ValueError, match="^teacher rows"):
+            L.validate(torch.tensor([[0.5, 0.4]]), name="teacher")

@@ -1,0 +1,21 @@
+"""Training and evaluation of classifiers on hard or soft labels."""
+
+from .config import OPTIMIZERS, SCHEDULES, TrainConfig
+from .evaluation import EvalResult, evaluate, predict_logits
+from .optim import build_optimizer, build_scheduler
+from .training import FitResult, NonFiniteLossError, fit, load_epoch_checkpoint
+
+__all__ = [
+    "OPTIMIZERS",
+    "SCHEDULES",
+    "EvalResult",
+    "FitResult",
+    "NonFiniteLossError",
+    "TrainConfig",
+    "build_optimizer",
+    "build_scheduler",
+    "evaluate",
+    "fit",
+    "load_epoch_checkpoint",
+    "predict_logits",
+]

@@ -1,0 +1,79 @@
+"""Training hyperparameters as one validated dataclass."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from .._checks import check_choice, check_positive, check_positive_int, check_range
+
+__all__ = ["OPTIMIZERS", "SCHEDULES", "TrainConfig"]
+
+OPTIMIZERS = ("sgd", "adamw")
+SCHEDULES = ("cosine", "step", "constant")
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """How to train one model.
+
+    Attributes:
+        epochs: passes over the training set.
+        batch_size: images per step.
+        optimizer: ``"sgd"`` (Nesterov off, momentum) or ``"adamw"``.
+        lr: initial learning rate.
+        momentum: SGD momentum (ignored by AdamW).
+        weight_decay: L2 (SGD) or decoupled (AdamW) weight decay.
+        schedule: ``"cosine"`` (to zero over ``epochs``), ``"step"`` (x ``gamma`` at each
+            milestone) or ``"constant"``.
+        milestones: epochs at which the step schedule decays; empty means halfway and at
+            three quarters.
+        gamma: step-schedule decay factor.
+        checkpoint_every: also keep the model weights after every N-th epoch as
+            ``epoch_XXXX.pt`` (0 = only the resumable ``last.pt``).
+        eval_every: evaluate on the held-out data every N epochs (0 = only at the end).
+        seed: seeds the data order and augmentation.
+    """
+
+    epochs: int = 30
+    batch_size: int = 128
+    optimizer: str = "sgd"
+    lr: float = 0.01
+    momentum: float = 0.9
+    weight_decay: float = 5e-4
+    schedule: str = "cosine"
+    milestones: tuple[int, ...] = field(default_factory=tuple)
+    gamma: float = 0.1
+    checkpoint_every: int = 0
+    eval_every: int = 0
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        check_positive_int("epochs", self.epochs)
+        check_positive_int("batch_size", self.batch_size)
+        check_choice("optimizer", self.optimizer, OPTIMIZERS)
+        check_positive("lr", self.lr)
+        check_range("momentum", self.momentum, 0.0, 1.0)
+        check_range("weight_decay", self.weight_decay, 0.0, float("inf"))
+        check_choice("schedule", self.schedule, SCHEDULES)
+        check_range("gamma", self.gamma, 0.0, 1.0)
+        object.__setattr__(self, "milestones", tuple(int(m) for m in self.milestones))
+        if any(not 0 < m < self.epochs for m in self.milestones):
+            raise ValueError(f"milestones must lie in (0, epochs={self.epochs}), got "
+                             f"{list(self.milestones)}")
+        for name in ("checkpoint_every", "eval_every", "seed"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+                raise ValueError(f"{name} must be an int >= 0, got {value!r}")
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain JSON-serialisable form (milestones as a list)."""
+        data = asdict(self)
+        data["milestones"] = list(self.milestones)
+        return data
+
+    def resolved_milestones(self) -> list[int]:
+        """The step schedule's milestones, defaulting to 1/2 and 3/4 of the epochs."""
+        if self.milestones:
+            return list(self.milestones)
+        return sorted({max(1, self.epochs // 2), max(1, self.epochs * 3 // 4)})

@@ -1,0 +1,245 @@
+"""``fit``: train a classifier on hard or soft targets, with resumable checkpoints."""
+
+from __future__ import annotations
+
+import math
+import os
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from .._checks import check_float, check_ndim
+from .._io import torch_load, torch_save
+from ..labels import validate
+from ..losses import soft_cross_entropy
+from ..progress import progress
+from ..runtime import resolve_device
+from .config import TrainConfig
+from .evaluation import EvalResult, evaluate
+from .optim import build_optimizer, build_scheduler
+
+__all__ = ["FitResult", "NonFiniteLossError", "fit", "load_epoch_checkpoint"]
+
+LossFn = Callable[[Tensor, Tensor], Tensor]
+AugmentFn = Callable[[Tensor, torch.Generator], Tensor]
+
+_CHECKPOINT_FORMAT = "softlabels.fit_checkpoint"
+_LAST = "last.pt"
+
+
+class NonFiniteLossError(RuntimeError):
+    """The training loss became NaN or infinite; the last good checkpoint is kept."""
+
+
+@dataclass
+class FitResult:
+    """Outcome of :func:`fit`.
+
+    Attributes:
+        model: the trained model (the same object that was passed in).
+        history: one dict per epoch: ``epoch``, ``loss``, ``lr``, ``seconds`` and, when
+            evaluated, ``eval_accuracy``.
+        final: evaluation after the last epoch (None without ``eval_data``).
+        start_epoch: epochs already done when this call began (> 0 after a resume).
+        seconds: wall time of this call.
+    """
+
+    model: nn.Module
+    history: list[dict[str, float]]
+    final: EvalResult | None
+    start_epoch: int = 0
+    seconds: float = 0.0
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def best_accuracy(self) -> float | None:
+        """Highest ``eval_accuracy`` seen in ``history``, or None if never evaluated."""
+        scores = [h["eval_accuracy"] for h in self.history if "eval_accuracy" in h]
+        return max(scores) if scores else None
+
+
+def fit(
+    model: nn.Module,
+    images: Tensor,
+    targets: Tensor,
+    config: TrainConfig | None = None,
+    *,
+    loss_fn: LossFn = soft_cross_entropy,
+    augment: AugmentFn | None = None,
+    eval_data: tuple[Tensor, Tensor] | None = None,
+    checkpoint_dir: str | os.PathLike[str] | None = None,
+    resume: bool = True,
+    device: str | torch.device = "auto",
+    show_progress: bool | None = None,
+) -> FitResult:
+    """Train ``model`` on ``images`` with hard or soft ``targets``.
+
+    Args:
+        model: maps (B, C, H, W) images in [0, 1] to (B, K) logits; trained in place.
+        images: float (N, C, H, W) in [0, 1].
+        targets: int64 (N,) hard labels or float (N, K) soft labels (probabilities).
+        config: hyperparameters; ``TrainConfig()`` when omitted.
+        loss_fn: ``loss_fn(logits (B, K), targets (B,) or (B, K)) -> scalar``.
+        augment: ``augment(batch (B, C, H, W), generator) -> batch``, applied every step.
+        eval_data: (images (M, C, H, W), labels (M,)) evaluated every ``config.eval_every``
+            epochs and at the end.
+        checkpoint_dir: where ``last.pt`` (the full resumable state, written after every epoch)
+            and ``epoch_XXXX.pt`` weights (every ``config.checkpoint_every`` epochs, and the
+            initial weights as ``epoch_0000.pt``) go.
+        resume: continue from ``checkpoint_dir/last.pt`` when it exists. Its config must match
+            ``config``; a mismatch is an error, not a silent restart.
+        device: ``"auto"``, ``"cpu"``, ``"cuda"`` or a ``torch.device``.
+        show_progress: see :func:`softlabels.progress.progress`.
+
+    Raises:
+        NonFiniteLossError: the loss became NaN or infinite; ``last.pt`` still holds the last
+            completed epoch.
+    """
+    config = config if config is not None else TrainConfig()
+    _check_training_data(images, targets)
+    target_device = resolve_device(device)
+    model.to(target_device)
+    optimizer = build_optimizer(model, config)
+    scheduler = build_scheduler(optimizer, config)
+    generator = torch.Generator().manual_seed(config.seed)
+    history: list[dict[str, float]] = []
+    folder = Path(checkpoint_dir) if checkpoint_dir is not None else None
+    fingerprint = {"config": config.to_dict(), "num_samples": int(images.shape[0]),
+                   "target_shape": list(targets.shape[1:]), "soft": targets.is_floating_point()}
+    start_epoch = 0
+    if folder is not None and resume and (folder / _LAST).exists():
+        start_epoch, history = _restore(folder / _LAST, fingerprint, model, optimizer,
+                                        scheduler, generator)
+    elif folder is not None and config.checkpoint_every:
+        torch_save(folder / "epoch_0000.pt", model.state_dict())
+
+    x_all, y_all = images.to(target_device), targets.to(target_device)
+    began = time.perf_counter()
+    with progress(config.epochs, "train", show_progress, start=start_epoch) as bar:
+        for epoch in range(start_epoch + 1, config.epochs + 1):
+            tick = time.perf_counter()
+            mean_loss = _train_epoch(model, x_all, y_all, config.batch_size, optimizer,
+                                     loss_fn, augment, generator, epoch)
+            record: dict[str, float] = {"epoch": epoch, "loss": mean_loss,
+                                        "lr": optimizer.param_groups[0]["lr"]}
+            scheduler.step()
+            if eval_data is not None and (epoch == config.epochs or (
+                    config.eval_every and epoch % config.eval_every == 0)):
+                record["eval_accuracy"] = evaluate(model, *eval_data,
+                                                   device=target_device).accuracy
+            record["seconds"] = time.perf_counter() - tick
+            history.append(record)
+            if folder is not None:
+                _save(folder, epoch, config, fingerprint, model, optimizer, scheduler,
+                      generator, history)
+            status = f"loss {mean_loss:.4f}" + (
+                f" acc {record['eval_accuracy']:.4f}" if "eval_accuracy" in record else "")
+            bar.advance(status)
+    final = (evaluate(model, *eval_data, device=target_device)
+             if eval_data is not None else None)
+    return FitResult(model=model, history=history, final=final, start_epoch=start_epoch,
+                     seconds=time.perf_counter() - began)
+
+
+def load_epoch_checkpoint(checkpoint_dir: str | os.PathLike[str], epoch: int) -> dict[str, Tensor]:
+    """Weights saved by :func:`fit` after ``epoch`` (0 = initial weights).
+
+    Raises:
+        FileNotFoundError: that epoch was not saved; the message lists the saved epochs.
+    """
+    folder = Path(checkpoint_dir)
+    path = folder / f"epoch_{epoch:04d}.pt"
+    if not path.is_file():
+        saved = sorted(int(p.stem.split("_")[1]) for p in folder.glob("epoch_*.pt"))
+        raise FileNotFoundError(f"no checkpoint for epoch {epoch} in {str(folder)!r}; saved "
+                                f"epochs: {saved if saved else 'none'}")
+    return torch_load(path)
+
+
+def _check_training_data(images: Tensor, targets: Tensor) -> None:
+    check_float("images", images)
+    check_ndim("images", images, (4,))
+    if images.shape[0] == 0:
+        raise ValueError("images is empty: nothing to train on")
+    if targets.shape[:1] != images.shape[:1]:
+        raise ValueError(f"targets has {targets.shape[0] if targets.ndim else 0} rows but "
+                         f"images has {images.shape[0]}")
+    if targets.is_floating_point():
+        validate(targets, name="targets", allow_partial=True)
+    else:
+        check_ndim("targets", targets, (1,))
+        if targets.dtype != torch.int64:
+            raise TypeError(f"hard targets must be int64 class indices, got {targets.dtype}")
+        if int(targets.min()) < 0:
+            raise ValueError(f"targets must be >= 0, got a minimum of {int(targets.min())}")
+
+
+def _train_epoch(model: nn.Module, x_all: Tensor, y_all: Tensor, batch_size: int,
+                 optimizer: torch.optim.Optimizer, loss_fn: LossFn,
+                 augment: AugmentFn | None, generator: torch.Generator, epoch: int) -> float:
+    model.train()
+    order = torch.randperm(x_all.shape[0], generator=generator).to(x_all.device)
+    total, seen = 0.0, 0
+    for step, start in enumerate(range(0, x_all.shape[0], batch_size)):
+        batch = order[start:start + batch_size]
+        x, y = x_all[batch], y_all[batch]
+        if augment is not None:
+            x = augment(x, generator)
+        loss = loss_fn(model(x), y)
+        if not torch.isfinite(loss):
+            raise NonFiniteLossError(
+                f"training loss became {float(loss.detach())} at epoch {epoch}, step {step}; lower the "
+                "learning rate or check the targets (the last completed epoch's checkpoint is "
+                "kept)")
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        total += float(loss.detach()) * x.shape[0]
+        seen += x.shape[0]
+    return total / seen
+
+
+def _save(folder: Path, epoch: int, config: TrainConfig, fingerprint: dict[str, Any],
+          model: nn.Module, optimizer: torch.optim.Optimizer,
+          scheduler: torch.optim.lr_scheduler.LRScheduler, generator: torch.Generator,
+          history: list[dict[str, float]]) -> None:
+    torch_save(folder / _LAST, {
+        "format": _CHECKPOINT_FORMAT,
+        "fingerprint": fingerprint,
+        "epoch": epoch,
+        "model": model.state_dict(),
+        "optimizer": optimizer.state_dict(),
+        "scheduler": scheduler.state_dict(),
+        "generator": generator.get_state(),
+        "history": history,
+    })
+    if config.checkpoint_every and epoch % config.checkpoint_every == 0:
+        torch_save(folder / f"epoch_{epoch:04d}.pt", model.state_dict())
+
+
+def _restore(path: Path, fingerprint: dict[str, Any], model: nn.Module,
+             optimizer: torch.optim.Optimizer, scheduler: torch.optim.lr_scheduler.LRScheduler,
+             generator: torch.Generator) -> tuple[int, list[dict[str, float]]]:
+    state = torch_load(path)
+    if not isinstance(state, dict) or state.get("format") != _CHECKPOINT_FORMAT:
+        raise ValueError(f"{str(path)!r} is not a softlabels training checkpoint")
+    saved = state["fingerprint"]
+    if saved != fingerprint:
+        changed = sorted(k for k in set(saved) | set(fingerprint)
+                         if saved.get(k) != fingerprint.get(k))
+        raise ValueError(
+            f"cannot resume from {str(path)!r}: it was written for a different run (differs in "
+            f"{changed}); use a new checkpoint folder or resume=False")
+    model.load_state_dict(state["model"])
+    optimizer.load_state_dict(state["optimizer"])
+    scheduler.load_state_dict(state["scheduler"])
+    generator.set_state(state["generator"])
+    history = [dict(h) for h in state["history"]]
+    if any(not math.isfinite(h["loss"]) for h in history):
+        raise ValueError(f"{str(path)!r} records a non-finite loss; it cannot be resumed")
+    return int(state["epoch"]), history

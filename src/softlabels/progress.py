@@ -1,0 +1,75 @@
+"""Progress reporting: a live bar with ETA on a terminal, plain log lines otherwise."""
+
+from __future__ import annotations
+
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
+
+__all__ = ["ProgressReporter", "progress"]
+
+
+class ProgressReporter:
+    """Advance a task and show a status text; see :func:`progress`."""
+
+    def __init__(self, bar: Progress | None, task: int | None, total: int, label: str) -> None:
+        self._bar, self._task, self._total, self._label = bar, task, total, label
+        self._done = 0
+        self._start = time.perf_counter()
+
+    def advance(self, status: str = "") -> None:
+        """Mark one unit of work done; ``status`` is shown beside the bar or logged."""
+        self._done += 1
+        if self._bar is not None and self._task is not None:
+            self._bar.update(self._task, advance=1, status=status)
+            return
+        elapsed = time.perf_counter() - self._start
+        eta = elapsed / self._done * (self._total - self._done)
+        print(f"[{self._label}] {self._done}/{self._total} {status} "
+              f"(elapsed {elapsed:.1f}s, eta {eta:.1f}s)", file=sys.stderr, flush=True)
+
+
+@contextmanager
+def progress(total: int, label: str, enabled: bool | None = None,
+             start: int = 0) -> Iterator[ProgressReporter]:
+    """Report progress over ``total`` units of work (e.g. epochs).
+
+    Args:
+        total: number of units.
+        label: short description shown before the bar.
+        enabled: ``True`` forces output, ``False`` silences it, ``None`` shows a live bar on a
+            terminal and per-unit log lines on stderr otherwise.
+        start: units already done (a resumed run).
+    """
+    if enabled is False:
+        yield _Silent(total, label)
+        return
+    if enabled is None and not sys.stderr.isatty():
+        reporter = ProgressReporter(None, None, total, label)
+        reporter._done = start
+        yield reporter
+        return
+    columns = (TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
+               TimeElapsedColumn(), TextColumn("eta"), TimeRemainingColumn(),
+               TextColumn("{task.fields[status]}"))
+    with Progress(*columns, transient=False) as bar:
+        task = bar.add_task(label, total=total, completed=start, status="")
+        yield ProgressReporter(bar, task, total, label)
+
+
+class _Silent(ProgressReporter):
+    def __init__(self, total: int, label: str) -> None:
+        super().__init__(None, None, total, label)
+
+    def advance(self, status: str = "") -> None:
+        self._done += 1

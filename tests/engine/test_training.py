@@ -1,0 +1,210 @@
+"""Tests of the training engine: fit, evaluate, checkpoints and resume."""
+
+from pathlib import Path
+
+import pytest
+import torch
+from torch import nn
+
+from softlabels.engine import (
+    NonFiniteLossError,
+    TrainConfig,
+    evaluate,
+    fit,
+    load_epoch_checkpoint,
+    predict_logits,
+)
+from softlabels.labels import smooth
+
+
+def blobs(n: int = 300, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    """Three Gaussian blobs drawn as 1x4x4 'images' in [0, 1]: learnable in a few epochs."""
+    g = torch.Generator().manual_seed(seed)
+    y = torch.arange(n) % 3
+    centres = torch.rand(3, 16, generator=g)
+    x = (centres[y] + 0.08 * torch.randn(n, 16, generator=g)).clamp(0, 1)
+    return x.reshape(n, 1, 4, 4), y
+
+
+def tiny_model(seed: int = 0) -> nn.Module:
+    torch.manual_seed(seed)
+    return nn.Sequential(nn.Flatten(), nn.Linear(16, 32), nn.ReLU(), nn.Linear(32, 3))
+
+
+CONFIG = TrainConfig(epochs=6, batch_size=32, lr=0.2, seed=1, eval_every=2)
+
+
+def test_fit_learns_hard_and_soft_labels() -> None:
+    x, y = blobs()
+    xt, yt = blobs(seed=0)
+    for targets in (y, smooth(y, 3, 0.1)):
+        result = fit(tiny_model(), x, targets, CONFIG, eval_data=(xt, yt), device="cpu",
+                     show_progress=False)
+        assert result.final is not None
+        assert result.final.accuracy > 0.95
+        assert [h["epoch"] for h in result.history] == list(range(1, 7))
+        assert [("eval_accuracy" in h) for h in result.history] == [False, True] * 3
+        assert result.history[-1]["loss"] < result.history[0]["loss"]
+
+
+def test_same_seed_same_weights() -> None:
+    x, y = blobs()
+    a = fit(tiny_model(), x, y, CONFIG, device="cpu", show_progress=False).model
+    b = fit(tiny_model(), x, y, CONFIG, device="cpu", show_progress=False).model
+    c = fit(tiny_model(), x, y, TrainConfig(epochs=6, batch_size=32, lr=0.2, seed=2),
+            device="cpu", show_progress=False).model
+    for pa, pb, pc in zip(a.parameters(), b.parameters(), c.parameters(), strict=True):
+        assert torch.equal(pa, pb)
+    assert any(not torch.equal(pa, pc) for pa, pc in zip(a.parameters(), c.parameters(),
+                                                         strict=True))
+
+
+def test_cosine_and_step_schedules() -> None:
+    x, y = blobs(60)
+    cosine = fit(tiny_model(), x, y, TrainConfig(epochs=4, lr=1.0), device="cpu",
+                 show_progress=False)
+    assert [h["lr"] for h in cosine.history] == pytest.approx([1.0, 0.853553, 0.5, 0.146447],
+                                                                rel=1e-5)
+    step = fit(tiny_model(), x, y, TrainConfig(epochs=4, lr=1.0, schedule="step",
+                                               milestones=(1, 3), gamma=0.5),
+               device="cpu", show_progress=False)
+    assert [h["lr"] for h in step.history] == [1.0, 0.5, 0.5, 0.25]
+    adamw = fit(tiny_model(), x, y, TrainConfig(epochs=2, lr=0.01, optimizer="adamw",
+                                                schedule="constant"),
+                device="cpu", show_progress=False)
+    assert [h["lr"] for h in adamw.history] == [0.01, 0.01]
+
+
+def test_resume_equals_uninterrupted_run(tmp_path: Path) -> None:
+    x, y = blobs()
+    full = fit(tiny_model(), x, y, CONFIG, device="cpu", show_progress=False)
+    # An interrupted run: train 3 of 6 epochs by stopping through a failing augmentation.
+    calls = {"n": 0}
+    steps_per_epoch = -(-x.shape[0] // CONFIG.batch_size)
+
+    def stop_in_epoch_four(batch: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+        calls["n"] += 1
+        if calls["n"] > 3 * steps_per_epoch:
+            raise KeyboardInterrupt
+        return batch
+
+    with pytest.raises(KeyboardInterrupt):
+        fit(tiny_model(), x, y, CONFIG, augment=stop_in_epoch_four, checkpoint_dir=tmp_path,
+            device="cpu", show_progress=False)
+    resumed = fit(tiny_model(seed=99), x, y, CONFIG, augment=lambda b, g: b,
+                  checkpoint_dir=tmp_path, device="cpu", show_progress=False)
+    assert resumed.start_epoch == 3
+    assert len(resumed.history) == 6
+    for pa, pb in zip(full.model.parameters(), resumed.model.parameters(), strict=True):
+        assert torch.allclose(pa, pb, atol=1e-6)
+
+
+def test_resume_refuses_a_different_config(tmp_path: Path) -> None:
+    x, y = blobs(60)
+    fit(tiny_model(), x, y, TrainConfig(epochs=1), checkpoint_dir=tmp_path, device="cpu",
+        show_progress=False)
+    with pytest.raises(ValueError, match=r"differs in \['config'\]"):
+        fit(tiny_model(), x, y, TrainConfig(epochs=2, lr=0.5), checkpoint_dir=tmp_path,
+            device="cpu", show_progress=False)
+    # resume=False starts over on purpose.
+    fit(tiny_model(), x, y, TrainConfig(epochs=2, lr=0.5), checkpoint_dir=tmp_path,
+        resume=False, device="cpu", show_progress=False)
+
+
+def test_epoch_checkpoints(tmp_path: Path) -> None:
+    x, y = blobs(60)
+    model = tiny_model()
+    initial = {k: v.clone() for k, v in model.state_dict().items()}
+    fit(model, x, y, TrainConfig(epochs=4, checkpoint_every=2), checkpoint_dir=tmp_path,
+        device="cpu", show_progress=False)
+    assert sorted(p.name for p in tmp_path.glob("epoch_*.pt")) == [
+        "epoch_0000.pt", "epoch_0002.pt", "epoch_0004.pt"]
+    zero = load_epoch_checkpoint(tmp_path, 0)
+    assert all(torch.equal(zero[k], initial[k]) for k in initial)
+    last = load_epoch_checkpoint(tmp_path, 4)
+    assert all(torch.equal(last[k], v) for k, v in model.state_dict().items())
+    with pytest.raises(FileNotFoundError, match=r"saved epochs: \[0, 2, 4\]"):
+        load_epoch_checkpoint(tmp_path, 3)
+
+
+def test_corrupt_checkpoint_is_a_clear_error(tmp_path: Path) -> None:
+    (tmp_path / "last.pt").write_bytes(b"garbage")
+    x, y = blobs(30)
+    with pytest.raises(ValueError, match="corrupt or not a softlabels checkpoint"):
+        fit(tiny_model(), x, y, TrainConfig(epochs=1), checkpoint_dir=tmp_path, device="cpu",
+            show_progress=False)
+
+
+def test_non_finite_loss_stops_and_keeps_last_good_checkpoint(tmp_path: Path) -> None:
+    x, y = blobs(60)
+    config = TrainConfig(epochs=3, batch_size=30)
+    calls = {"n": 0}
+
+    def poison_in_epoch_two(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        calls["n"] += 1
+        loss = nn.functional.cross_entropy(logits, targets)
+        return loss * float("nan") if calls["n"] == 3 else loss
+
+    with pytest.raises(NonFiniteLossError, match="epoch 2, step 0"):
+        fit(tiny_model(), x, y, config, loss_fn=poison_in_epoch_two, checkpoint_dir=tmp_path,
+            device="cpu", show_progress=False)
+    state = torch.load(tmp_path / "last.pt", weights_only=True)
+    assert state["epoch"] == 1
+    assert all(torch.isfinite(v).all() for v in state["model"].values())
+
+
+@pytest.mark.parametrize(
+    ("images", "targets", "error", "message"),
+    [
+        (torch.rand(4, 16), torch.zeros(4, dtype=torch.int64), ValueError, "4 dimensions"),
+        (torch.rand(4, 1, 4, 4), torch.zeros(3, dtype=torch.int64), ValueError, "3 rows"),
+        (torch.rand(4, 1, 4, 4), torch.zeros(4, dtype=torch.int32), TypeError, "int64"),
+        (torch.rand(4, 1, 4, 4), torch.tensor([0, 1, -2, 0]), ValueError, ">= 0"),
+        (torch.rand(4, 1, 4, 4), torch.full((4, 3), 0.5), ValueError, "rows must sum"),
+        (torch.zeros(0, 1, 4, 4), torch.zeros(0, dtype=torch.int64), ValueError, "empty"),
+        (torch.zeros(4, 1, 4, 4, dtype=torch.int64), torch.zeros(4, dtype=torch.int64),
+         TypeError, "floating-point"),
+    ],
+)
+def test_fit_bad_data(images, targets, error, message) -> None:
+    with pytest.raises(error, match=message):
+        fit(tiny_model(), images, targets, TrainConfig(epochs=1), device="cpu",
+            show_progress=False)
+
+
+def test_label_out_of_range_is_caught_not_clamped() -> None:
+    x, _ = blobs(8)
+    with pytest.raises(ValueError, match="class indices"):
+        fit(tiny_model(), x, torch.full((8,), 3), TrainConfig(epochs=1), device="cpu",
+            show_progress=False)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [({"epochs": 0}, "epochs must be > 0"), ({"optimizer": "adam"}, "optimizer must be one of"),
+     ({"lr": -1.0}, "lr must be > 0"), ({"schedule": "linear"}, "schedule must be one of"),
+     ({"milestones": (5,), "epochs": 5}, "milestones must lie"),
+     ({"checkpoint_every": -1}, "checkpoint_every must be"), ({"momentum": 2.0}, "momentum")],
+)
+def test_config_errors(kwargs, message) -> None:
+    with pytest.raises(ValueError, match=message):
+        TrainConfig(**kwargs)
+
+
+def test_evaluate_and_predict() -> None:
+    x, y = blobs(90)
+    model = tiny_model()
+    model.train()
+    logits = predict_logits(model, x, batch_size=7, device="cpu")
+    assert model.training  # mode restored
+    assert logits.shape == (90, 3)
+    result = evaluate(model, x, y, batch_size=16, device="cpu")
+    assert result.accuracy == pytest.approx(float((logits.argmax(1) == y).float().mean()))
+    assert result.loss == pytest.approx(float(nn.functional.cross_entropy(logits, y)), rel=1e-5)
+    per_class = [float((logits.argmax(1)[y == c] == c).float().mean()) for c in range(3)]
+    assert result.classwise_accuracy.tolist() == pytest.approx(per_class)
+    assert result.worst_class_accuracy == pytest.approx(min(per_class))
+    with pytest.raises(ValueError, match="class indices"):
+        evaluate(model, x, torch.full((90,), 5), device="cpu")
+    with pytest.raises(ValueError, match="device must be one of"):
+        evaluate(model, x, y, device="tpu")

@@ -1,0 +1,31 @@
+"""Models that take ``(N, C, H, W)`` images in ``[0, 1]`` and normalise them internally.
+
+Use :func:`create_model` to build one by name (:func:`list_models` gives the names), or the
+classes directly. Every model starts with a :class:`Normalize` layer (``model.normalize``)
+holding the dataset's per-channel mean and std as buffers.
+"""
+
+from .convnet import ConvNet
+from .layers import NORM_CHOICES, Normalize, make_norm
+from .mlp import MLP
+from .mobilenetv2 import MobileNetV2
+from .registry import create_model, list_models, model_kwargs
+from .resnet import ResNet, resnet18
+from .unet import UNet
+from .wrn import WideResNet
+
+__all__ = [
+    "MLP",
+    "NORM_CHOICES",
+    "ConvNet",
+    "MobileNetV2",
+    "Normalize",
+    "ResNet",
+    "UNet",
+    "WideResNet",
+    "create_model",
+    "list_models",
+    "make_norm",
+    "model_kwargs",
+    "resnet18",
+]

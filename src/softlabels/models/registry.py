@@ -1,0 +1,100 @@
+"""Build models by name, so the CLI and configs can name a model with a string.
+
+The registry is a plain dict literal filled when this module is read: no decorator
+registration as an import side effect, so what exists is visible in one place.
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Callable, Sequence
+
+from torch import nn
+
+from ._validate import check_common
+from .convnet import ConvNet
+from .mlp import MLP
+from .mobilenetv2 import MobileNetV2
+from .resnet import resnet18
+from .unet import UNet
+from .wrn import WideResNet
+
+_MODELS: dict[str, Callable[..., nn.Module]] = {
+    "mlp": MLP,
+    "convnet": ConvNet,
+    "resnet18": resnet18,
+    "mobilenetv2": MobileNetV2,
+    "wrn": WideResNet,
+    "unet": UNet,
+}
+
+# Taken by create_model itself, so never a model-specific keyword.
+_COMMON = ("num_classes", "in_channels", "image_size", "mean", "std")
+
+
+def list_models() -> list[str]:
+    """Return the registered model names, sorted."""
+    return sorted(_MODELS)
+
+
+def model_kwargs(name: str) -> dict[str, object]:
+    """Return the model-specific keyword arguments of ``name`` and their defaults.
+
+    Example:
+        >>> model_kwargs("convnet")
+        {'width': 128, 'depth': 3, 'norm': 'instancenorm'}
+    """
+    builder = _builder(name)
+    return {
+        param.name: param.default
+        for param in inspect.signature(builder).parameters.values()
+        if param.kind is inspect.Parameter.KEYWORD_ONLY and param.name not in _COMMON
+    }
+
+
+def _builder(name: object) -> Callable[..., nn.Module]:
+    if not isinstance(name, str) or name not in _MODELS:
+        raise ValueError(f"name must be one of {list_models()}, got {name!r}")
+    return _MODELS[name]
+
+
+def create_model(name: str, num_classes: int, in_channels: int = 3,
+                 image_size: int | tuple[int, int] = 32, *,
+                 mean: Sequence[float] | None = None, std: Sequence[float] | None = None,
+                 **kwargs: object) -> nn.Module:
+    """Build the model registered as ``name``.
+
+    Args:
+        name: one of :func:`list_models`.
+        num_classes: number of classes (output logits; output channels for ``"unet"``).
+        in_channels: input channels C.
+        image_size: ``H`` or ``(H, W)`` of the inputs the model will see (fixes the
+            classifier width of ``"mlp"`` and ``"convnet"``).
+        mean, std: per-channel input statistics for the model's :class:`Normalize` input
+            layer (length ``in_channels``, ``std > 0``); ``None`` means identity.
+        **kwargs: model-specific options, see :func:`model_kwargs`.
+
+    Returns:
+        An ``nn.Module`` taking ``(N, C, H, W)`` images in ``[0, 1]`` and returning logits
+        ``(N, num_classes)`` (``(N, num_classes, H, W)`` for ``"unet"``).
+
+    Raises:
+        ValueError: unknown ``name`` (the message lists the valid ones) or an invalid value.
+        TypeError: a keyword the model does not take, or an argument of the wrong type.
+
+    Example:
+        >>> import torch
+        >>> model = create_model("convnet", 10, in_channels=1, image_size=8, width=16)
+        >>> model(torch.rand(4, 1, 8, 8)).shape
+        torch.Size([4, 10])
+    """
+    builder = _builder(name)
+    allowed = model_kwargs(name)
+    unknown = sorted(set(kwargs) - set(allowed))
+    if unknown:
+        raise TypeError(
+            f"model {name!r} got unexpected keyword argument(s) {unknown}; "
+            f"it accepts {sorted(allowed)}"
+        )
+    check_common(num_classes, in_channels, image_size)
+    return builder(num_classes, in_channels, image_size, mean=mean, std=std, **kwargs)

@@ -1,0 +1,283 @@
+"""create_model / list_models, and properties every registered model must have."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from softlabels.models import Normalize, create_model, list_models, model_kwargs
+
+
+@dataclass(frozen=True)
+class Case:
+    """One way to build and call a model: arguments, input shape and expected output shape."""
+
+    name: str
+    label: str
+    num_classes: int = 10
+    in_channels: int = 3
+    image_size: int | tuple[int, int] = 32
+    kwargs: dict = field(default_factory=dict)
+    batch: int = 2
+
+    @property
+    def input_hw(self) -> tuple[int, int]:
+        if isinstance(self.image_size, int):
+            return self.image_size, self.image_size
+        return tuple(self.image_size)
+
+    def input(self, seed: int = 0) -> torch.Tensor:
+        gen = torch.Generator().manual_seed(seed)
+        return torch.rand(self.batch, self.in_channels, *self.input_hw, generator=gen)
+
+    def output_shape(self) -> tuple[int, ...]:
+        if self.name in SEGMENTATION:
+            return (self.batch, self.num_classes, *self.input_hw)
+        return (self.batch, self.num_classes)
+
+
+# Models whose output is per-pixel logits at the input resolution.
+SEGMENTATION = {"unet"}
+
+# Expected input sizes of the studies; a registered model missing here gets a generic
+# 3x32x32 classification case, so a new model is still exercised (and a segmentation model
+# must be added to SEGMENTATION for its shape check to pass).
+CASES: dict[str, list[Case]] = {
+    "mlp": [
+        Case("mlp", "cifar"),
+        Case("mlp", "digits", in_channels=1, image_size=8),
+        Case("mlp", "linear", in_channels=1, image_size=(8, 6), kwargs={"hidden": ()}),
+    ],
+    "convnet": [
+        Case("convnet", "cifar-d3"),
+        Case("convnet", "digits-d3", in_channels=1, image_size=8),
+        Case("convnet", "mnist-d3", in_channels=1, image_size=28),
+        Case("convnet", "64px-d4", image_size=64, kwargs={"depth": 4, "width": 32}),
+        Case("convnet", "batchnorm", image_size=8, kwargs={"norm": "batchnorm", "width": 16}),
+        Case("convnet", "layernorm", image_size=8, kwargs={"norm": "layernorm", "width": 16}),
+        Case("convnet", "groupnorm", image_size=8, kwargs={"norm": "groupnorm", "width": 16}),
+        Case("convnet", "nonorm", image_size=(8, 12), kwargs={"norm": "none", "width": 16}),
+    ],
+    "resnet18": [
+        Case("resnet18", "cifar"),
+        Case("resnet18", "8px-nonsquare", image_size=(8, 12), num_classes=3),
+        Case("resnet18", "instancenorm", in_channels=1, image_size=16,
+             kwargs={"norm": "instancenorm"}),
+    ],
+    "mobilenetv2": [
+        Case("mobilenetv2", "cifar"),
+        Case("mobilenetv2", "half-width", num_classes=100, kwargs={"width_mult": 0.5}),
+    ],
+    "wrn": [
+        Case("wrn", "wrn-34-10"),
+        Case("wrn", "wrn-16-2-dropout", kwargs={"depth": 16, "widen_factor": 2,
+                                                 "dropout": 0.3}),
+    ],
+    "unet": [
+        Case("unet", "camvid-half", num_classes=12, image_size=(180, 240)),
+        Case("unet", "camvid-full", num_classes=12, image_size=(360, 480), batch=1),
+        Case("unet", "odd", num_classes=5, image_size=(37, 53)),
+        Case("unet", "odd-d4-transpose-gn", num_classes=5, image_size=(37, 53),
+             kwargs={"depth": 4, "upsample": "transpose", "norm": "groupnorm"}),
+        Case("unet", "digits-scene", num_classes=11, in_channels=1, image_size=(24, 40),
+             kwargs={"norm": "instancenorm", "base_width": 8}),
+    ],
+}
+
+
+def cases_for(name: str) -> list[Case]:
+    return CASES.get(name, [Case(name, "generic")])
+
+
+ALL_CASES = [case for name in list_models() for case in cases_for(name)]
+CASE_IDS = [f"{case.name}-{case.label}" for case in ALL_CASES]
+
+
+def build(case: Case, seed: int = 0, **extra) -> torch.nn.Module:
+    torch.manual_seed(seed)
+    return create_model(case.name, case.num_classes, case.in_channels, case.image_size,
+                        **case.kwargs, **extra)
+
+
+def expected_zero_grad(case: Case, param_name: str) -> bool:
+    """Parameters whose gradient is mathematically zero.
+
+    A conv bias followed by a per-channel normalisation (BatchNorm, or GroupNorm with one
+    channel per group) is removed by the mean subtraction, so it gets no gradient; the
+    ConvNet keeps that bias only for parity with the DC/DSA/MTT parameter counts.
+    """
+    norm = case.kwargs.get("norm", "instancenorm")
+    return (case.name == "convnet" and norm in ("instancenorm", "batchnorm")
+            and param_name.endswith("conv.bias"))
+
+
+def test_list_models_names_the_registry() -> None:
+    assert list_models() == sorted(
+        ["mlp", "convnet", "resnet18", "mobilenetv2", "wrn", "unet"]
+    )
+
+
+@pytest.mark.parametrize("case", ALL_CASES, ids=CASE_IDS)
+def test_forward_backward(case: Case) -> None:
+    model = build(case)
+    model.train()
+    x = case.input()
+    out = model(x)
+    assert out.shape == case.output_shape()
+    assert out.dtype == torch.float32
+    assert bool(torch.isfinite(out).all())
+    gen = torch.Generator().manual_seed(1)
+    if case.name in SEGMENTATION:
+        target = torch.randint(case.num_classes, (case.batch, *case.input_hw), generator=gen)
+    else:
+        target = torch.randint(case.num_classes, (case.batch,), generator=gen)
+    F.cross_entropy(out, target).backward()
+    for name, param in model.named_parameters():
+        assert param.grad is not None, f"{name} got no gradient"
+        assert bool(torch.isfinite(param.grad).all()), f"{name} has a non-finite gradient"
+        largest = float(param.grad.abs().max())
+        if expected_zero_grad(case, name):
+            assert largest < 1e-5, f"{name} should get no gradient, got max |grad| {largest}"
+        else:
+            assert largest > 0, f"{name} got an all-zero gradient"
+    # Eval mode (BatchNorm running statistics) with a batch of one must also work.
+    model.eval()
+    with torch.no_grad():
+        single = model(x[:1])
+    assert single.shape == (1, *case.output_shape()[1:])
+
+
+@pytest.mark.parametrize("name", list_models())
+def test_normalize_is_the_input_layer(name: str) -> None:
+    # If Normalize really sits at the input, doubling std is the same as halving the input.
+    case = cases_for(name)[0]
+    model = build(case).eval()
+    assert isinstance(model.normalize, Normalize)
+    x = case.input()
+    with torch.no_grad():
+        before = model(x / 2)
+        model.normalize.std.mul_(2)
+        after = model(x)
+    torch.testing.assert_close(after, before, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("name", list_models())
+def test_init_is_deterministic_given_the_seed(name: str) -> None:
+    case = cases_for(name)[-1]
+    first, again, other = build(case, 0).state_dict(), build(case, 0).state_dict(), build(
+        case, 1
+    ).state_dict()
+    assert first.keys() == again.keys()
+    assert all(torch.equal(first[k], again[k]) for k in first)
+    assert any(not torch.equal(first[k], other[k]) for k in first)
+
+
+@pytest.mark.parametrize("name", list_models())
+def test_state_dict_round_trip(name: str, tmp_path) -> None:
+    case = cases_for(name)[-1]
+    stats = {"mean": [0.1 * (c + 1) for c in range(case.in_channels)],
+             "std": [0.2 + 0.05 * c for c in range(case.in_channels)]}
+    model = build(case, 0, **stats)
+    x = case.input()
+    model.train()
+    model(x)  # move BatchNorm running statistics away from their initial values
+    model.eval()
+    path = tmp_path / "model.pt"
+    torch.save(model.state_dict(), path)
+    # Built without mean/std and from another seed: everything must come from the file.
+    fresh = build(case, 1).eval()
+    with torch.no_grad():
+        expected = model(x)
+        assert not torch.allclose(fresh(x), expected)
+        fresh.load_state_dict(torch.load(path, weights_only=True))
+        torch.testing.assert_close(fresh(x), expected, rtol=0, atol=0)
+    torch.testing.assert_close(fresh.normalize.std.flatten(), torch.tensor(stats["std"]))
+
+
+def test_model_kwargs_lists_model_specific_options() -> None:
+    assert model_kwargs("convnet") == {"width": 128, "depth": 3, "norm": "instancenorm"}
+    assert model_kwargs("wrn") == {"depth": 34, "widen_factor": 10, "dropout": 0.0}
+    assert model_kwargs("mlp") == {"hidden": (256, 256)}
+
+
+def test_image_size_accepts_a_pair() -> None:
+    model = create_model("convnet", 4, 1, (8, 16), width=8)
+    assert model(torch.rand(3, 1, 8, 16)).shape == (3, 4)
+
+
+def test_unknown_model_lists_valid_names() -> None:
+    with pytest.raises(ValueError, match="name must be one of") as info:
+        create_model("resnet50", 10)
+    for name in list_models():
+        assert name in str(info.value)
+    assert "resnet50" in str(info.value)
+
+
+def test_unknown_kwarg_names_kwarg_and_model() -> None:
+    with pytest.raises(TypeError, match=r"'convnet'.*'widht'"):
+        create_model("convnet", 10, widht=64)
+    with pytest.raises(TypeError, match=r"'resnet18'.*'depth'"):
+        create_model("resnet18", 10, depth=50)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "error", "match"),
+    [
+        ({"num_classes": 0}, ValueError, "num_classes must be > 0, got 0"),
+        ({"num_classes": -3}, ValueError, "num_classes must be > 0, got -3"),
+        ({"num_classes": 2.0}, TypeError, "num_classes must be an int, got float"),
+        ({"num_classes": True}, TypeError, "num_classes must be an int, got bool"),
+        ({"in_channels": 0}, ValueError, "in_channels must be > 0, got 0"),
+        ({"image_size": 0}, ValueError, "image_size must be > 0, got 0"),
+        ({"image_size": (32,)}, ValueError, r"image_size must be an int or a \(H, W\) pair"),
+        ({"image_size": (32, -1)}, ValueError, r"image_size\[1\] must be > 0, got -1"),
+        ({"image_size": "32"}, TypeError, "image_size must be an int or a"),
+        ({"mean": (0.5, 0.5)}, ValueError, r"mean must have one value per input channel \(3\)"),
+        ({"std": (0.5, 0.0, 0.5)}, ValueError, "std must be > 0"),
+    ],
+)
+@pytest.mark.parametrize("name", list_models())
+def test_invalid_common_arguments(name: str, kwargs: dict, error: type, match: str) -> None:
+    args = {"num_classes": 10, "in_channels": 3, "image_size": 32, **kwargs}
+    with pytest.raises(error, match=match):
+        create_model(name, **args)
+
+
+@pytest.mark.parametrize(
+    ("name", "kwargs", "error", "match"),
+    [
+        ("convnet", {"depth": 0}, ValueError, "depth must be > 0"),
+        ("convnet", {"width": 2.5}, TypeError, "width must be an int"),
+        ("convnet", {"norm": "weightnorm"}, ValueError, "norm must be one of"),
+        ("mlp", {"hidden": (64, 0)}, ValueError, r"hidden\[1\] must be > 0"),
+        ("mlp", {"hidden": 64}, TypeError, "hidden must be a sequence"),
+        ("resnet18", {"norm": "batch"}, ValueError, "norm must be one of"),
+        ("mobilenetv2", {"width_mult": 0}, ValueError, "width_mult must be > 0"),
+        ("wrn", {"widen_factor": 0}, ValueError, "widen_factor must be > 0"),
+        ("wrn", {"dropout": 1.5}, ValueError, r"dropout must be in \[0.0, 1.0\]"),
+        ("unet", {"upsample": "nearest"}, ValueError, "upsample must be one of"),
+        ("unet", {"norm": "layernorm"}, ValueError, "norm must be one of"),
+        ("unet", {"base_width": -1}, ValueError, "base_width must be > 0"),
+    ],
+)
+def test_invalid_model_options(name: str, kwargs: dict, error: type, match: str) -> None:
+    with pytest.raises(error, match=match):
+        create_model(name, 10, **kwargs)
+
+
+@pytest.mark.parametrize("depth", [30, 33, 4, 7])
+def test_wrn_depth_must_be_6n_plus_4(depth: int) -> None:
+    with pytest.raises(ValueError, match=rf"depth must satisfy \(depth - 4\) % 6 == 0.*{depth}"):
+        create_model("wrn", 10, depth=depth)
+
+
+@pytest.mark.parametrize("name", list_models())
+def test_wrong_channel_count_at_forward(name: str) -> None:
+    case = cases_for(name)[-1]
+    model = build(case)
+    x = torch.rand(2, case.in_channels + 1, *case.input_hw)
+    with pytest.raises(ValueError, match=rf"x must have shape \(N, {case.in_channels}, H, W\)"):
+        model(x)

@@ -20,7 +20,7 @@ $(STAMP): pyproject.toml Makefile
 setup: $(STAMP)
 
 demo: $(STAMP)
-	$(BIN)/softlabels train --out runs/demo
+	$(BIN)/softlabels train --images-per-class 5 --epochs 300 --teacher-epochs 20 --out runs/demo
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q

@@ -79,5 +79,5 @@ def test_values_are_coerced_to_field_types(tmp_path: Path) -> None:
     assert config.items == ("single",)
     with pytest.raises(ValueError, match="'size' must be of type int, got 'many'"):
         build_config(Example, {"size": "many"})
-    with pytest.raises(ValueError, match="'size' must be of type int, got 2.5"):
+    with pytest.raises(ValueError, match=r"'size' must be of type int, got 2\.5"):
         build_config(Example, {"size": 2.5})

@@ -200,7 +200,7 @@ class TestStructureAblations:
         p = torch.tensor([[0.6, 0.1, 0.25, 0.05]])
         assert torch.allclose(L.swap_ranks(p, 2), torch.tensor([[0.6, 0.1, 0.05, 0.25]]))
 
-    def test_swap_kC_is_identity(self) -> None:
+    def test_swap_k_equal_to_classes_is_identity(self) -> None:
         p = random_probs(5, 4)
         assert torch.equal(L.swap_ranks(p, 4), p)
 
@@ -268,5 +268,5 @@ class TestValidate:
             L.validate(torch.tensor([[0.7, 0.4]]), allow_partial=True)
 
     def test_names_the_argument(self) -> None:
-        with pytest.raises(ValueError, match="^teacher rows"):
+        with pytest.raises(ValueError, match=r"^teacher rows"):
             L.validate(torch.tensor([[0.5, 0.4]]), name="teacher")

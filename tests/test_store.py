@@ -145,7 +145,7 @@ def test_truncated_file(tmp_path: Path) -> None:
     data = path.read_bytes()
     for cut in (4, 100, len(data) - 10):
         path.write_bytes(data[:cut])
-        with pytest.raises(ValueError, match="truncated|corrupt"):
+        with pytest.raises(ValueError, match=r"truncated|corrupt"):
             LabelStore.load(path)
 
 
@@ -172,7 +172,7 @@ def test_non_safetensors_file(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="not a softlabels label store"):
         LabelStore.load(path)
     torch.save({"a": 1}, path)  # a pickle must never be executed or accepted
-    with pytest.raises(ValueError, match="truncated|not a softlabels"):
+    with pytest.raises(ValueError, match=r"truncated|not a softlabels"):
         LabelStore.load(path)
 
 

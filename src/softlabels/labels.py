@@ -22,7 +22,6 @@ from ._checks import (
     check_positive,
     check_positive_int,
     check_range,
-    check_tensor,
 )
 
 __all__ = [

@@ -82,7 +82,9 @@ def fit(
     Args:
         model: maps (B, C, H, W) images in [0, 1] to (B, K) logits; trained in place.
         images: float (N, C, H, W) in [0, 1].
-        targets: int64 (N,) hard labels or float (N, K) soft labels (probabilities).
+        targets: int64 (N,) hard labels or float (N, K) soft labels (probabilities). With a
+            custom ``loss_fn`` any float (N, ...) per-sample target is accepted (e.g. teacher
+            logits for :func:`~softlabels.losses.kd_loss`); checking it is the loss's job.
         config: hyperparameters; ``TrainConfig()`` when omitted.
         loss_fn: ``loss_fn(logits (B, K), targets (B,) or (B, K)) -> scalar``.
         augment: ``augment(batch (B, C, H, W), generator) -> batch``, applied every step.
@@ -101,7 +103,7 @@ def fit(
             completed epoch.
     """
     config = config if config is not None else TrainConfig()
-    _check_training_data(images, targets)
+    _check_training_data(images, targets, check_probs=loss_fn is soft_cross_entropy)
     target_device = resolve_device(device)
     model.to(target_device)
     optimizer = build_optimizer(model, config)
@@ -161,7 +163,7 @@ def load_epoch_checkpoint(checkpoint_dir: str | os.PathLike[str], epoch: int) ->
     return torch_load(path)
 
 
-def _check_training_data(images: Tensor, targets: Tensor) -> None:
+def _check_training_data(images: Tensor, targets: Tensor, check_probs: bool) -> None:
     check_float("images", images)
     check_ndim("images", images, (4,))
     if images.shape[0] == 0:
@@ -170,7 +172,8 @@ def _check_training_data(images: Tensor, targets: Tensor) -> None:
         raise ValueError(f"targets has {targets.shape[0] if targets.ndim else 0} rows but "
                          f"images has {images.shape[0]}")
     if targets.is_floating_point():
-        validate(targets, name="targets", allow_partial=True)
+        if check_probs:
+            validate(targets, name="targets", allow_partial=True)
     else:
         check_ndim("targets", targets, (1,))
         if targets.dtype != torch.int64:
@@ -193,9 +196,9 @@ def _train_epoch(model: nn.Module, x_all: Tensor, y_all: Tensor, batch_size: int
         loss = loss_fn(model(x), y)
         if not torch.isfinite(loss):
             raise NonFiniteLossError(
-                f"training loss became {float(loss.detach())} at epoch {epoch}, step {step}; lower the "
-                "learning rate or check the targets (the last completed epoch's checkpoint is "
-                "kept)")
+                f"training loss became {float(loss.detach())} at epoch {epoch}, step {step}; "
+                "lower the learning rate or check the targets (the last completed epoch's "
+                "checkpoint is kept)")
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()

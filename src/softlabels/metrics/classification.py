@@ -7,7 +7,7 @@ import math
 import torch
 from torch import Tensor
 
-from .._checks import check_hard_labels, check_ndim, check_positive_int, check_tensor
+from .._checks import check_hard_labels, check_ndim, check_tensor
 
 __all__ = [
     "accuracy",

@@ -1,0 +1,113 @@
+"""Command-line interface: ``softlabels <command> [options]``.
+
+Every command shares ``--config``, ``--out``, ``--seed``, ``--device`` and ``--quick``; its
+other flags are the fields of the command's config dataclass. The CLI only parses arguments,
+runs the study's ``run(config)`` and prints a summary.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from rich.console import Console
+from rich.table import Table
+
+from . import __version__
+from .configuration import add_config_arguments, build_config, load_config_file
+from .studies import train as train_study
+
+__all__ = ["main"]
+
+
+@dataclass(frozen=True)
+class Command:
+    """A subcommand: its config class, ``--quick`` overrides, runner and summary printer."""
+
+    help: str
+    config_cls: type
+    quick: dict[str, Any]
+    run: Callable[..., list[dict[str, Any]]]
+    summarize: Callable[[Any, list[dict[str, Any]], Console], None]
+
+
+def _summarize_train(config: Any, rows: list[dict[str, Any]], console: Console) -> None:
+    table = Table(title=f"{config.dataset}: test accuracy by label mode (seed {config.seed})")
+    for column in ("labels", "accuracy", "worst class", "NSD", "seconds"):
+        table.add_column(column, justify="left" if column == "labels" else "right")
+    for row in rows:
+        table.add_row(row["labels"], f"{100 * row['accuracy']:.2f}%",
+                      f"{100 * row['worst_class_accuracy']:.2f}%", f"{row['nsd']:.3f}",
+                      f"{row['seconds']:.1f}")
+    console.print(table)
+    per_class = Table(title="per-class accuracy (%)")
+    per_class.add_column("labels")
+    num_classes = len(rows[0]["classwise_accuracy"])
+    for c in range(num_classes):
+        per_class.add_column(str(c), justify="right")
+    for row in rows:
+        per_class.add_row(row["labels"], *(f"{100 * a:.0f}" for a in row["classwise_accuracy"]))
+    console.print(per_class)
+    console.print(f"results: {config.out}/results.jsonl")
+
+
+COMMANDS: dict[str, Command] = {
+    "train": Command(
+        help="train a model with hard, smoothed or teacher soft labels",
+        config_cls=train_study.TrainStudyConfig,
+        quick=train_study.QUICK,
+        run=train_study.run,
+        summarize=_summarize_train,
+    ),
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The ``softlabels`` argument parser with one subparser per command."""
+    parser = argparse.ArgumentParser(
+        prog="softlabels",
+        description="Learning with soft labels: dataset distillation, Jaccard metric losses "
+                    "and anti-bias robust distillation on one core.")
+    parser.add_argument("--version", action="version", version=f"softlabels {__version__}")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    for name, command in COMMANDS.items():
+        sub = commands.add_parser(name, help=command.help, description=command.help,
+                                  formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+        sub.add_argument("--config", default=None,
+                         help="YAML or JSON file of config fields (flags override it)")
+        sub.add_argument("--quick", action="store_true",
+                         help="shrink the run to a few seconds (demos and tests)")
+        sub.add_argument("--json", action="store_true",
+                         help="print the result rows as JSON instead of tables")
+        add_config_arguments(sub, command.config_cls)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``softlabels`` console script; returns the exit code."""
+    parser = build_parser()
+    args = vars(parser.parse_args(argv))
+    command = COMMANDS[args.pop("command")]
+    config_file, quick, as_json = args.pop("config"), args.pop("quick"), args.pop("json")
+    console = Console(stderr=False)
+    try:
+        file_values = load_config_file(config_file) if config_file else {}
+        config = build_config(command.config_cls, command.quick if quick else {},
+                              file_values, args)
+        rows = command.run(config)
+    except (ValueError, TypeError, FileNotFoundError) as err:
+        print(f"softlabels: error: {err}", file=sys.stderr)
+        return 2
+    if as_json:
+        print(json.dumps(rows, indent=2))
+    else:
+        command.summarize(config, rows, console)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""Studies: a config dataclass and a ``run(config)`` each, driven by the CLI or a notebook."""

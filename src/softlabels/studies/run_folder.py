@@ -1,0 +1,44 @@
+"""The output folder of a study: its effective config, guarded against mixing runs."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+from typing import Any
+
+from .. import __version__
+from .._io import write_json
+
+__all__ = ["prepare_run_folder"]
+
+# Fields that may change between a run and its resumption without changing its results.
+_RESUMABLE_CHANGES = frozenset({"device", "out", "show_progress"})
+
+
+def prepare_run_folder(config: Any, out: str | Path) -> Path:
+    """Create ``out`` and write ``config.json``; refuse a folder that holds another run.
+
+    Resuming is allowed when the stored config equals ``config`` up to the fields in
+    ``_RESUMABLE_CHANGES``; otherwise the results already there would be mixed with results of
+    a different setting, so this raises ``ValueError`` naming the differing fields.
+    """
+    folder = Path(out)
+    folder.mkdir(parents=True, exist_ok=True)
+    current = dataclasses.asdict(config)
+    path = folder / "config.json"
+    if path.exists():
+        try:
+            stored = json.loads(path.read_text(encoding="utf-8"))["config"]
+        except (json.JSONDecodeError, KeyError, TypeError) as err:
+            raise ValueError(f"{str(path)!r} is not a softlabels config file; use another "
+                             "--out folder") from err
+        normalised = json.loads(json.dumps(current))
+        differing = sorted(k for k in set(stored) | set(normalised)
+                           if k not in _RESUMABLE_CHANGES and stored.get(k) != normalised.get(k))
+        if differing:
+            raise ValueError(
+                f"output folder {str(folder)!r} holds a run with a different config (fields "
+                f"{differing}); use a new --out folder or delete that one")
+    write_json(path, {"softlabels_version": __version__, "config": current})
+    return folder

@@ -1,0 +1,121 @@
+"""End-to-end tests of the ``softlabels`` command line."""
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from softlabels.cli import main
+from softlabels.store import LabelStore
+
+
+@pytest.fixture(scope="module")
+def quick_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("quick")
+    assert main(["train", "--quick", "--out", str(out), "--device", "cpu"]) == 0
+    return out
+
+
+def test_help_lists_commands() -> None:
+    result = subprocess.run([sys.executable, "-m", "softlabels.cli", "--help"],
+                            capture_output=True, text=True, check=True)
+    assert "train" in result.stdout
+    sub = subprocess.run([sys.executable, "-m", "softlabels.cli", "train", "--help"],
+                         capture_output=True, text=True, check=True)
+    for flag in ("--config", "--out", "--seed", "--device", "--quick", "--images-per-class"):
+        assert flag in sub.stdout
+
+
+def test_console_script_is_installed() -> None:
+    script = shutil.which("softlabels", path=str(Path(sys.executable).parent))
+    assert script is not None
+    result = subprocess.run([script, "--version"], capture_output=True, text=True, check=True)
+    assert result.stdout.startswith("softlabels ")
+
+
+def test_train_quick_writes_config_results_and_label_store(quick_run: Path,
+                                                           capsys: pytest.CaptureFixture) -> None:
+    config = json.loads((quick_run / "config.json").read_text())
+    assert config["config"]["images_per_class"] == 5
+    assert config["config"]["seed"] == 0
+    rows = [json.loads(line) for line in (quick_run / "results.jsonl").read_text().splitlines()]
+    assert [r["labels"] for r in rows] == ["hard", "smooth", "teacher-model", "teacher"]
+    by_mode = {r["labels"]: r for r in rows}
+    # 1797 digits; 20% of each class (rounded half up) is held out for testing.
+    assert by_mode["teacher-model"]["train_images"] == 1438
+    assert by_mode["hard"]["train_images"] == 50
+    for row in rows:
+        assert 0.5 < row["accuracy"] <= 1.0  # chance is 0.1 on digits
+        assert len(row["classwise_accuracy"]) == 10
+        assert row["worst_class_accuracy"] <= row["accuracy"]
+    assert by_mode["teacher-model"]["accuracy"] > 0.9
+    store = LabelStore.load(quick_run / "labels" / "teacher_T4.safetensors")
+    assert len(store) == 1438
+    assert store.metadata.source == "teacher"
+    assert store.metadata.temperature == 4.0
+
+
+def test_rerun_resumes_without_training(quick_run: Path, capsys: pytest.CaptureFixture) -> None:
+    before = (quick_run / "results.jsonl").read_text()
+    assert main(["train", "--quick", "--out", str(quick_run), "--json"]) == 0
+    rows = json.loads(capsys.readouterr().out)
+    assert (quick_run / "results.jsonl").read_text() == before
+    assert [r["accuracy"] for r in rows] == [json.loads(line)["accuracy"]
+                                             for line in before.splitlines()]
+
+
+def test_table_output(quick_run: Path, capsys: pytest.CaptureFixture) -> None:
+    assert main(["train", "--quick", "--out", str(quick_run)]) == 0
+    out = capsys.readouterr().out
+    assert "test accuracy by label mode" in out
+    assert "per-class accuracy" in out
+    assert "teacher-model" in out
+
+
+def test_different_config_in_same_folder_is_refused(quick_run: Path,
+                                                    capsys: pytest.CaptureFixture) -> None:
+    assert main(["train", "--quick", "--lr", "0.5", "--out", str(quick_run)]) == 2
+    assert "holds a run with a different config (fields ['lr'])" in capsys.readouterr().err
+
+
+def test_config_file_and_flag_precedence(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    config = tmp_path / "c.yaml"
+    config.write_text("labels: [hard]\nepochs: 2\nimages_per_class: 3\nmodel_args: [width=8]\n")
+    out = tmp_path / "run"
+    assert main(["train", "--config", str(config), "--epochs", "3", "--out", str(out),
+                 "--json"]) == 0
+    rows = json.loads(capsys.readouterr().out)
+    assert [r["labels"] for r in rows] == ["hard"]
+    stored = json.loads((out / "config.json").read_text())["config"]
+    assert stored["epochs"] == 3  # the flag wins over the file
+    assert stored["images_per_class"] == 3
+    assert stored["model_args"] == ["width=8"]
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["--dataset", "imagenet"], "unknown dataset 'imagenet'; valid names: ['cifar10'"),
+        (["--model", "vit"], "name must be one of ['convnet'"),
+        (["--augment", "mixup"], "augment must be one of ['dsa', 'flip', 'flip_crop', 'none']"),
+        (["--images-per-class", "500"], "per_class=500 but class 0 has only"),
+        (["--dataset", "cifar10", "--data-root", "/nonexistent/folder"], "cifar10"),
+        (["--model-args", "width"], "KEY=VALUE"),
+        (["--model-args", "heads=4"], "unexpected keyword argument(s) ['heads']"),
+        (["--epochs", "0"], "epochs must be > 0"),
+    ],
+)
+def test_bad_input_exits_2_with_a_clear_message(tmp_path: Path, capsys: pytest.CaptureFixture,
+                                                argv: list[str], message: str) -> None:
+    assert main(["train", "--quick", "--out", str(tmp_path / "r"), *argv]) == 2
+    assert message in capsys.readouterr().err
+
+
+def test_unknown_config_key(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    config = tmp_path / "c.yaml"
+    config.write_text("epoch: 3\n")
+    assert main(["train", "--config", str(config), "--out", str(tmp_path / "r")]) == 2
+    assert "unknown config field(s) ['epoch']" in capsys.readouterr().err

@@ -18,23 +18,34 @@ from rich.progress import (
 
 __all__ = ["ProgressReporter", "progress"]
 
+_LOG_EVERY = 10.0
+
 
 class ProgressReporter:
     """Advance a task and show a status text; see :func:`progress`."""
 
-    def __init__(self, bar: Progress | None, task: int | None, total: int, label: str) -> None:
+    def __init__(self, bar: Progress | None, task: int | None, total: int, label: str,
+                 start: int = 0) -> None:
         self._bar, self._task, self._total, self._label = bar, task, total, label
-        self._done = 0
-        self._start = time.perf_counter()
+        self._first = self._done = start
+        self._start = self._last_line = time.perf_counter()
 
     def advance(self, status: str = "") -> None:
-        """Mark one unit of work done; ``status`` is shown beside the bar or logged."""
+        """Mark one unit of work done; ``status`` is shown beside the bar or logged.
+
+        Without a terminal a line is logged for the last unit and otherwise at most every
+        ``_LOG_EVERY`` seconds, so a log file stays readable over thousands of epochs.
+        """
         self._done += 1
         if self._bar is not None and self._task is not None:
             self._bar.update(self._task, advance=1, status=status)
             return
-        elapsed = time.perf_counter() - self._start
-        eta = elapsed / self._done * (self._total - self._done)
+        now = time.perf_counter()
+        if self._done < self._total and now - self._last_line < _LOG_EVERY:
+            return
+        self._last_line = now
+        elapsed = now - self._start
+        eta = elapsed / (self._done - self._first) * (self._total - self._done)
         print(f"[{self._label}] {self._done}/{self._total} {status} "
               f"(elapsed {elapsed:.1f}s, eta {eta:.1f}s)", file=sys.stderr, flush=True)
 
@@ -48,16 +59,14 @@ def progress(total: int, label: str, enabled: bool | None = None,
         total: number of units.
         label: short description shown before the bar.
         enabled: ``True`` forces output, ``False`` silences it, ``None`` shows a live bar on a
-            terminal and per-unit log lines on stderr otherwise.
+            terminal and, otherwise, a log line on stderr every 10 s and at the end.
         start: units already done (a resumed run).
     """
     if enabled is False:
         yield _Silent(total, label)
         return
     if enabled is None and not sys.stderr.isatty():
-        reporter = ProgressReporter(None, None, total, label)
-        reporter._done = start
-        yield reporter
+        yield ProgressReporter(None, None, total, label, start)
         return
     columns = (TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
                TimeElapsedColumn(), TextColumn("eta"), TimeRemainingColumn(),

@@ -270,3 +270,54 @@ class TestValidate:
     def test_names_the_argument(self) -> None:
         with pytest.raises(ValueError, match=r"^teacher rows"):
             L.validate(torch.tensor([[0.5, 0.4]]), name="teacher")
+
+
+class TestBoundarySmooth:
+    def test_only_pixels_next_to_another_class_are_smoothed(self) -> None:
+        hard = torch.tensor([[[0, 0, 0, 1, 1],
+                              [0, 0, 0, 1, 1],
+                              [0, 0, 0, 1, 1]]])
+        out = L.boundary_smooth(hard, 2, eps=0.5, kernel=3)
+        assert out.shape == (1, 2, 3, 5)
+        boundary_columns = {2, 3}
+        for col in range(5):
+            cls = 0 if col < 3 else 1
+            expected = [0.75, 0.25] if col in boundary_columns else [1.0, 0.0]
+            if cls == 1:
+                expected = expected[::-1]
+            for row in range(3):
+                assert out[0, :, row, col].tolist() == expected, (row, col)
+
+    def test_wider_kernel_widens_the_band(self) -> None:
+        hard = torch.tensor([[[0, 0, 0, 0, 1, 1, 1, 1]]])
+        band = (L.boundary_smooth(hard, 2, kernel=5).amax(1) < 1)[0, 0].tolist()
+        assert band == [False, False, True, True, True, True, False, False]
+
+    def test_kernel_one_and_eps_zero_are_identity(self) -> None:
+        hard = torch.randint(0, 4, (2, 6, 6))
+        assert torch.equal(L.boundary_smooth(hard, 4, kernel=1), L.one_hot(hard, 4))
+        assert torch.equal(L.boundary_smooth(hard, 4, eps=0.0), L.one_hot(hard, 4))
+
+    def test_pixels_next_to_ignored_ones_are_left_alone(self) -> None:
+        hard = torch.tensor([[[0, 0, 255, 1, 1, 1, 2]]])
+        out = L.boundary_smooth(hard, 3, eps=0.3, ignore_index=255)
+        assert out[0, :, 0, 2].tolist() == [0, 0, 0]  # the ignored pixel itself
+        assert out[0, :, 0, 1].tolist() == [1, 0, 0]  # next to ignored: left alone
+        assert out[0, :, 0, 3].tolist() == [0, 1, 0]
+        assert out[0, :, 0, 4].tolist() == [0, 1, 0]  # interior
+        assert torch.allclose(out[0, :, 0, 5], torch.tensor([0.1, 0.8, 0.1]))  # boundary
+        assert torch.allclose(out[0, :, 0, 6], torch.tensor([0.1, 0.1, 0.8]))
+
+    def test_rows_are_probabilities(self) -> None:
+        hard = torch.randint(0, 5, (2, 9, 9))
+        L.validate(L.boundary_smooth(hard, 5))
+
+    def test_errors(self) -> None:
+        with pytest.raises(ValueError, match="kernel must be odd"):
+            L.boundary_smooth(torch.zeros(1, 3, 3, dtype=torch.int64), 2, kernel=2)
+        with pytest.raises(ValueError, match="hard must have 3 dimensions"):
+            L.boundary_smooth(torch.zeros(3, 3, dtype=torch.int64), 2)
+        with pytest.raises(ValueError, match="labels must hold class indices"):
+            L.boundary_smooth(torch.full((1, 3, 3), 255), 2)
+        with pytest.raises(ValueError, match="eps must be in"):
+            L.boundary_smooth(torch.zeros(1, 3, 3, dtype=torch.int64), 2, eps=2.0)

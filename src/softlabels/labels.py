@@ -25,6 +25,8 @@ from ._checks import (
 )
 
 __all__ = [
+    "boundary_mask",
+    "boundary_smooth",
     "classwise_soften",
     "ensemble",
     "entropy",
@@ -120,6 +122,57 @@ def smooth(labels: Tensor, num_classes: int, eps: float, *,
         return hard * (1 - eps) + eps / num_classes
     keep = (labels != ignore_index).unsqueeze(1).to(hard.dtype)
     return (hard * (1 - eps) + eps / num_classes) * keep
+
+
+def boundary_smooth(hard: Tensor, num_classes: int, eps: float = 0.5, kernel: int = 3,
+                    ignore_index: int | None = None) -> Tensor:
+    """Label smoothing at class boundaries only (the JML paper's segmentation recipe).
+
+    A pixel is a boundary pixel when its ``kernel x kernel`` neighbourhood holds another class;
+    it gets ``(1 - eps) * one_hot + eps / C``, every other pixel keeps its one-hot label. As
+    in the paper's code, a pixel whose neighbourhood touches an ignored pixel is left alone
+    (the unknown region is not evidence of a boundary), and the image border is not a boundary.
+
+    Args:
+        hard: int64 (N, H, W) labels in [0, C) or ``ignore_index``.
+        num_classes: C.
+        eps: smoothing mass in [0, 1].
+        kernel: odd neighbourhood size >= 1 (1 smooths nothing).
+        ignore_index: label of ignored pixels; their rows are all zeros.
+
+    Returns:
+        float32 (N, C, H, W).
+    """
+    eps = check_range("eps", eps, 0.0, 1.0)
+    check_ndim("hard", hard, (3,))
+    check_positive_int("kernel", kernel)
+    if kernel % 2 == 0:
+        raise ValueError(f"kernel must be odd so the window is centred, got {kernel}")
+    encoded = one_hot(hard, num_classes, ignore_index=ignore_index)
+    boundary = boundary_mask(hard, kernel, ignore_index)
+    weight = eps * boundary.unsqueeze(1).to(encoded.dtype)
+    return encoded * (1 - weight) + weight / num_classes
+
+
+def boundary_mask(hard: Tensor, kernel: int = 3, ignore_index: int | None = None) -> Tensor:
+    """bool (N, H, W): pixels whose k x k window holds another class and no ignored pixel.
+
+    Args:
+        hard: int64 (N, H, W) labels.
+        kernel: odd window size.
+        ignore_index: label of ignored pixels, or None.
+    """
+    labels = hard.unsqueeze(1).to(torch.float32)
+    pad = kernel // 2
+    # max_pool2d pads with -inf, so the image border never looks like another class.
+    highest = F.max_pool2d(labels, kernel, stride=1, padding=pad)
+    lowest = -F.max_pool2d(-labels, kernel, stride=1, padding=pad)
+    boundary = ((highest != labels) | (lowest != labels)).squeeze(1)
+    if ignore_index is not None:
+        ignored = (hard == ignore_index).unsqueeze(1).to(torch.float32)
+        near_ignored = F.max_pool2d(ignored, kernel, stride=1, padding=pad).squeeze(1) > 0
+        boundary &= ~near_ignored
+    return boundary
 
 
 def soften(logits: Tensor, temperature: float = 1.0) -> Tensor:

@@ -306,3 +306,27 @@ def test_nan_logits_rejected() -> None:
     logits[0, 0, 0, 0] = math.nan
     with pytest.raises(ValueError, match="logits must be finite"):
         jaccard_metric_loss(logits, labels)
+
+
+@pytest.mark.parametrize("variant", ["jml1", "jml2", "sjl"])
+@pytest.mark.parametrize("mode", ["multiclass", "multilabel"])
+@pytest.mark.parametrize("with_keep", [False, True])
+def test_fused_gradients_match_finite_differences(variant, mode, with_keep) -> None:
+    g = torch.Generator().manual_seed(3)
+    logits = torch.randn(2, 3, 4, 5, dtype=torch.float64, generator=g).requires_grad_()
+    keep = (torch.rand(2, 4, 5, generator=g) > 0.3) if with_keep else None
+    if mode == "multiclass":
+        targets = [torch.randint(0, 3, (2, 4, 5), generator=g),
+                   torch.softmax(torch.randn(2, 3, 4, 5, dtype=torch.float64, generator=g), 1)]
+    else:
+        targets = [torch.rand(2, 3, 4, 5, dtype=torch.float64, generator=g)]
+    for target in targets:
+        def loss(x: torch.Tensor, target: torch.Tensor = target) -> torch.Tensor:
+            return jaccard_metric_loss(x, target, variant=variant, mode=mode, keep=keep,
+                                       levels={"dataset": 0.3, "image": 0.3, "class": 0.4})
+        assert torch.autograd.gradcheck(loss, (logits,), eps=1e-6, atol=1e-6)
+    probs = torch.softmax(torch.randn(2, 3, 4, 5, dtype=torch.float64, generator=g), 1)
+    probs.requires_grad_()
+    assert torch.autograd.gradcheck(
+        lambda x: jaccard_metric_loss(x, targets[0], from_logits=False, variant=variant,
+                                      mode=mode, keep=keep), (probs,), eps=1e-6, atol=1e-6)

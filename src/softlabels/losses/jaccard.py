@@ -34,6 +34,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from .._checks import check_choice, check_finite, check_float, check_range, check_tensor
+from ._cardinalities import _activate, hard_sums, soft_sums
 
 __all__ = ["LEVELS", "MODES", "VARIANTS", "jaccard_metric_loss"]
 
@@ -115,16 +116,18 @@ def jaccard_metric_loss(
         raise ValueError(f"binary mode takes logits with one channel, got C = {num_classes}")
     hard = _is_hard(target, mode)
     mask = _keep_mask(logits, target, keep, ignore_index, hard, mode)
-    probs = _probabilities(logits, mode, from_logits)
-    flat_probs = probs.flatten(2)
-    flat_mask = mask.flatten(1) if mask is not None else None
+    activation = _activation(logits, mode, from_logits)
+    scores = logits.flatten(2)
+    keep_f = mask.flatten(1).to(logits.dtype) if mask is not None else None
     if hard and mode == "multiclass":
-        labels = _check_hard(target, logits, num_classes, ignore_index)
-        tp, fp, fn, present = _hard_counts(flat_probs, labels.flatten(1), flat_mask, variant, p)
+        labels = _check_hard(target, logits, num_classes, ignore_index).flatten(1)
+        if mask is not None:
+            labels = labels.where(mask.flatten(1), 0)  # any valid class; the pixel is masked
+        tp, fp, fn, present = _hard_counts(scores, labels, keep_f, variant, p, activation)
     else:
-        soft = _soft_target(target, logits, mode, hard, ignore_index, mask)
-        tp, fp, fn, present = _soft_counts(flat_probs, soft.flatten(2), flat_mask, variant, p,
-                                           threshold)
+        soft = _soft_target(target, logits, mode, hard, ignore_index, mask).flatten(2)
+        tp, fp, fn, present = _soft_counts(scores, soft, keep_f, variant, p, threshold,
+                                           activation)
     mode_active = active_classes or ("present" if hard else "all")
     check_choice("active_classes", mode_active, ACTIVE_CLASSES)
     active = present if mode_active == "present" else torch.ones_like(present)
@@ -133,7 +136,7 @@ def jaccard_metric_loss(
     def loss_of(tp: Tensor, fp: Tensor, fn: Tensor) -> Tensor:
         return _per_class_loss(tp, fp, fn, alpha, beta, gamma, smooth, log_loss, class_w)
 
-    total = 0.0 * flat_probs.sum()  # a zero that keeps the graph when nothing is active
+    total = 0.0 * tp.sum()  # a zero that keeps the graph when nothing is active
     if weights["dataset"]:
         per_class = loss_of(tp.sum(0), fp.sum(0), fn.sum(0))
         total = total + weights["dataset"] * _masked_mean(per_class, active.any(0))
@@ -192,12 +195,13 @@ def _keep_mask(logits: Tensor, target: Tensor, keep: Tensor | None, ignore_index
     return mask
 
 
-def _probabilities(logits: Tensor, mode: str, from_logits: bool) -> Tensor:
+def _activation(logits: Tensor, mode: str, from_logits: bool) -> str:
+    """How scores become probabilities: softmax, sigmoid, or none (already probabilities)."""
     if not from_logits:
         if float(logits.detach().min()) < 0 or float(logits.detach().max()) > 1:
             raise ValueError("logits must hold probabilities in [0, 1] when from_logits=False")
-        return logits
-    return logits.softmax(dim=1) if mode == "multiclass" else logits.sigmoid()
+        return "none"
+    return "softmax" if mode == "multiclass" else "sigmoid"
 
 
 def _check_hard(target: Tensor, logits: Tensor, num_classes: int,
@@ -248,26 +252,29 @@ def _soft_target(target: Tensor, logits: Tensor, mode: str, hard: bool,
     return target
 
 
-def _hard_counts(x: Tensor, labels: Tensor, keep: Tensor | None, variant: str,
-                 p: int) -> tuple[Tensor, Tensor, Tensor, Tensor]:
-    """tp, fp, fn, present, each (B, C), from x (B, C, N) and int64 labels (B, N)."""
-    batch, num_classes, _ = x.shape
-    keep_f = keep.to(x.dtype) if keep is not None else torch.ones_like(labels, dtype=x.dtype)
-    safe = labels if keep is None else labels.where(keep, 0)
-    true_prob = x.gather(1, safe.unsqueeze(1)).squeeze(1)  # (B, N): x at the label's class
+def _hard_counts(scores: Tensor, labels: Tensor, keep: Tensor | None, variant: str, p: int,
+                 activation: str) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """tp, fp, fn, present, each (B, C), from scores (B, C, N) and int64 labels (B, N)."""
+    batch, num_classes, _ = scores.shape
+    keep_f = keep if keep is not None else torch.ones_like(labels, dtype=scores.dtype)
+    y_card = scores.new_zeros(batch, num_classes).scatter_add_(1, labels, keep_f)
+    if p == 1:
+        # With p = 1 and binary y every variant has tp = sum of x on the labelled pixels.
+        tp, x_card = hard_sums(scores, labels, keep, activation)
+        return tp, x_card - tp, y_card - tp, y_card > 0
+    x = _activate(scores, activation)
+    true_prob = x.gather(1, labels.unsqueeze(1)).squeeze(1)  # (B, N): x at the label's class
 
     def per_label_class(values: Tensor) -> Tensor:
-        return x.new_zeros(batch, num_classes).scatter_add(1, safe, values * keep_f)
+        return x.new_zeros(batch, num_classes).scatter_add(1, labels, values * keep_f)
 
     # bmm sums over pixels without materialising x * keep.
-    powered = x if p == 1 else x.pow(p)
-    x_card = torch.bmm(powered, keep_f.unsqueeze(-1)).squeeze(-1)
-    y_card = per_label_class(torch.ones_like(true_prob))
+    x_card = torch.bmm(x.pow(p), keep_f.unsqueeze(-1)).squeeze(-1)
     tp = per_label_class(true_prob)
     if variant == "sjl":
         fp, fn = x_card - tp, y_card - tp
     else:
-        x_on_label = tp if p == 1 else per_label_class(true_prob.pow(p))
+        x_on_label = per_label_class(true_prob.pow(p))
         miss_on_label = per_label_class((1 - true_prob).pow(p))
         if variant == "jml1":
             tp = (x_card + y_card - (x_card - x_on_label + miss_on_label)) / 2
@@ -277,12 +284,26 @@ def _hard_counts(x: Tensor, labels: Tensor, keep: Tensor | None, variant: str,
     return tp, fp, fn, y_card > 0
 
 
-def _soft_counts(x: Tensor, y: Tensor, keep: Tensor | None, variant: str, p: int,
-                 threshold: float) -> tuple[Tensor, Tensor, Tensor, Tensor]:
-    """tp, fp, fn, present, each (B, C), from x and y (B, C, N) and keep (B, N)."""
+def _soft_counts(scores: Tensor, y: Tensor, keep: Tensor | None, variant: str, p: int,
+                 threshold: float, activation: str) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """tp, fp, fn, present, each (B, C), from scores and y (B, C, N) and keep (B, N)."""
+    kept_y = y * keep.unsqueeze(1) if keep is not None else y
+    present = (kept_y > threshold).any(-1)
+    if p == 1:
+        y_card = kept_y.sum(-1)
+        jml2 = variant == "jml2"
+        needed = (variant != "jml1", variant == "jml1", jml2, jml2)
+        x_card, prod, dist, excess, shortfall = soft_sums(scores, y, keep, activation, needed)
+        if variant == "jml1":
+            tp = (x_card + y_card - dist) / 2
+            return tp, x_card - tp, y_card - tp, present
+        if jml2:
+            return prod, excess, shortfall, present
+        return prod, x_card - prod, y_card - prod, present
+    x = _activate(scores, activation)
     if keep is not None:
-        keep_f = keep.to(x.dtype).unsqueeze(1)
-        x, y = x * keep_f, y * keep_f
+        x = x * keep.unsqueeze(1)
+    y = kept_y
 
     def card(values: Tensor) -> Tensor:
         return (values if p == 1 else values.pow(p)).sum(-1)
@@ -297,7 +318,7 @@ def _soft_counts(x: Tensor, y: Tensor, keep: Tensor | None, variant: str, p: int
     else:
         tp = (x * y).sum(-1)
         fp, fn = card(x) - tp, card(y) - tp
-    return tp, fp, fn, (y > threshold).any(-1)
+    return tp, fp, fn, present
 
 
 def _class_weights(class_weights: Tensor | Sequence[float] | None, num_classes: int,

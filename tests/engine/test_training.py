@@ -208,3 +208,40 @@ def test_evaluate_and_predict() -> None:
         evaluate(model, x, torch.full((90,), 5), device="cpu")
     with pytest.raises(ValueError, match="device must be one of"):
         evaluate(model, x, y, device="tpu")
+
+
+def test_objective_terms_are_summed_and_logged() -> None:
+    x, y = blobs(60)
+    seen_models = []
+
+    def objective(model: nn.Module, xb: torch.Tensor, yb: torch.Tensor) -> dict:
+        seen_models.append(model)
+        logits = model(xb)
+        return {"ce": nn.functional.cross_entropy(logits, yb), "l2": 0.01 * logits.pow(2).mean()}
+
+    model = tiny_model()
+    result = fit(model, x, y, TrainConfig(epochs=2, batch_size=20), objective=objective,
+                 device="cpu", show_progress=False)
+    assert all(m is model for m in seen_models)
+    for record in result.history:
+        assert record["loss"] == pytest.approx(record["ce"] + record["l2"], rel=1e-6)
+
+
+def test_paired_augment_moves_images_and_dense_targets_together() -> None:
+    g = torch.Generator().manual_seed(0)
+    images = torch.rand(8, 1, 4, 6, generator=g)
+    masks = (images[:, 0] > 0.5).long()  # the mask is a function of the pixel values
+    calls = []
+
+    def flip_both(xb, yb, generator):
+        calls.append(1)
+        return xb.flip(-1), yb.flip(-1)
+
+    def objective(model, xb, yb):
+        assert torch.equal((xb[:, 0] > 0.5).long(), yb)  # still aligned after the flip
+        return model(xb).mean() * 0 + nn.functional.cross_entropy(model(xb), yb)
+
+    conv = nn.Conv2d(1, 2, 1)
+    fit(conv, images, masks, TrainConfig(epochs=1, batch_size=4), objective=objective,
+        paired_augment=flip_both, device="cpu", show_progress=False)
+    assert len(calls) == 2

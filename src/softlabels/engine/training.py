@@ -1,11 +1,16 @@
-"""``fit``: train a classifier on hard or soft targets, with resumable checkpoints."""
+"""``fit``: train a model on hard or soft targets, with resumable checkpoints.
+
+The default objective is ``loss_fn(model(x), y)``. An ``objective(model, x, y)`` replaces it
+when a step needs more than the model's output (a teacher's predictions, adversarial examples);
+it may return a dict of named loss terms, which are summed and logged one by one.
+"""
 
 from __future__ import annotations
 
 import math
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -26,7 +31,9 @@ from .optim import build_optimizer, build_scheduler
 __all__ = ["FitResult", "NonFiniteLossError", "fit", "load_epoch_checkpoint"]
 
 LossFn = Callable[[Tensor, Tensor], Tensor]
+Objective = Callable[[nn.Module, Tensor, Tensor], "Tensor | Mapping[str, Tensor]"]
 AugmentFn = Callable[[Tensor, torch.Generator], Tensor]
+PairedAugmentFn = Callable[[Tensor, Tensor, torch.Generator], tuple[Tensor, Tensor]]
 
 _CHECKPOINT_FORMAT = "softlabels.fit_checkpoint"
 _LAST = "last.pt"
@@ -42,8 +49,8 @@ class FitResult:
 
     Attributes:
         model: the trained model (the same object that was passed in).
-        history: one dict per epoch: ``epoch``, ``loss``, ``lr``, ``seconds`` and, when
-            evaluated, ``eval_accuracy``.
+        history: one dict per epoch: ``epoch``, ``loss``, ``lr``, ``seconds``, the mean of each
+            named term an objective returns and, when evaluated, ``eval_accuracy``.
         final: evaluation after the last epoch (None without ``eval_data``).
         start_epoch: epochs already done when this call began (> 0 after a resume).
         seconds: wall time of this call.
@@ -70,7 +77,9 @@ def fit(
     config: TrainConfig | None = None,
     *,
     loss_fn: LossFn = soft_cross_entropy,
+    objective: Objective | None = None,
     augment: AugmentFn | None = None,
+    paired_augment: PairedAugmentFn | None = None,
     eval_data: tuple[Tensor, Tensor] | None = None,
     checkpoint_dir: str | os.PathLike[str] | None = None,
     resume: bool = True,
@@ -80,14 +89,20 @@ def fit(
     """Train ``model`` on ``images`` with hard or soft ``targets``.
 
     Args:
-        model: maps (B, C, H, W) images in [0, 1] to (B, K) logits; trained in place.
+        model: maps (B, C, H, W) images in [0, 1] to (B, K) logits, or (B, K, H, W) for
+            segmentation; trained in place.
         images: float (N, C, H, W) in [0, 1].
-        targets: int64 (N,) hard labels or float (N, K) soft labels (probabilities). With a
-            custom ``loss_fn`` any float (N, ...) per-sample target is accepted (e.g. teacher
-            logits for :func:`~softlabels.losses.kd_loss`); checking it is the loss's job.
+        targets: per-image targets with a leading N: int64 hard labels (N,) or (N, H, W), or
+            float soft labels (N, K) or (N, K, H, W). With a custom ``loss_fn`` or
+            ``objective`` any float (N, ...) target is accepted (e.g. teacher logits for
+            :func:`~softlabels.losses.kd_loss`); checking it is then the loss's job.
         config: hyperparameters; ``TrainConfig()`` when omitted.
-        loss_fn: ``loss_fn(logits (B, K), targets (B,) or (B, K)) -> scalar``.
+        loss_fn: ``loss_fn(outputs, targets) -> scalar`` for the default objective.
+        objective: ``objective(model, x, y) -> scalar or {name: scalar}``, replacing
+            ``loss_fn(model(x), y)``.
         augment: ``augment(batch (B, C, H, W), generator) -> batch``, applied every step.
+        paired_augment: ``paired_augment(batch, targets, generator) -> (batch, targets)`` for
+            transforms that must move the targets too (segmentation masks).
         eval_data: (images (M, C, H, W), labels (M,)) evaluated every ``config.eval_every``
             epochs and at the end.
         checkpoint_dir: where ``last.pt`` (the full resumable state, written after every epoch)
@@ -103,7 +118,11 @@ def fit(
             completed epoch.
     """
     config = config if config is not None else TrainConfig()
-    _check_training_data(images, targets, check_probs=loss_fn is soft_cross_entropy)
+    _check_training_data(images, targets,
+                         check_probs=loss_fn is soft_cross_entropy and objective is None)
+    if objective is None:
+        def objective(net: nn.Module, x: Tensor, y: Tensor) -> Tensor:
+            return loss_fn(net(x), y)
     target_device = resolve_device(device)
     model.to(target_device)
     optimizer = build_optimizer(model, config)
@@ -125,9 +144,10 @@ def fit(
     with progress(config.epochs, "train", show_progress, start=start_epoch) as bar:
         for epoch in range(start_epoch + 1, config.epochs + 1):
             tick = time.perf_counter()
-            mean_loss = _train_epoch(model, x_all, y_all, config.batch_size, optimizer,
-                                     loss_fn, augment, generator, epoch)
-            record: dict[str, float] = {"epoch": epoch, "loss": mean_loss,
+            means = _train_epoch(model, x_all, y_all, config.batch_size, optimizer, objective,
+                                 augment, paired_augment, generator, epoch)
+            mean_loss = means["loss"]
+            record: dict[str, float] = {"epoch": epoch, **means,
                                         "lr": optimizer.param_groups[0]["lr"]}
             scheduler.step()
             if eval_data is not None and (epoch == config.epochs or (
@@ -175,7 +195,6 @@ def _check_training_data(images: Tensor, targets: Tensor, check_probs: bool) -> 
         if check_probs:
             validate(targets, name="targets", allow_partial=True)
     else:
-        check_ndim("targets", targets, (1,))
         if targets.dtype != torch.int64:
             raise TypeError(f"hard targets must be int64 class indices, got {targets.dtype}")
         if int(targets.min()) < 0:
@@ -183,17 +202,24 @@ def _check_training_data(images: Tensor, targets: Tensor, check_probs: bool) -> 
 
 
 def _train_epoch(model: nn.Module, x_all: Tensor, y_all: Tensor, batch_size: int,
-                 optimizer: torch.optim.Optimizer, loss_fn: LossFn,
-                 augment: AugmentFn | None, generator: torch.Generator, epoch: int) -> float:
+                 optimizer: torch.optim.Optimizer, objective: Objective,
+                 augment: AugmentFn | None, paired_augment: PairedAugmentFn | None,
+                 generator: torch.Generator, epoch: int) -> dict[str, float]:
+    """One pass over the data; returns the sample-weighted mean loss and of each term."""
     model.train()
     order = torch.randperm(x_all.shape[0], generator=generator).to(x_all.device)
-    total, seen = 0.0, 0
+    sums: dict[str, float] = {}
+    seen = 0
     for step, start in enumerate(range(0, x_all.shape[0], batch_size)):
         batch = order[start:start + batch_size]
         x, y = x_all[batch], y_all[batch]
         if augment is not None:
             x = augment(x, generator)
-        loss = loss_fn(model(x), y)
+        if paired_augment is not None:
+            x, y = paired_augment(x, y, generator)
+        out = objective(model, x, y)
+        terms = dict(out) if isinstance(out, Mapping) else {}
+        loss = sum(terms.values()) if terms else out
         if not torch.isfinite(loss):
             raise NonFiniteLossError(
                 f"training loss became {float(loss.detach())} at epoch {epoch}, step {step}; "
@@ -202,9 +228,10 @@ def _train_epoch(model: nn.Module, x_all: Tensor, y_all: Tensor, batch_size: int
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
-        total += float(loss.detach()) * x.shape[0]
+        for name, value in {"loss": loss, **terms}.items():
+            sums[name] = sums.get(name, 0.0) + float(value.detach()) * x.shape[0]
         seen += x.shape[0]
-    return total / seen
+    return {name: total / seen for name, total in sums.items()}
 
 
 def _save(folder: Path, epoch: int, config: TrainConfig, fingerprint: dict[str, Any],

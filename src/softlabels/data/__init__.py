@@ -16,6 +16,15 @@ from .download import RESOURCES, Resource, download_dataset
 from .dsa import DSA, DSA_STRATEGY, DSAParams, dsa
 from .presets import augmentation, list_augmentations
 from .registry import SOURCES, list_datasets, load_dataset
+from .segmentation import (
+    PairedAugment,
+    SegmentationDataset,
+    list_segmentation_datasets,
+    load_segmentation,
+    paired_flip,
+    paired_random_crop,
+    paired_random_scale,
+)
 from .split import sample_per_class, train_val_split
 from .types import DatasetInfo, ImageDataset
 
@@ -28,16 +37,23 @@ __all__ = [
     "DSAParams",
     "DatasetInfo",
     "ImageDataset",
+    "PairedAugment",
     "RandomCrop",
     "RandomFlip",
     "Resource",
+    "SegmentationDataset",
     "augmentation",
     "default_cache_dir",
     "download_dataset",
     "dsa",
     "list_augmentations",
     "list_datasets",
+    "list_segmentation_datasets",
     "load_dataset",
+    "load_segmentation",
+    "paired_flip",
+    "paired_random_crop",
+    "paired_random_scale",
     "random_crop",
     "random_flip",
     "sample_per_class",

@@ -19,6 +19,7 @@ from rich.table import Table
 
 from . import __version__
 from .configuration import add_config_arguments, build_config, load_config_file
+from .studies import seg as seg_study
 from .studies import train as train_study
 
 __all__ = ["main"]
@@ -55,6 +56,19 @@ def _summarize_train(config: Any, rows: list[dict[str, Any]], console: Console) 
     console.print(f"results: {config.out}/results.jsonl")
 
 
+def _summarize_seg(config: Any, rows: list[dict[str, Any]], console: Console) -> None:
+    table = Table(title=f"{config.dataset}: test scores, mean ± std over seeds (%)")
+    columns = (("miou_dataset", "mIoU^D"), ("miou_image", "mIoU^I"), ("miou_class", "mIoU^C"),
+               ("miou_image_worst", "worst-5% mIoU^I"), ("ece_dataset", "ECE^D"))
+    for title in ("loss", "labels", *(t for _, t in columns)):
+        table.add_column(title, justify="left" if title in ("loss", "labels") else "right")
+    for entry in seg_study.summary_rows(rows):
+        table.add_row(entry["loss"], entry["labels"],
+                      *(f"{entry[k][0]:.1f} ± {entry[k][1]:.1f}" for k, _ in columns))
+    console.print(table)
+    console.print(f"report: {config.out}/report.md, figure: {config.out}/predictions.png")
+
+
 COMMANDS: dict[str, Command] = {
     "train": Command(
         help="train a model with hard, smoothed or teacher soft labels",
@@ -62,6 +76,13 @@ COMMANDS: dict[str, Command] = {
         quick=train_study.QUICK,
         run=train_study.run,
         summarize=_summarize_train,
+    ),
+    "seg": Command(
+        help="segmentation with Jaccard/Dice metric losses and soft labels",
+        config_cls=seg_study.SegStudyConfig,
+        quick=seg_study.QUICK,
+        run=seg_study.run,
+        summarize=_summarize_seg,
     ),
 }
 

@@ -119,7 +119,7 @@ def fit(
     """
     config = config if config is not None else TrainConfig()
     _check_training_data(images, targets,
-                         check_probs=loss_fn is soft_cross_entropy and objective is None)
+                         default_loss=loss_fn is soft_cross_entropy and objective is None)
     if objective is None:
         def objective(net: nn.Module, x: Tensor, y: Tensor) -> Tensor:
             return loss_fn(net(x), y)
@@ -183,7 +183,9 @@ def load_epoch_checkpoint(checkpoint_dir: str | os.PathLike[str], epoch: int) ->
     return torch_load(path)
 
 
-def _check_training_data(images: Tensor, targets: Tensor, check_probs: bool) -> None:
+def _check_training_data(images: Tensor, targets: Tensor, default_loss: bool) -> None:
+    """Shapes always; label values only for the default loss (a custom one owns its targets,
+    e.g. a sentinel for unlabelled images)."""
     check_float("images", images)
     check_ndim("images", images, (4,))
     if images.shape[0] == 0:
@@ -192,12 +194,12 @@ def _check_training_data(images: Tensor, targets: Tensor, check_probs: bool) -> 
         raise ValueError(f"targets has {targets.shape[0] if targets.ndim else 0} rows but "
                          f"images has {images.shape[0]}")
     if targets.is_floating_point():
-        if check_probs:
+        if default_loss:
             validate(targets, name="targets", allow_partial=True)
     else:
         if targets.dtype != torch.int64:
             raise TypeError(f"hard targets must be int64 class indices, got {targets.dtype}")
-        if int(targets.min()) < 0:
+        if default_loss and int(targets.min()) < 0:
             raise ValueError(f"targets must be >= 0, got a minimum of {int(targets.min())}")
 
 

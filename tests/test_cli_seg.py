@@ -1,0 +1,71 @@
+"""End-to-end test of ``softlabels seg --quick`` on the embedded digit scenes."""
+
+import json
+import math
+from pathlib import Path
+
+import pytest
+
+from softlabels.cli import main
+
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+
+
+@pytest.fixture(scope="module")
+def seg_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("seg")
+    assert main(["seg", "--quick", "--losses", "ce", "ce+jml", "--labels", "hard", "ls", "kd",
+                 "semi", "--out", str(out), "--device", "cpu"]) == 0
+    return out
+
+
+def test_one_row_per_cell_with_scores(seg_run: Path) -> None:
+    rows = [json.loads(line) for line in (seg_run / "results.jsonl").read_text().splitlines()]
+    assert {(r["loss"], r["labels"]) for r in rows} == {
+        (loss, labels) for loss in ("ce", "ce+jml") for labels in ("hard", "ls", "kd", "semi")}
+    for row in rows:
+        for key in ("miou_dataset", "miou_image", "miou_class", "miou_image_worst"):
+            assert 0.0 <= row[key] <= 1.0
+        assert row["miou_image_worst"] <= row["miou_image"]
+        assert 0.0 <= row["ece_dataset"] <= 100.0
+        assert len(row["iou_per_class"]) == 11
+        assert math.isfinite(row["train_loss"])
+    # Teachers are trained once per label mode that needs one, and checkpointed.
+    names = sorted(p.name for p in (seg_run / "checkpoints").iterdir())
+    assert "teacher-kd-s0" in names
+    assert "teacher-semi-s0" in names
+
+
+def test_report_and_figure(seg_run: Path) -> None:
+    report = (seg_run / "report.md").read_text()
+    assert "| ce+jml | kd | 1 |" in report
+    assert "predictions.png" in report
+    figure = (seg_run / "predictions.png").read_bytes()
+    assert figure.startswith(PNG_SIGNATURE)
+    assert len(figure) > 5000
+
+
+def test_rerun_resumes(seg_run: Path, capsys: pytest.CaptureFixture) -> None:
+    before = (seg_run / "results.jsonl").read_text()
+    assert main(["seg", "--quick", "--losses", "ce", "ce+jml", "--labels", "hard", "ls", "kd",
+                 "semi", "--out", str(seg_run), "--json"]) == 0
+    assert (seg_run / "results.jsonl").read_text() == before
+    assert len(json.loads(capsys.readouterr().out)) == 8
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["--losses", "ce+lovasz"], "invalid choice"),
+        (["--labeled-fraction", "1.0"], "labeled_fraction must be in (0, 1)"),
+        (["--dataset", "camvid", "--data-root", "/nonexistent/camvid"], "camvid"),
+        (["--dataset", "pascal"], "pascal"),
+    ],
+)
+def test_bad_input(tmp_path: Path, capsys: pytest.CaptureFixture, argv, message) -> None:
+    try:
+        code = main(["seg", "--quick", "--out", str(tmp_path / "r"), *argv])
+    except SystemExit as exit_:  # argparse rejects invalid choices itself
+        code = exit_.code
+    assert code == 2
+    assert message in capsys.readouterr().err

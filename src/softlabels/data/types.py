@@ -34,8 +34,33 @@ class DatasetInfo:
         return len(self.class_names)
 
 
+class ImageSetMixin:
+    """Sizes shared by every dataset that holds an ``images`` (N, C, H, W) tensor."""
+
+    images: Tensor
+    info: DatasetInfo
+
+    def __len__(self) -> int:
+        return int(self.images.shape[0])
+
+    @property
+    def num_classes(self) -> int:
+        """Number of classes C (an ignore index is not a class)."""
+        return self.info.num_classes
+
+    @property
+    def in_channels(self) -> int:
+        """Image channels (1 for grey, 3 for colour)."""
+        return int(self.images.shape[1])
+
+    @property
+    def image_size(self) -> tuple[int, int]:
+        """(H, W) of every image."""
+        return int(self.images.shape[2]), int(self.images.shape[3])
+
+
 @dataclass(frozen=True)
-class ImageDataset:
+class ImageDataset(ImageSetMixin):
     """Images and hard labels held as tensors.
 
     Attributes:
@@ -71,24 +96,6 @@ class ImageDataset:
                 f"indices must have shape {tuple(self.labels.shape)}, "
                 f"got {tuple(self.indices.shape)}"
             )
-
-    def __len__(self) -> int:
-        return int(self.labels.shape[0])
-
-    @property
-    def num_classes(self) -> int:
-        """Number of classes C."""
-        return self.info.num_classes
-
-    @property
-    def in_channels(self) -> int:
-        """Image channels (1 for grey, 3 for colour)."""
-        return int(self.images.shape[1])
-
-    @property
-    def image_size(self) -> tuple[int, int]:
-        """(H, W) of every image."""
-        return int(self.images.shape[2]), int(self.images.shape[3])
 
     def subset(self, positions: Tensor) -> ImageDataset:
         """Return the images at ``positions`` (int64 (K,) positions into this dataset)."""

@@ -8,7 +8,7 @@ import torch
 from torch import Tensor
 
 from ..._checks import check_hard_labels, check_tensor
-from ..types import DatasetInfo
+from ..types import DatasetInfo, ImageSetMixin
 
 # The ignore index of every built-in segmentation source. 255 rather than PyTorch's -100: it fits
 # in the uint8 masks of the cache and of label PNGs, and is what VOC and most CamVid code use.
@@ -16,7 +16,7 @@ IGNORE_INDEX = 255
 
 
 @dataclass(frozen=True)
-class SegmentationDataset:
+class SegmentationDataset(ImageSetMixin):
     """Images and per-pixel hard labels held as tensors.
 
     Attributes:
@@ -96,24 +96,6 @@ class SegmentationDataset:
                 raise ValueError(
                     f"indices must have shape ({n},), got {tuple(self.indices.shape)}"
                 )
-
-    def __len__(self) -> int:
-        return int(self.images.shape[0])
-
-    @property
-    def num_classes(self) -> int:
-        """Number of classes C (the ignore index is not a class)."""
-        return self.info.num_classes
-
-    @property
-    def in_channels(self) -> int:
-        """Image channels (1 for grey, 3 for colour)."""
-        return int(self.images.shape[1])
-
-    @property
-    def image_size(self) -> tuple[int, int]:
-        """(H, W) of every image and mask."""
-        return int(self.images.shape[2]), int(self.images.shape[3])
 
     def subset(self, positions: Tensor) -> SegmentationDataset:
         """Return the images and masks at ``positions`` (int64 ``(K,)`` positions into this set).

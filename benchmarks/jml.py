@@ -2,16 +2,16 @@
 
 Compared on the same logits against ``F.cross_entropy`` (hard labels), soft cross-entropy
 (soft labels) and a straightforward implementation that builds a one-hot float label tensor
-(what the official code does for hard labels). Time: median of repeated runs in this process.
-Memory: each case runs in a fresh subprocess: one warm-up step, then freed memory is handed
+(what the official code does for hard labels). Memory: each case runs in a fresh subprocess: one warm-up step, then freed memory is handed
 back to the system (``malloc_trim``) and the kernel's peak-RSS mark is reset
 (``/proc/self/clear_refs``); "extra" is the peak resident memory of one more forward + backward
 minus the resident memory just before it (Linux only).
 
-Targets: hard-label JML within 1.0x the time of cross-entropy and at most 0.5x the extra
-memory of the one-hot implementation; soft-label JML within 1.5x soft cross-entropy.
+Time: the median over repeats in which the cases take turns. Targets: hard-label JML within
+1.0x the time of cross-entropy and at most 0.5x the extra memory of the one-hot
+implementation; soft-label JML within 1.5x soft cross-entropy.
 
-    python benchmarks/jml.py [--repeats 5]
+    python benchmarks/jml.py [--repeats 5] [--threads N]
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import ctypes
 import json
+import os
 import statistics
 import subprocess
 import sys
@@ -90,18 +91,27 @@ def memory_child(case: str, shape: str) -> None:
     print(json.dumps({"extra": max(status_bytes("VmHWM") - before, 0)}))
 
 
-def extra_memory(case: str, shape: str) -> int:
-    out = subprocess.run([sys.executable, __file__, "--memory-child", case, shape],
-                         capture_output=True, text=True, check=True).stdout
+def extra_memory(case: str, shape: str, threads: int | None) -> int:
+    # A fixed mmap threshold stops glibc from moving large blocks onto its heap after the
+    # first free, which would make the peak depend on allocation history.
+    env = {**os.environ, "MALLOC_MMAP_THRESHOLD_": "131072"}
+    argv = [sys.executable, __file__, "--memory-child", case, shape]
+    if threads:
+        argv += ["--threads", str(threads)]
+    out = subprocess.run(argv, capture_output=True, text=True, check=True, env=env).stdout
     return int(json.loads(out.strip().splitlines()[-1])["extra"])
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--threads", type=int, default=None,
+                        help="torch intra-op threads (default: torch's choice)")
     parser.add_argument("--memory-child", nargs=2, metavar=("CASE", "SHAPE"),
                         help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
     if args.memory_child:
         memory_child(*args.memory_child)
         return
@@ -109,16 +119,17 @@ def main() -> None:
           f"median of {args.repeats}")
     for name, shape in SHAPES.items():
         tensors = inputs(shape)
-        times, memory = {}, {}
+        samples: dict[str, list[float]] = {case: [] for case in CASES}
         for case in CASES:
             step(case, *tensors)  # warm-up
-            samples = []
-            for _ in range(args.repeats):
+        # Cases take turns within each repeat, so a slow spell of the machine hits all alike.
+        for _ in range(args.repeats):
+            for case in CASES:
                 start = time.perf_counter()
                 step(case, *tensors)
-                samples.append(time.perf_counter() - start)
-            times[case] = statistics.median(samples)
-            memory[case] = extra_memory(case, name)
+                samples[case].append(time.perf_counter() - start)
+        times = {case: statistics.median(values) for case, values in samples.items()}
+        memory = {case: extra_memory(case, name, args.threads) for case in CASES}
         print(f"\n{name} {shape} (B, C, H, W)")
         print(f"  {'case':24s} {'time':>9s} {'extra MB':>9s}")
         for case in CASES:

@@ -32,8 +32,9 @@ def _activate(scores: Tensor, activation: str) -> Tensor:
 def _activation_backward(grad: Tensor, probs: Tensor, activation: str) -> Tensor:
     """Turn d loss / d probs (B, C, N) into d loss / d scores, reusing ``grad``'s memory."""
     if activation == "softmax":
-        inner = torch.linalg.vecdot(probs, grad, dim=1).unsqueeze(1)
-        return grad.sub_(inner).mul_(probs)
+        # x * (g - <x, g>) = x*g - x * sum_c(x*g), computed in place in three passes.
+        grad.mul_(probs)
+        return grad.addcmul_(probs, grad.sum(1, keepdim=True), value=-1)
     if activation == "sigmoid":
         return grad.mul_(probs).mul_(1 - probs)
     return grad
@@ -46,6 +47,7 @@ class _HardSums(torch.autograd.Function):
     def forward(ctx: FunctionCtx, scores: Tensor, labels: Tensor, keep: Tensor | None,
                 activation: str) -> tuple[Tensor, Tensor]:
         probs = _activate(scores, activation)
+        ctx.save_for_backward(probs, labels, keep)
         on_label = probs.gather(1, labels.unsqueeze(1)).squeeze(1)  # (B, N)
         if keep is not None:
             on_label = on_label * keep
@@ -53,7 +55,6 @@ class _HardSums(torch.autograd.Function):
         else:
             total = probs.sum(-1)
         hits = probs.new_zeros(total.shape).scatter_add_(1, labels, on_label)
-        ctx.save_for_backward(probs, labels, keep)
         ctx.activation = activation
         return hits, total
 
@@ -66,12 +67,16 @@ class _HardSums(torch.autograd.Function):
         # g[b, c, i] = grad_total[b, c] + [labels_i = c] * grad_hits[b, c].
         hit_grad = grad_hits.gather(1, labels).unsqueeze(1)  # (B, 1, N)
         if ctx.activation == "softmax":
-            # Softmax backward x * (g - <x, g>) with <x, g> from (B, N) pieces only, so the
-            # one (B, C, N) tensor allocated is the gradient itself.
-            on_label = probs.gather(1, labels.unsqueeze(1))
-            inner = torch.bmm(grad_total.unsqueeze(1), probs) + on_label * hit_grad
-            grad = torch.sub(grad_total.unsqueeze(-1), inner)
-            grad.scatter_add_(1, labels.unsqueeze(1), hit_grad).mul_(probs)
+            # Softmax backward x * (g - <x, g>), written over the saved probabilities x (the
+            # function is once-differentiable, so nothing reads them again; a second backward
+            # through a retained graph fails autograd's version check instead of going wrong).
+            # No (B, C, N) tensor is allocated in the backward at all.
+            grad = probs
+            label_term = grad.gather(1, labels.unsqueeze(1)) * hit_grad  # x_iy * g_hits
+            inner = torch.bmm(grad_total.unsqueeze(1), grad) + label_term  # <x, g>, (B, 1, N)
+            for c in range(grad.shape[1]):  # per class, so the factor is only (B, N)
+                grad[:, c].mul_(grad_total[:, c:c + 1] - inner[:, 0])
+            grad.scatter_add_(1, labels.unsqueeze(1), label_term)
         else:
             grad = grad_total.unsqueeze(-1).expand_as(probs).clone()
             grad.scatter_add_(1, labels.unsqueeze(1), hit_grad)
@@ -116,11 +121,11 @@ class _SoftSums(torch.autograd.Function):
         if want_d or want_p or want_n:
             diff = probs - target
             if weight is not None:
-                diff.mul_(weight)
+                diff.mul_(weight)  # kept pixels only; the backward reuses it
         dist = torch.linalg.vector_norm(diff, ord=1, dim=-1) if want_d else zeros
         excess = diff.clamp_min(0).sum(-1) if want_p else zeros
         shortfall = diff.clamp_max(0).sum(-1).neg() if want_n else zeros
-        ctx.save_for_backward(probs, target, keep)
+        ctx.save_for_backward(probs, target, keep, diff)
         ctx.activation, ctx.needed = activation, needed
         return total, prod, dist, excess, shortfall
 
@@ -128,19 +133,23 @@ class _SoftSums(torch.autograd.Function):
     @once_differentiable
     def backward(ctx: Any, g_total: Tensor, g_prod: Tensor, g_dist: Tensor, g_excess: Tensor,
                  g_short: Tensor) -> tuple[Tensor, None, None, None, None]:
-        probs, target, keep = ctx.saved_tensors
+        probs, target, keep, diff = ctx.saved_tensors
         want_t, want_d, want_p, want_n = ctx.needed
-        grad = g_total.unsqueeze(-1).expand_as(probs).clone()
-        if want_t:
-            grad.addcmul_(g_prod.unsqueeze(-1), target)
         # Subgradients at x = y are 0, as autograd's abs and relu give, so that a loss
         # minimised at x = y has a zero gradient there.
-        if want_d:
-            grad.addcmul_(g_dist.unsqueeze(-1), torch.sign(probs - target))
-        if want_p:
-            grad.addcmul_(g_excess.unsqueeze(-1), (probs > target).to(probs.dtype))
-        if want_n:
-            grad.addcmul_(g_short.unsqueeze(-1), (probs < target).to(probs.dtype), value=-1)
+        if want_d and not (want_t or want_p or want_n):
+            # The default JML1 path: one buffer, sign(x - y) * g_dist + g_total, in place.
+            grad = torch.sign(diff).mul_(g_dist.unsqueeze(-1)).add_(g_total.unsqueeze(-1))
+        else:
+            grad = g_total.unsqueeze(-1).expand_as(probs).clone()
+            if want_t:
+                grad.addcmul_(g_prod.unsqueeze(-1), target)
+            if want_d:
+                grad.addcmul_(g_dist.unsqueeze(-1), torch.sign(diff))
+            if want_p:
+                grad.addcmul_(g_excess.unsqueeze(-1), (diff > 0).to(probs.dtype))
+            if want_n:
+                grad.addcmul_(g_short.unsqueeze(-1), (diff < 0).to(probs.dtype), value=-1)
         if keep is not None:
             grad.mul_(keep.unsqueeze(1))
         return _activation_backward(grad, probs, ctx.activation), None, None, None, None

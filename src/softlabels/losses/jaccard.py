@@ -95,6 +95,11 @@ def jaccard_metric_loss(
     Returns:
         A scalar. When no class is active (e.g. every pixel ignored) it is 0 with zero
         gradient, never NaN.
+
+    Note:
+        To save memory the hard-label backward writes the gradient over the probabilities it
+        saved, so a graph can be backpropagated once: a second ``backward`` through a graph
+        kept with ``retain_graph=True`` raises a RuntimeError; compute the loss again instead.
     """
     check_choice("variant", variant, VARIANTS)
     check_choice("mode", mode, MODES)
@@ -110,7 +115,6 @@ def jaccard_metric_loss(
     check_float("logits", logits)
     if logits.ndim < 2:
         raise ValueError(f"logits must be (B, C, *spatial), got shape {tuple(logits.shape)}")
-    check_finite("logits", logits)
     num_classes = logits.shape[1]
     if mode == "binary" and num_classes != 1:
         raise ValueError(f"binary mode takes logits with one channel, got C = {num_classes}")
@@ -144,6 +148,9 @@ def jaccard_metric_loss(
         per_image_class = loss_of(tp, fp, fn)
         total = total + weights["image"] * _mean_of_means(per_image_class, active, dim=1)
         total = total + weights["class"] * _mean_of_means(per_image_class, active, dim=0)
+    if not bool(torch.isfinite(total)):
+        # Checked here rather than up front: one scalar test instead of a pass over the logits.
+        check_finite("logits", logits)
     return total
 
 
@@ -210,6 +217,11 @@ def _check_hard(target: Tensor, logits: Tensor, num_classes: int,
     if target.shape != expected:
         raise ValueError(f"hard target must have shape {tuple(expected)} for logits "
                          f"{tuple(logits.shape)}, got {tuple(target.shape)}")
+    if target.numel() == 0:
+        return target
+    low, high = (int(v) for v in torch.aminmax(target))
+    if low >= 0 and high < num_classes:
+        return target  # one pass proves every label valid, the common case
     valid = (target >= 0) & (target < num_classes)
     if ignore_index is not None:
         valid |= target == ignore_index
@@ -236,9 +248,12 @@ def _soft_target(target: Tensor, logits: Tensor, mode: str, hard: bool,
     target = target.to(logits.dtype)
     # Per-pixel summaries keep the checks cheap: only kept pixels are judged, and a NaN or
     # infinity anywhere in a pixel's label makes its sum non-finite.
-    sums, lows, highs = target.sum(1), target.amin(1), target.amax(1)
-    if mask is not None:
-        sums, lows, highs = sums[mask], lows[mask], highs[mask]
+    sums = target.sum(1)
+    if mask is None:
+        lows, highs = torch.aminmax(target)  # a contiguous reduction: the fast case
+    else:
+        sums = sums[mask]
+        lows, highs = target.amin(1)[mask], target.amax(1)[mask]
     if sums.numel() == 0:
         return target
     check_finite("target", sums)
@@ -288,7 +303,7 @@ def _soft_counts(scores: Tensor, y: Tensor, keep: Tensor | None, variant: str, p
                  threshold: float, activation: str) -> tuple[Tensor, Tensor, Tensor, Tensor]:
     """tp, fp, fn, present, each (B, C), from scores and y (B, C, N) and keep (B, N)."""
     kept_y = y * keep.unsqueeze(1) if keep is not None else y
-    present = (kept_y > threshold).any(-1)
+    present = kept_y.amax(-1) > threshold
     if p == 1:
         y_card = kept_y.sum(-1)
         jml2 = variant == "jml2"

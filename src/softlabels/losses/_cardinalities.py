@@ -19,6 +19,7 @@ from torch.autograd.function import FunctionCtx, once_differentiable
 __all__ = ["hard_sums", "soft_sums"]
 
 ACTIVATIONS = ("softmax", "sigmoid", "none")
+_FACTOR_CHUNKS = 4
 
 
 def _activate(scores: Tensor, activation: str) -> Tensor:
@@ -74,8 +75,12 @@ class _HardSums(torch.autograd.Function):
             grad = probs
             label_term = grad.gather(1, labels.unsqueeze(1)) * hit_grad  # x_iy * g_hits
             inner = torch.bmm(grad_total.unsqueeze(1), grad) + label_term  # <x, g>, (B, 1, N)
-            for c in range(grad.shape[1]):  # per class, so the factor is only (B, N)
-                grad[:, c].mul_(grad_total[:, c:c + 1] - inner[:, 0])
+            # The factor (g_total - <x, g>) is (B, C, N); built a quarter of the pixels at a
+            # time it costs a quarter of the memory, in four vectorised steps.
+            step = -(-grad.shape[2] // _FACTOR_CHUNKS)
+            for start in range(0, grad.shape[2], step):
+                window = slice(start, start + step)
+                grad[:, :, window].mul_(grad_total.unsqueeze(-1) - inner[:, :, window])
             grad.scatter_add_(1, labels.unsqueeze(1), label_term)
         else:
             grad = grad_total.unsqueeze(-1).expand_as(probs).clone()

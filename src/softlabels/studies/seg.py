@@ -138,6 +138,8 @@ def run(config: SegStudyConfig, *, show_progress: bool | None = None) -> list[di
                     done[key] = _run_cell(config, folder, train, test, loss, labels, seed,
                                           show_progress)
                     log.append(done[key])
+                    # Kept current after every cell, so a sweep cut short still reports.
+                    write_text(folder / "report.md", _report(config, list(done.values())))
                 rows.append(done[key])
     write_text(folder / "report.md", _report(config, rows))
     _figure(config, folder, test)

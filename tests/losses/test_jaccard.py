@@ -354,3 +354,52 @@ def test_fused_gradients_match_finite_differences(variant, mode, with_keep) -> N
     assert_gradient_matches_finite_differences(
         lambda x: jaccard_metric_loss(x, targets[0], from_logits=False, variant=variant,
                                       mode=mode, keep=keep), probs)
+
+
+@pytest.mark.parametrize("variant", ["jml1", "jml2", "sjl"])
+def test_gradient_reaches_soft_targets(variant) -> None:
+    """Learned labels differentiate the loss in y: compare with plain autograd formulas."""
+    g = torch.Generator().manual_seed(7)
+    logits = torch.randn(2, 3, 5, dtype=torch.float64, generator=g)
+    target = torch.softmax(torch.randn(2, 3, 5, dtype=torch.float64, generator=g), 1)
+    y = target.clone().requires_grad_()
+    jaccard_metric_loss(logits, y, variant=variant, smooth=1e-3).backward()
+    y_ref = target.clone().requires_grad_()
+    x = torch.softmax(logits, 1)
+    if variant == "jml1":
+        tp = (x.sum(-1) + y_ref.sum(-1) - (x - y_ref).abs().sum(-1)) / 2
+        fp, fn = x.sum(-1) - tp, y_ref.sum(-1) - tp
+    elif variant == "jml2":
+        tp = (x * y_ref).sum(-1)
+        fp, fn = (x - y_ref).clamp_min(0).sum(-1), (y_ref - x).clamp_min(0).sum(-1)
+    else:
+        tp = (x * y_ref).sum(-1)
+        fp, fn = x.sum(-1) - tp, y_ref.sum(-1) - tp
+    tp, fp, fn = tp.sum(0), fp.sum(0), fn.sum(0)
+    (1 - (tp + 1e-3) / (tp + fp + fn + 1e-3)).mean().backward()
+    assert torch.allclose(y.grad, y_ref.grad, atol=1e-10)
+
+
+def test_half_precision_is_accumulated_in_float32() -> None:
+    g = torch.Generator().manual_seed(0)
+    logits = torch.randn(1, 2, 300, 300, generator=g)
+    labels = torch.randint(0, 2, (1, 300, 300), generator=g)
+    reference = jaccard_metric_loss(logits, labels)
+    half = jaccard_metric_loss(logits.half(), labels)
+    assert half.dtype == torch.float16
+    assert half.item() == pytest.approx(reference.item(), abs=2e-3)
+
+
+def test_empty_spatial_dims_and_multilabel_module() -> None:
+    logits = torch.randn(2, 3, 0, requires_grad=True)
+    loss = jaccard_metric_loss(logits, torch.zeros(2, 0, dtype=torch.int64))
+    loss.backward()
+    assert loss.item() == 0.0
+    module = JaccardMetricLoss(mode="multilabel")
+    x = torch.randn(2, 3, 4, 4)
+    assert module(x, (torch.rand(2, 3, 4, 4) > 0.5).float()).item() > 0
+    with pytest.raises(ValueError, match="levels weights"):
+        jaccard_metric_loss(x, torch.zeros(2, 4, 4, dtype=torch.int64),
+                            levels={"dataset": float("nan")})
+    with pytest.raises(ValueError, match="class_weights must be"):
+        JaccardMetricLoss(class_weights=[1.0, -2.0])

@@ -77,7 +77,7 @@ class _HardSums(torch.autograd.Function):
             inner = torch.bmm(grad_total.unsqueeze(1), grad) + label_term  # <x, g>, (B, 1, N)
             # The factor (g_total - <x, g>) is (B, C, N); built a quarter of the pixels at a
             # time it costs a quarter of the memory, in four vectorised steps.
-            step = -(-grad.shape[2] // _FACTOR_CHUNKS)
+            step = max(1, -(-grad.shape[2] // _FACTOR_CHUNKS))
             for start in range(0, grad.shape[2], step):
                 window = slice(start, start + step)
                 grad[:, :, window].mul_(grad_total.unsqueeze(-1) - inner[:, :, window])
@@ -137,9 +137,25 @@ class _SoftSums(torch.autograd.Function):
     @staticmethod
     @once_differentiable
     def backward(ctx: Any, g_total: Tensor, g_prod: Tensor, g_dist: Tensor, g_excess: Tensor,
-                 g_short: Tensor) -> tuple[Tensor, None, None, None, None]:
+                 g_short: Tensor) -> tuple[Tensor | None, Tensor | None, None, None, None]:
         probs, target, keep, diff = ctx.saved_tensors
         want_t, want_d, want_p, want_n = ctx.needed
+        target_grad = None
+        if ctx.needs_input_grad[1]:  # learned labels: the loss is differentiated in y too
+            target_grad = torch.zeros_like(probs)
+            if want_t:
+                target_grad.addcmul_(g_prod.unsqueeze(-1), probs)
+            if want_d:
+                target_grad.addcmul_(g_dist.unsqueeze(-1), torch.sign(diff), value=-1)
+            if want_p:
+                target_grad.addcmul_(g_excess.unsqueeze(-1), (diff > 0).to(probs.dtype),
+                                     value=-1)
+            if want_n:
+                target_grad.addcmul_(g_short.unsqueeze(-1), (diff < 0).to(probs.dtype))
+            if keep is not None:
+                target_grad.mul_(keep.unsqueeze(1))
+        if not ctx.needs_input_grad[0]:
+            return None, target_grad, None, None, None
         # Subgradients at x = y are 0, as autograd's abs and relu give, so that a loss
         # minimised at x = y has a zero gradient there.
         if want_d and not (want_t or want_p or want_n):
@@ -157,7 +173,7 @@ class _SoftSums(torch.autograd.Function):
                 grad.addcmul_(g_short.unsqueeze(-1), (diff < 0).to(probs.dtype), value=-1)
         if keep is not None:
             grad.mul_(keep.unsqueeze(1))
-        return _activation_backward(grad, probs, ctx.activation), None, None, None, None
+        return _activation_backward(grad, probs, ctx.activation), target_grad, None, None, None
 
 
 def soft_sums(scores: Tensor, target: Tensor, keep: Tensor | None, activation: str,

@@ -27,6 +27,7 @@ and |y| a per-class pixel count.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 
 import torch
@@ -87,10 +88,15 @@ def jaccard_metric_loss(
         log_loss: use -log(score) instead of 1 - score.
         class_weights: (C,) non-negative per-class weights multiplying each class's loss.
         active_classes: ``"present"`` (a class counts where its label exceeds ``threshold``)
-            or ``"all"``; default ``"present"`` for hard and ``"all"`` for soft labels.
+            or ``"all"``; default ``"present"`` for hard and ``"all"`` for soft labels. In
+            binary mode with hard labels, "present" means an image without foreground adds
+            nothing to the loss, so false positives there go unpunished; pass ``"all"`` to
+            count them.
         threshold: label value above which a class is present.
         ignore_index: a hard-label value whose pixels are left out.
         keep: bool (B, *spatial), False for pixels to leave out (works for any label).
+
+    Half-precision logits are accumulated in float32; the result has the logits' dtype.
 
     Returns:
         A scalar. When no class is active (e.g. every pixel ignored) it is 0 with zero
@@ -121,8 +127,10 @@ def jaccard_metric_loss(
     hard = _is_hard(target, mode)
     mask = _keep_mask(logits, target, keep, ignore_index, hard, mode)
     activation = _activation(logits, mode, from_logits)
-    scores = logits.flatten(2)
-    keep_f = mask.flatten(1).to(logits.dtype) if mask is not None else None
+    # Sums over many pixels overflow or lose counts in half precision: accumulate in float32.
+    compute_dtype = torch.promote_types(logits.dtype, torch.float32)
+    scores = logits.flatten(2).to(compute_dtype)
+    keep_f = mask.flatten(1).to(compute_dtype) if mask is not None else None
     if hard and mode == "multiclass":
         labels = _check_hard(target, logits, num_classes, ignore_index).flatten(1)
         if mask is not None:
@@ -130,12 +138,13 @@ def jaccard_metric_loss(
         tp, fp, fn, present = _hard_counts(scores, labels, keep_f, variant, p, activation)
     else:
         soft = _soft_target(target, logits, mode, hard, ignore_index, mask).flatten(2)
+        soft = soft.to(compute_dtype)
         tp, fp, fn, present = _soft_counts(scores, soft, keep_f, variant, p, threshold,
                                            activation)
     mode_active = active_classes or ("present" if hard else "all")
     check_choice("active_classes", mode_active, ACTIVE_CLASSES)
     active = present if mode_active == "present" else torch.ones_like(present)
-    class_w = _class_weights(class_weights, num_classes, logits)
+    class_w = _class_weights(class_weights, num_classes, scores)
 
     def loss_of(tp: Tensor, fp: Tensor, fn: Tensor) -> Tensor:
         return _per_class_loss(tp, fp, fn, alpha, beta, gamma, smooth, log_loss, class_w)
@@ -151,7 +160,7 @@ def jaccard_metric_loss(
     if not bool(torch.isfinite(total)):
         # Checked here rather than up front: one scalar test instead of a pass over the logits.
         check_finite("logits", logits)
-    return total
+    return total.to(logits.dtype)
 
 
 def _level_weights(levels: Mapping[str, float] | None) -> dict[str, float]:
@@ -164,7 +173,8 @@ def _level_weights(levels: Mapping[str, float] | None) -> dict[str, float]:
     if unknown:
         raise ValueError(f"levels has unknown keys {unknown}; valid: {list(LEVELS)}")
     weights = {level: float(levels.get(level, 0.0)) for level in LEVELS}
-    if any(w < 0 for w in weights.values()) or not any(weights.values()):
+    if (any(not math.isfinite(w) or w < 0 for w in weights.values())
+            or not any(weights.values())):
         raise ValueError(f"levels weights must be >= 0 with at least one > 0, got {weights}")
     return weights
 
@@ -248,16 +258,16 @@ def _soft_target(target: Tensor, logits: Tensor, mode: str, hard: bool,
     target = target.to(logits.dtype)
     # Per-pixel summaries keep the checks cheap: only kept pixels are judged, and a NaN or
     # infinity anywhere in a pixel's label makes its sum non-finite.
-    sums = target.sum(1)
+    sums = target.detach().sum(1)
     if mask is None:
-        lows, highs = torch.aminmax(target)  # a contiguous reduction: the fast case
+        lows, highs = torch.aminmax(target.detach())  # a contiguous reduction: the fast case
     else:
         sums = sums[mask]
-        lows, highs = target.amin(1)[mask], target.amax(1)[mask]
+        lows, highs = target.detach().amin(1)[mask], target.detach().amax(1)[mask]
     if sums.numel() == 0:
         return target
     check_finite("target", sums)
-    low, high = float(lows.min()), float(highs.max())
+    low, high = float(lows.detach().min()), float(highs.detach().max())
     if low < 0 or high > 1:
         raise ValueError(f"target values must lie in [0, 1], got range [{low:.4g}, {high:.4g}]")
     if mode == "multiclass" and float((sums - 1).abs().max()) > _SUM_TOLERANCE:

@@ -42,10 +42,17 @@ class TverskyMetricLoss(nn.Module):
         }
         weights = (torch.as_tensor(class_weights, dtype=torch.float32)
                    if class_weights is not None else None)
+        if weights is not None and (weights.ndim != 1 or not bool(torch.isfinite(weights).all())
+                                    or float(weights.min()) < 0):
+            raise ValueError(f"class_weights must be a 1-D sequence of finite non-negative "
+                             f"numbers, got {weights.tolist()}")
         self.register_buffer("class_weights", weights)
-        # Fail at construction on bad numbers rather than at the first batch.
-        jaccard_metric_loss(torch.zeros(1, 1 if mode == "binary" else 2, 1),
-                            torch.zeros(1, 1, dtype=torch.int64),
+        # Fail at construction on bad numbers rather than at the first batch: one tiny call
+        # with a target of the kind this mode takes.
+        channels = 1 if mode == "binary" else 2
+        probe_target = (torch.full((1, channels, 1), 0.5) if mode == "multilabel"
+                        else torch.zeros(1, 1, dtype=torch.int64))
+        jaccard_metric_loss(torch.zeros(1, channels, 1), probe_target,
                             **{**self.options, "levels": {"dataset": 1.0}})
 
     def forward(self, logits: Tensor, target: Tensor, keep: Tensor | None = None) -> Tensor:

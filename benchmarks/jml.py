@@ -2,8 +2,9 @@
 
 Compared on the same logits against ``F.cross_entropy`` (hard labels), soft cross-entropy
 (soft labels) and a straightforward implementation that builds a one-hot float label tensor
-(what the official code does for hard labels). Memory: each case runs in a fresh subprocess: one warm-up step, then freed memory is handed
-back to the system (``malloc_trim``) and the kernel's peak-RSS mark is reset
+(what the official code does for hard labels). Memory: each case runs in a fresh
+subprocess: one warm-up step, then freed memory is handed back to the system
+(``malloc_trim``) and the kernel's peak-RSS mark is reset
 (``/proc/self/clear_refs``); "extra" is the peak resident memory of one more forward + backward
 minus the resident memory just before it (Linux only).
 

@@ -119,3 +119,17 @@ def test_unknown_config_key(tmp_path: Path, capsys: pytest.CaptureFixture) -> No
     config.write_text("epoch: 3\n")
     assert main(["train", "--config", str(config), "--out", str(tmp_path / "r")]) == 2
     assert "unknown config field(s) ['epoch']" in capsys.readouterr().err
+
+
+def test_a_sweep_can_be_extended_in_the_same_folder(tmp_path: Path,
+                                                    capsys: pytest.CaptureFixture) -> None:
+    base = ["train", "--epochs", "1", "--images-per-class", "2", "--model-args", "width=8",
+            "--out", str(tmp_path), "--json"]
+    assert main([*base, "--labels", "hard"]) == 0
+    first = json.loads(capsys.readouterr().out)
+    assert main([*base, "--labels", "hard", "smooth"]) == 0
+    rows = json.loads(capsys.readouterr().out)
+    assert [r["labels"] for r in rows] == ["hard", "smooth"]
+    assert rows[0] == first[0]  # the finished cell is reused, not retrained
+    assert main([*base, "--labels", "hard", "hard"]) == 2
+    assert "labels must not repeat" in capsys.readouterr().err

@@ -69,3 +69,17 @@ def test_bad_input(tmp_path: Path, capsys: pytest.CaptureFixture, argv, message)
         code = exit_.code
     assert code == 2
     assert message in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "message"),
+    [("seeds", (0, 0), "seeds must not repeat"), ("losses", ("ce", "ce"), "losses must not"),
+     ("teacher_epochs", 0, "teacher_epochs must be > 0"), ("kernel", 2, "kernel must be an odd"),
+     ("temperature", -1.0, "temperature must be > 0"), ("eps", 1.5, "eps must be in"),
+     ("figure_images", -1, "figure_images must be >= 0")],
+)
+def test_config_errors_are_raised_at_construction(field, value, message) -> None:
+    from softlabels.studies.seg import SegStudyConfig
+
+    with pytest.raises(ValueError, match=message):
+        SegStudyConfig(**{field: value})

@@ -1,7 +1,8 @@
 """Command-line interface: ``softlabels <command> [options]``.
 
-Every command shares ``--config``, ``--out``, ``--seed``, ``--device`` and ``--quick``; its
-other flags are the fields of the command's config dataclass. The CLI only parses arguments,
+Every command shares ``--config``, ``--out``, ``--device``, ``--quick`` and ``--json``, and takes
+a seed (``--seed``, or ``--seeds`` for a sweep over seeds); its other flags are the fields of
+the command's config dataclass. The CLI only parses arguments,
 runs the study's ``run(config)`` and prints a summary.
 """
 
@@ -9,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -19,6 +21,7 @@ from rich.table import Table
 
 from . import __version__
 from .configuration import add_config_arguments, build_config, load_config_file
+from .engine import NonFiniteLossError
 from .studies import seg as seg_study
 from .studies import train as train_study
 
@@ -108,6 +111,17 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _json_safe(value: Any) -> Any:
+    """NaN (a class absent from the test set) becomes null: JSON has no NaN."""
+    if isinstance(value, float) and math.isnan(value):
+        return None
+    if isinstance(value, dict):
+        return {k: _json_safe(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_json_safe(v) for v in value]
+    return value
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``softlabels`` console script; returns the exit code."""
     parser = build_parser()
@@ -120,11 +134,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         config = build_config(command.config_cls, command.quick if quick else {},
                               file_values, args)
         rows = command.run(config)
-    except (ValueError, TypeError, FileNotFoundError) as err:
+    except (ValueError, TypeError, FileNotFoundError, NonFiniteLossError) as err:
         print(f"softlabels: error: {err}", file=sys.stderr)
         return 2
     if as_json:
-        print(json.dumps(rows, indent=2))
+        print(json.dumps(_json_safe(rows), indent=2))
     else:
         command.summarize(config, rows, console)
     return 0

@@ -245,3 +245,41 @@ def test_paired_augment_moves_images_and_dense_targets_together() -> None:
     fit(conv, images, masks, TrainConfig(epochs=1, batch_size=4), objective=objective,
         paired_augment=flip_both, device="cpu", show_progress=False)
     assert len(calls) == 2
+
+
+def test_resume_restores_the_global_rng_used_by_dropout(tmp_path: Path) -> None:
+    x, y = blobs(90)
+
+    def dropout_model() -> nn.Module:
+        torch.manual_seed(0)
+        return nn.Sequential(nn.Flatten(), nn.Linear(16, 32), nn.Dropout(0.5), nn.ReLU(),
+                             nn.Linear(32, 3))
+
+    config = TrainConfig(epochs=4, batch_size=30, lr=0.1, seed=3)
+    torch.manual_seed(123)
+    full = fit(dropout_model(), x, y, config, device="cpu", show_progress=False)
+    calls = {"n": 0}
+
+    def stop_after_two_epochs(batch: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+        calls["n"] += 1
+        if calls["n"] > 6:
+            raise KeyboardInterrupt
+        return batch
+
+    torch.manual_seed(123)
+    model = dropout_model()
+    with pytest.raises(KeyboardInterrupt):
+        fit(model, x, y, config, augment=stop_after_two_epochs, checkpoint_dir=tmp_path,
+            device="cpu", show_progress=False)
+    torch.manual_seed(999)  # a different global state must not matter after resuming
+    resumed = fit(dropout_model(), x, y, config, augment=lambda b, g: b,
+                  checkpoint_dir=tmp_path, device="cpu", show_progress=False)
+    for pa, pb in zip(full.model.parameters(), resumed.model.parameters(), strict=True):
+        assert torch.allclose(pa, pb, atol=1e-6)
+
+
+def test_config_rejects_repeated_milestones_and_unit_momentum() -> None:
+    with pytest.raises(ValueError, match="milestones must be distinct"):
+        TrainConfig(epochs=10, schedule="step", milestones=(5, 5))
+    with pytest.raises(ValueError, match="momentum must be < 1"):
+        TrainConfig(momentum=1.0)

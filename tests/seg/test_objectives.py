@@ -106,3 +106,16 @@ def test_objective_errors() -> None:
         SegLoss("ce+lovasz", 3)
     with pytest.raises(ValueError, match="confidence must be in"):
         SegObjective(SegLoss("ce", 3), "semi", teacher=model(), confidence=2.0)
+
+
+def test_kd_keeps_kl_and_ce_balanced_for_every_loss() -> None:
+    x, y = batch()
+    student, teacher = model(), model(seed=4)
+    for loss in ("ce", "ce+jml"):
+        terms = SegObjective(SegLoss(loss, 3, w_ce=0.25), "kd", teacher=teacher)(student, x, y)
+        probs = torch.softmax(teacher(x), 1).detach()
+        kl = F.kl_div(F.log_softmax(student(x), 1), probs, reduction="none").sum(1)
+        keep = y != 255
+        expected = 0.5 * 0.25 * (kl * keep).sum() / keep.sum()
+        assert terms["kd_kl"].item() == pytest.approx(expected.item(), rel=1e-5)
+        assert ("kd_metric" in terms) == (loss != "ce")

@@ -54,10 +54,15 @@ class TrainConfig:
         check_choice("optimizer", self.optimizer, OPTIMIZERS)
         check_positive("lr", self.lr)
         check_range("momentum", self.momentum, 0.0, 1.0)
+        if self.momentum == 1.0:
+            raise ValueError("momentum must be < 1 (1 never forgets a gradient), got 1.0")
         check_range("weight_decay", self.weight_decay, 0.0, float("inf"))
         check_choice("schedule", self.schedule, SCHEDULES)
         check_range("gamma", self.gamma, 0.0, 1.0)
         object.__setattr__(self, "milestones", tuple(int(m) for m in self.milestones))
+        if len(set(self.milestones)) != len(self.milestones):
+            raise ValueError(f"milestones must be distinct (a repeat decays twice), got "
+                             f"{list(self.milestones)}")
         if any(not 0 < m < self.epochs for m in self.milestones):
             raise ValueError(f"milestones must lie in (0, epochs={self.epochs}), got "
                              f"{list(self.milestones)}")

@@ -240,6 +240,10 @@ def _save(folder: Path, epoch: int, config: TrainConfig, fingerprint: dict[str, 
           model: nn.Module, optimizer: torch.optim.Optimizer,
           scheduler: torch.optim.lr_scheduler.LRScheduler, generator: torch.Generator,
           history: list[dict[str, float]]) -> None:
+    # The epoch file first: if the process dies between the two writes, the resumed run
+    # redoes this epoch and writes both again, instead of skipping a file for good.
+    if config.checkpoint_every and epoch % config.checkpoint_every == 0:
+        torch_save(folder / f"epoch_{epoch:04d}.pt", model.state_dict())
     torch_save(folder / _LAST, {
         "format": _CHECKPOINT_FORMAT,
         "fingerprint": fingerprint,
@@ -248,10 +252,10 @@ def _save(folder: Path, epoch: int, config: TrainConfig, fingerprint: dict[str, 
         "optimizer": optimizer.state_dict(),
         "scheduler": scheduler.state_dict(),
         "generator": generator.get_state(),
+        # Dropout and other modules draw from the global generator.
+        "torch_rng": torch.get_rng_state(),
         "history": history,
     })
-    if config.checkpoint_every and epoch % config.checkpoint_every == 0:
-        torch_save(folder / f"epoch_{epoch:04d}.pt", model.state_dict())
 
 
 def _restore(path: Path, fingerprint: dict[str, Any], model: nn.Module,
@@ -271,6 +275,8 @@ def _restore(path: Path, fingerprint: dict[str, Any], model: nn.Module,
     optimizer.load_state_dict(state["optimizer"])
     scheduler.load_state_dict(state["scheduler"])
     generator.set_state(state["generator"])
+    if "torch_rng" in state:
+        torch.set_rng_state(state["torch_rng"])
     history = [dict(h) for h in state["history"]]
     if any(not math.isfinite(h["loss"]) for h in history):
         raise ValueError(f"{str(path)!r} records a non-finite loss; it cannot be resumed")

@@ -8,7 +8,8 @@ augmentation, so they move with the image:
 - ``hard``: the annotation itself;
 - ``ls``: boundary label smoothing (only pixels next to another class are smoothed);
 - ``kd``: 0.5 * (hard-label loss) + 0.5 * (w_ce * KL * T^2 + w_metric * metric loss against the
-  teacher's probabilities at temperature T);
+  teacher's probabilities at temperature T); with the ``ce`` loss the metric terms are absent,
+  so KL and CE keep the same 1:1 balance as with the metric losses;
 - ``semi``: images whose mask is all ``UNLABELLED`` learn from the teacher's probabilities,
   keeping only pixels where the teacher's confidence reaches ``confidence``.
 """
@@ -81,12 +82,18 @@ class SegLoss:
                 ce = 0.0 * logits.sum()  # cross_entropy gives NaN when every pixel is ignored
         terms = {"ce": self.w_ce * ce}
         if self.loss != "ce":
-            hard = not target.is_floating_point()
-            terms["metric"] = self.w_metric * jaccard_metric_loss(
-                logits, target, keep=None if hard else keep,
-                ignore_index=self.ignore_index if hard else None,
-                **_METRIC_OPTIONS[self.loss])
+            terms["metric"] = self.metric_term(logits, target, keep)
         return terms
+
+    def metric_term(self, logits: Tensor, target: Tensor, keep: Tensor | None = None
+                    ) -> Tensor:
+        """``w_metric`` times the metric loss alone (zero for ``"ce"``)."""
+        if self.loss == "ce":
+            return 0.0 * logits.sum()
+        hard = not target.is_floating_point()
+        return self.w_metric * jaccard_metric_loss(
+            logits, target, keep=None if hard else keep,
+            ignore_index=self.ignore_index if hard else None, **_METRIC_OPTIONS[self.loss])
 
 
 class SegObjective:
@@ -146,12 +153,9 @@ class SegObjective:
         kl = kd_loss(logits, teacher_probs, self.temperature, teacher_kind="probs",
                      reduction="none")
         kl = (kl * keep).sum() / keep.sum().clamp_min(1)
-        if loss.loss == "ce":
-            terms["kd_kl"] = 0.5 * kl
-            return terms
         terms["kd_kl"] = 0.5 * loss.w_ce * kl
-        soft_metric = loss(logits, teacher_probs, keep)["metric"]
-        terms["kd_metric"] = 0.5 * soft_metric
+        if loss.loss != "ce":
+            terms["kd_metric"] = 0.5 * loss.metric_term(logits, teacher_probs, keep)
         return terms
 
     def _semi_terms(self, logits: Tensor, y: Tensor, teacher_probs: Tensor

@@ -13,15 +13,17 @@ from .._io import write_json
 __all__ = ["prepare_run_folder"]
 
 # Fields that may change between a run and its resumption without changing its results.
-_RESUMABLE_CHANGES = frozenset({"device", "out", "show_progress"})
+_RESUMABLE_CHANGES = frozenset({"device", "out"})
 
 
-def prepare_run_folder(config: Any, out: str | Path) -> Path:
+def prepare_run_folder(config: Any, out: str | Path,
+                       sweep_fields: tuple[str, ...] = ()) -> Path:
     """Create ``out`` and write ``config.json``; refuse a folder that holds another run.
 
-    Resuming is allowed when the stored config equals ``config`` up to the fields in
-    ``_RESUMABLE_CHANGES``; otherwise the results already there would be mixed with results of
-    a different setting, so this raises ``ValueError`` naming the differing fields.
+    Resuming is allowed when the stored config equals ``config`` up to the device, the folder
+    and the ``sweep_fields`` (the axes of a sweep, such as seeds or label modes: extending them
+    adds cells next to the finished ones, whose settings are unchanged). Any other difference
+    would mix results of different settings, so it raises ``ValueError`` naming the fields.
     """
     folder = Path(out)
     folder.mkdir(parents=True, exist_ok=True)
@@ -34,8 +36,9 @@ def prepare_run_folder(config: Any, out: str | Path) -> Path:
             raise ValueError(f"{str(path)!r} is not a softlabels config file; use another "
                              "--out folder") from err
         normalised = json.loads(json.dumps(current))
+        free = _RESUMABLE_CHANGES | set(sweep_fields)
         differing = sorted(k for k in set(stored) | set(normalised)
-                           if k not in _RESUMABLE_CHANGES and stored.get(k) != normalised.get(k))
+                           if k not in free and stored.get(k) != normalised.get(k))
         if differing:
             raise ValueError(
                 f"output folder {str(folder)!r} holds a run with a different config (fields "

@@ -98,6 +98,20 @@ class SegStudyConfig:
                 check_choice(name, value, choices)
         if not self.seeds:
             raise ValueError("seeds must hold at least one seed")
+        for name in ("losses", "labels", "seeds"):
+            values = getattr(self, name)
+            if len(set(values)) != len(values):
+                raise ValueError(f"{name} must not repeat a value, got {list(values)}")
+        if self.teacher_epochs is not None and self.teacher_epochs <= 0:
+            raise ValueError(f"teacher_epochs must be > 0, got {self.teacher_epochs}")
+        check_range("eps", self.eps, 0.0, 1.0)
+        check_range("confidence", self.confidence, 0.0, 1.0)
+        if self.temperature <= 0:
+            raise ValueError(f"temperature must be > 0, got {self.temperature}")
+        if self.kernel < 1 or self.kernel % 2 == 0:
+            raise ValueError(f"kernel must be an odd int >= 1, got {self.kernel}")
+        if self.figure_images < 0:
+            raise ValueError(f"figure_images must be >= 0, got {self.figure_images}")
         check_range("labeled_fraction", self.labeled_fraction, 0.0, 1.0)
         if not 0 < self.labeled_fraction < 1:
             raise ValueError(f"labeled_fraction must be in (0, 1), got {self.labeled_fraction}")
@@ -110,7 +124,8 @@ class SegStudyConfig:
 
     def train_config(self, seed: int, epochs: int | None = None) -> TrainConfig:
         """The engine's recipe for one model."""
-        return TrainConfig(epochs=epochs or self.epochs, batch_size=self.batch_size,
+        return TrainConfig(epochs=epochs if epochs is not None else self.epochs,
+                           batch_size=self.batch_size,
                            optimizer=self.optimizer, lr=self.lr,
                            weight_decay=self.weight_decay, schedule="cosine", seed=seed)
 
@@ -123,7 +138,8 @@ QUICK: dict[str, Any] = {"epochs": 4, "teacher_epochs": 4, "model_args": ("base_
 
 def run(config: SegStudyConfig, *, show_progress: bool | None = None) -> list[dict[str, Any]]:
     """Train and score every (loss, label mode, seed) cell; write results, report, figure."""
-    folder = prepare_run_folder(config, config.out)
+    folder = prepare_run_folder(config, config.out,
+                                sweep_fields=("losses", "labels", "seeds", "figure_images"))
     log = ResultsLog(folder / "results.jsonl", key_fields=("loss", "labels", "seed"))
     done = {log.key(row): row for row in log.rows()}
     options = {"num_images": 256} if config.dataset == "digit_scenes" else {}
@@ -142,7 +158,8 @@ def run(config: SegStudyConfig, *, show_progress: bool | None = None) -> list[di
                     write_text(folder / "report.md", _report(config, list(done.values())))
                 rows.append(done[key])
     write_text(folder / "report.md", _report(config, rows))
-    _figure(config, folder, test)
+    if config.figure_images:
+        _figure(config, folder, test)
     return rows
 
 

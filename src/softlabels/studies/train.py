@@ -91,6 +91,8 @@ class TrainStudyConfig:
             raise ValueError(f"labels must name at least one of {list(LABEL_MODES)}")
         for mode in self.labels:
             check_choice("labels", mode, LABEL_MODES)
+        if len(set(self.labels)) != len(self.labels):
+            raise ValueError(f"labels must not repeat a mode, got {list(self.labels)}")
         check_choice("augment", self.augment, list_augmentations())
         check_range("smoothing", self.smoothing, 0.0, 1.0)
         TrainConfig(**self.train_config_fields())  # validates the shared training fields
@@ -135,7 +137,7 @@ def run(config: TrainStudyConfig, *, show_progress: bool | None = None) -> list[
     ``classwise_accuracy`` and ``seconds``. The teacher's own test scores are in the row with
     ``labels = "teacher-model"`` when the ``teacher`` mode is used.
     """
-    folder = prepare_run_folder(config, config.out)
+    folder = prepare_run_folder(config, config.out, sweep_fields=("labels",))
     log = ResultsLog(folder / "results.jsonl", key_fields=("labels", "seed"))
     done = {row["labels"]: row for row in log.rows() if row["seed"] == config.seed}
     full = load_dataset(config.dataset, config.data_root, split="train")

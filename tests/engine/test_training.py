@@ -283,3 +283,18 @@ def test_config_rejects_repeated_milestones_and_unit_momentum() -> None:
         TrainConfig(epochs=10, schedule="step", milestones=(5, 5))
     with pytest.raises(ValueError, match="momentum must be < 1"):
         TrainConfig(momentum=1.0)
+
+
+def test_a_trailing_single_sample_joins_the_previous_batch() -> None:
+    x, y = blobs(33)  # 33 = 2 * 16 + 1
+    sizes = []
+
+    def objective(model: nn.Module, xb: torch.Tensor, yb: torch.Tensor) -> torch.Tensor:
+        sizes.append(xb.shape[0])
+        return nn.functional.cross_entropy(model(xb), yb)
+
+    torch.manual_seed(0)
+    bn_model = nn.Sequential(nn.Flatten(), nn.Linear(16, 8), nn.BatchNorm1d(8), nn.Linear(8, 3))
+    fit(bn_model, x, y, TrainConfig(epochs=1, batch_size=16), objective=objective,
+        device="cpu", show_progress=False)
+    assert sizes == [16, 17]

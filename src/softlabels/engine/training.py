@@ -212,8 +212,14 @@ def _train_epoch(model: nn.Module, x_all: Tensor, y_all: Tensor, batch_size: int
     order = torch.randperm(x_all.shape[0], generator=generator).to(x_all.device)
     sums: dict[str, float] = {}
     seen = 0
-    for step, start in enumerate(range(0, x_all.shape[0], batch_size)):
-        batch = order[start:start + batch_size]
+    total = x_all.shape[0]
+    starts = list(range(0, total, batch_size))
+    if total % batch_size == 1 and len(starts) > 1:
+        # A last batch of one sample breaks BatchNorm; it joins the batch before it.
+        starts.pop()
+    for step, start in enumerate(starts):
+        end = starts[step + 1] if step + 1 < len(starts) else total
+        batch = order[start:end]
         x, y = x_all[batch], y_all[batch]
         if augment is not None:
             x = augment(x, generator)

@@ -131,9 +131,9 @@ class SegStudyConfig:
 
 
 #: ``--quick``: a run of well under a minute on digit scenes.
-QUICK: dict[str, Any] = {"epochs": 4, "teacher_epochs": 4, "model_args": ("base_width=8",),
-                         "teacher_args": ("base_width=8",), "batch_size": 16,
-                         "figure_images": 3}
+QUICK: dict[str, Any] = {"out": "runs/seg-quick", "epochs": 4, "teacher_epochs": 4,
+                         "model_args": ("base_width=8",), "teacher_args": ("base_width=8",),
+                         "batch_size": 16, "figure_images": 3}
 
 
 def run(config: SegStudyConfig, *, show_progress: bool | None = None) -> list[dict[str, Any]]:

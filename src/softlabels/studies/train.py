@@ -114,7 +114,7 @@ class TrainStudyConfig:
 
 
 #: Applied by ``--quick`` before the config file and flags: a run of a few seconds.
-QUICK = {"images_per_class": 5, "epochs": 300, "teacher_epochs": 10,
+QUICK = {"out": "runs/train-quick", "images_per_class": 5, "epochs": 300, "teacher_epochs": 10,
          "teacher_args": ("width=64",)}
 
 

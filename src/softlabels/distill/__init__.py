@@ -53,3 +53,7 @@ __all__ = [
     "swap_labels",
     "topk_labels",
 ]
+from .students import BACKENDS as STUDENT_BACKENDS
+from .students import StudentsResult, train_students
+
+__all__ += ["STUDENT_BACKENDS", "StudentsResult", "train_students"]

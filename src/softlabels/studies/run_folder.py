@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import fcntl
 import json
 from pathlib import Path
 from typing import Any
@@ -10,7 +11,31 @@ from typing import Any
 from .. import __version__
 from .._io import write_json
 
-__all__ = ["prepare_run_folder"]
+__all__ = ["FolderInUseError", "prepare_run_folder"]
+
+
+class FolderInUseError(ValueError):
+    """Another live process is running a study in this output folder."""
+
+
+# Locks held for the life of the process, by folder: two runs resuming one folder at once
+# would train the same cells twice and interleave their checkpoints.
+_LOCKS: dict[Path, Any] = {}
+
+
+def _lock(folder: Path) -> None:
+    key = folder.resolve()
+    if key in _LOCKS:
+        return  # this process already holds it (a study rerun in the same interpreter)
+    handle = open(key / ".lock", "a+")  # noqa: SIM115 - held open for the process lifetime
+    try:
+        fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        handle.close()
+        raise FolderInUseError(
+            f"output folder {str(folder)!r} is in use by another running softlabels process; "
+            "wait for it to finish or choose another --out") from None
+    _LOCKS[key] = handle
 
 # Fields that may change between a run and its resumption without changing its results.
 _RESUMABLE_CHANGES = frozenset({"device", "out"})
@@ -20,6 +45,8 @@ def prepare_run_folder(config: Any, out: str | Path,
                        sweep_fields: tuple[str, ...] = ()) -> Path:
     """Create ``out`` and write ``config.json``; refuse a folder that holds another run.
 
+    The folder is locked (``flock`` on ``.lock``) for the rest of this process, so a second
+    process pointed at it fails with :class:`FolderInUseError` instead of corrupting it.
     Resuming is allowed when the stored config equals ``config`` up to the device, the folder
     and the ``sweep_fields`` (the axes of a sweep, such as seeds or label modes: extending them
     adds cells next to the finished ones, whose settings are unchanged). Any other difference
@@ -27,6 +54,7 @@ def prepare_run_folder(config: Any, out: str | Path,
     """
     folder = Path(out)
     folder.mkdir(parents=True, exist_ok=True)
+    _lock(folder)
     current = dataclasses.asdict(config)
     path = folder / "config.json"
     if path.exists():

@@ -110,10 +110,10 @@ def random_crop(
     padded = F.pad(x, (padding, padding, padding, padding), mode=mode)
     top = randint(0, 2 * padding + 1, n, g, x.device)
     left = randint(0, 2 * padding + 1, n, g, x.device)
-    return _window(padded, top, left, h, w)
+    return crop_windows(padded, top, left, h, w)
 
 
-def _window(padded: Tensor, top: Tensor, left: Tensor, h: int, w: int) -> Tensor:
+def crop_windows(padded: Tensor, top: Tensor, left: Tensor, h: int, w: int) -> Tensor:
     """Per-image ``h x w`` windows of ``padded`` starting at rows ``top``, columns ``left``."""
     n = padded.shape[0]
     rows = top[:, None] + torch.arange(h, device=padded.device)  # (N, h)

@@ -58,6 +58,18 @@ class ImageSetMixin:
         """(H, W) of every image."""
         return int(self.images.shape[2]), int(self.images.shape[3])
 
+    def _positions(self, positions: Tensor) -> Tensor:
+        """``positions`` as int64 (K,), checked to lie in [0, N)."""
+        positions = torch.as_tensor(positions, dtype=torch.int64)
+        if positions.ndim != 1:
+            raise ValueError(f"positions must be 1-D, got shape {tuple(positions.shape)}")
+        if positions.numel() and (int(positions.min()) < 0 or int(positions.max()) >= len(self)):
+            raise ValueError(
+                f"positions must lie in [0, {len(self)}), got range "
+                f"[{int(positions.min())}, {int(positions.max())}]"
+            )
+        return positions
+
 
 @dataclass(frozen=True)
 class ImageDataset(ImageSetMixin):
@@ -99,12 +111,7 @@ class ImageDataset(ImageSetMixin):
 
     def subset(self, positions: Tensor) -> ImageDataset:
         """Return the images at ``positions`` (int64 (K,) positions into this dataset)."""
-        positions = torch.as_tensor(positions, dtype=torch.int64)
-        if positions.numel() and (int(positions.min()) < 0 or int(positions.max()) >= len(self)):
-            raise ValueError(
-                f"positions must lie in [0, {len(self)}), got range "
-                f"[{int(positions.min())}, {int(positions.max())}]"
-            )
+        positions = self._positions(positions)
         return replace(
             self,
             images=self.images[positions],

@@ -22,7 +22,14 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from ..._checks import check_range, check_tensor
-from ..augment import GeneratorLike, check_images, make_generator, randint, uniform
+from ..augment import (
+    GeneratorLike,
+    check_images,
+    crop_windows,
+    make_generator,
+    randint,
+    uniform,
+)
 from .types import IGNORE_INDEX
 
 __all__ = [
@@ -108,16 +115,6 @@ def paired_flip(
     )
 
 
-def _windows(padded: Tensor, top: Tensor, left: Tensor, h: int, w: int) -> Tensor:
-    """Per-sample ``h x w`` windows of ``(N, C, H, W)`` ``padded`` at ``top``, ``left``."""
-    n = padded.shape[0]
-    rows = top[:, None] + torch.arange(h, device=padded.device)  # (N, h)
-    cols = left[:, None] + torch.arange(w, device=padded.device)  # (N, w)
-    batch = torch.arange(n, device=padded.device)[:, None, None]
-    # Advanced indices around the channel slice put their broadcast shape first: (N, h, w, C).
-    return padded[batch, :, rows[:, :, None], cols[:, None, :]].permute(0, 3, 1, 2).contiguous()
-
-
 def paired_random_crop(
     images: Tensor,
     masks: Tensor,
@@ -162,8 +159,8 @@ def paired_random_crop(
     top = randint(0, images.shape[2] - h + 1, n, g, images.device)
     left = randint(0, images.shape[3] - w + 1, n, g, images.device)
     return (
-        _windows(images, top, left, h, w),
-        _windows(masks[:, None], top, left, h, w)[:, 0],
+        crop_windows(images, top, left, h, w),
+        crop_windows(masks[:, None], top, left, h, w)[:, 0],
     )
 
 

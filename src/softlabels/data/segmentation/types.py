@@ -102,14 +102,7 @@ class SegmentationDataset(ImageSetMixin):
 
         ``indices`` of the result point into the original split, not into this dataset.
         """
-        positions = torch.as_tensor(positions, dtype=torch.int64)
-        if positions.ndim != 1:
-            raise ValueError(f"positions must be 1-D, got shape {tuple(positions.shape)}")
-        if positions.numel() and (int(positions.min()) < 0 or int(positions.max()) >= len(self)):
-            raise ValueError(
-                f"positions must lie in [0, {len(self)}), got range "
-                f"[{int(positions.min())}, {int(positions.max())}]"
-            )
+        positions = self._positions(positions)
         return replace(
             self,
             images=self.images[positions],

@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from matplotlib.figure import Figure
 from torch import Tensor, nn
@@ -287,16 +288,15 @@ def _figure(config: SegStudyConfig, folder: Path, test: SegmentationDataset) -> 
             model.load_state_dict(torch_load(path)["model"])
             probs = predict_segmentation(model, test.images[:count], device=config.device)
             columns.append((f"{loss}\n{labels}", probs.argmax(1)))
-    masks = test.masks[:count].clone()
-    ignored = masks == test.ignore_index
-    masks[ignored] = 0
+    # Void pixels are left blank (masked), not drawn in the colour of class 0.
+    masks = np.ma.masked_equal(test.masks[:count].numpy(), test.ignore_index)
     width = 2 + len(columns)
     # A bare Figure needs no GUI backend, so this works on any machine.
     fig = Figure(figsize=(1.8 * width, 1.6 * count))
     axes = fig.subplots(count, width, squeeze=False)
     for row in range(count):
         image = test.images[row].permute(1, 2, 0).squeeze(-1).numpy()
-        panels = [("image", image, "gray"), ("ground truth", masks[row].numpy(), "tab20")]
+        panels = [("image", image, "gray"), ("ground truth", masks[row], "tab20")]
         panels += [(title, pred[row].numpy(), "tab20") for title, pred in columns]
         for col, (title, panel, cmap) in enumerate(panels):
             ax = axes[row][col]

@@ -22,6 +22,7 @@ from rich.table import Table
 from . import __version__
 from .configuration import add_config_arguments, build_config, load_config_file
 from .engine import NonFiniteLossError
+from .studies import distill as distill_study
 from .studies import seg as seg_study
 from .studies import train as train_study
 
@@ -72,6 +73,23 @@ def _summarize_seg(config: Any, rows: list[dict[str, Any]], console: Console) ->
     console.print(f"report: {config.out}/report.md, figure: {config.out}/predictions.png")
 
 
+def _summarize_distill(config: Any, rows: list[dict[str, Any]], console: Console) -> None:
+    table = Table(title=f"{config.dataset}: student test accuracy, mean ± std over seeds (%)")
+    for title in ("images", "labels", "IPC", "epoch", "T", "k", "best", "final", "seconds"):
+        table.add_column(title, justify="left" if title in ("images", "labels") else "right")
+    for row in rows:
+        if row["phase"] != "test":
+            continue
+        table.add_row(row["images"], row["labels"], str(row["ipc"]),
+                      *("" if row[k] is None else f"{row[k]:g}"
+                        for k in ("expert_epoch", "temperature", "k")),
+                      f"{100 * row['best_mean']:.1f} ± {100 * row['best_std']:.1f}",
+                      f"{100 * row['final_mean']:.1f} ± {100 * row['final_std']:.1f}",
+                      f"{row['seconds']:.0f}")
+    console.print(table)
+    console.print(f"report: {config.out}/report.md")
+
+
 COMMANDS: dict[str, Command] = {
     "train": Command(
         help="train a model with hard, smoothed or teacher soft labels",
@@ -79,6 +97,13 @@ COMMANDS: dict[str, Command] = {
         quick=train_study.QUICK,
         run=train_study.run,
         summarize=_summarize_train,
+    ),
+    "distill": Command(
+        help="soft-label dataset distillation: real images + expert soft labels",
+        config_cls=distill_study.DistillStudyConfig,
+        quick=distill_study.QUICK,
+        run=distill_study.run,
+        summarize=_summarize_distill,
     ),
     "seg": Command(
         help="segmentation with Jaccard/Dice metric losses and soft labels",

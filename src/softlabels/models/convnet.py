@@ -84,8 +84,12 @@ class ConvNet(nn.Module):
         self.feature_shape = (width, height, wide)
         self.classifier = nn.Linear(width * height * wide, num_classes)
 
-    def forward(self, x: Tensor) -> Tensor:
-        """Map images ``(N, C, H, W)`` to logits ``(N, num_classes)``."""
+    def embed(self, x: Tensor) -> Tensor:
+        """Map images ``(N, C, H, W)`` to the classifier's input ``(N, width * h * w)``."""
         x = self.normalize(x)
         check_input_hw("convnet", x.shape, self.image_size)
-        return self.classifier(self.features(x).flatten(1))
+        return self.features(x).flatten(1)
+
+    def forward(self, x: Tensor) -> Tensor:
+        """Map images ``(N, C, H, W)`` to logits ``(N, num_classes)``."""
+        return self.classifier(self.embed(x))

@@ -1,0 +1,183 @@
+"""Experts, Distribution Matching, learned labels and the sweep grid."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from softlabels.distill.dm import distribution_matching
+from softlabels.distill.experts import Experts, train_experts
+from softlabels.distill.grid import Cell, cells_for
+from softlabels.distill.learned import learn_labels
+from softlabels.engine import TrainConfig
+from softlabels.labels import one_hot
+from softlabels.models import create_model
+
+
+def _convnet(seed: int) -> nn.Module:
+    return create_model("convnet", 3, 1, 8, width=4, depth=1)
+
+
+def _blobs(n_per_class: int = 12, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    """Three classes of 8x8 images, each a bright quadrant plus noise."""
+    g = torch.Generator().manual_seed(seed)
+    images, labels = [], []
+    for c in range(3):
+        x = 0.2 * torch.rand(n_per_class, 1, 8, 8, generator=g)
+        x[:, :, (c // 2) * 4:(c // 2) * 4 + 4, (c % 2) * 4:(c % 2) * 4 + 4] += 0.7
+        images.append(x.clamp(0, 1))
+        labels.append(torch.full((n_per_class,), c))
+    return torch.cat(images), torch.cat(labels)
+
+
+# ------------------------------------------------------------------------------- grid
+
+
+def test_grid_varies_each_mode_only_along_its_axes() -> None:
+    cells = cells_for("test", "random", 10, ["hard", "expert", "topk", "learned"], [5, 20],
+                      [1.0, 2.0], [1, 3])
+    counts = {mode: sum(c.labels == mode for c in cells)
+              for mode in ("hard", "expert", "topk", "learned")}
+    assert counts == {"hard": 1, "expert": 4, "topk": 8, "learned": 1}
+    hard = next(c for c in cells if c.labels == "hard")
+    assert (hard.expert_epoch, hard.temperature, hard.k) == (None, None, None)
+    assert len({c.name() for c in cells}) == len(cells)
+
+
+def test_cell_name_is_file_safe() -> None:
+    cell = Cell("select", "dm", 3, "swap", 7, 1.5, 2)
+    assert cell.name() == "select-dm-ipc3-swap-e7-T1.5-k2"
+    assert cell.key() == {"phase": "select", "images": "dm", "ipc": 3, "labels": "swap",
+                          "expert_epoch": 7, "temperature": 1.5, "k": 2}
+
+
+# ------------------------------------------------------------------------------- experts
+
+
+def test_experts_keep_every_epoch_and_resume(tmp_path: Path) -> None:
+    x, y = _blobs()
+    config = TrainConfig(epochs=3, batch_size=12, lr=0.1)
+    experts = train_experts(_convnet, x, y, config, [0, 1], tmp_path, device="cpu",
+                            show_progress=False)
+    assert experts.saved_epochs() == [0, 1, 2, 3]
+    stamp = (tmp_path / "seed0" / "epoch_0003.pt").stat().st_mtime_ns
+    again = train_experts(_convnet, x, y, config, [0, 1], tmp_path, device="cpu",
+                          show_progress=False)
+    assert (tmp_path / "seed0" / "epoch_0003.pt").stat().st_mtime_ns == stamp  # not retrained
+    # The ensemble's logits are the mean of each expert's logits.
+    single = [Experts(_convnet, tmp_path, [s], device="cpu").logits(2, x) for s in (0, 1)]
+    torch.testing.assert_close(again.logits(2, x), (single[0] + single[1]) / 2)
+    # Different seeds give different experts.
+    assert not torch.allclose(single[0], single[1])
+
+
+def test_missing_expert_epoch_lists_saved_ones(tmp_path: Path) -> None:
+    x, y = _blobs()
+    experts = train_experts(_convnet, x, y, TrainConfig(epochs=2, batch_size=12), [0],
+                            tmp_path, device="cpu", show_progress=False)
+    (tmp_path / "seed0" / "epoch_0001.pt").unlink()
+    with pytest.raises(FileNotFoundError, match=r"epoch 1 .*saved epochs: \[0, 2\]"):
+        experts.logits(1, x)
+    assert experts.saved_epochs() == [0, 2]
+
+
+# ------------------------------------------------------------------------------- DM
+
+
+class _FixedEmbedder(nn.Module):
+    """The same network whatever the seed, so DM's objective is a fixed function."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        torch.manual_seed(123)
+        self.proj = nn.Linear(64, 16)
+
+    def embed(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.tanh(self.proj(x.flatten(1)))
+
+
+def test_dm_lowers_the_embedding_gap_and_keeps_the_contract() -> None:
+    x, y = _blobs(20)
+    init = torch.rand(6, 1, 8, 8, generator=torch.Generator().manual_seed(1))
+    init_labels = torch.tensor([0, 0, 1, 1, 2, 2])
+    result = distribution_matching(lambda seed: _FixedEmbedder(), x, y, init, init_labels,
+                                   iterations=60, lr=0.5, batch_real=20, strategy="none",
+                                   device="cpu", show_progress=False)
+    assert result.images.shape == init.shape
+    assert float(result.images.min()) >= 0.0 and float(result.images.max()) <= 1.0
+    assert result.losses[-1] < 0.25 * result.losses[0]
+    assert torch.equal(result.labels, init_labels)
+    assert torch.equal(init, torch.rand(6, 1, 8, 8, generator=torch.Generator().manual_seed(1)))
+
+
+def test_dm_runs_with_dsa_on_a_convnet() -> None:
+    x, y = _blobs(8)
+    result = distribution_matching(_convnet, x, y, x[::8], y[::8], iterations=3, batch_real=4,
+                                   device="cpu", show_progress=False)
+    assert torch.isfinite(torch.tensor(result.losses)).all()
+
+
+@pytest.mark.parametrize(("case", "error", "match"), [
+    ("missing class", ValueError, "no real images"),
+    ("no embed", TypeError, "has no embed"),
+    ("shape", ValueError, "init_images are"),
+])
+def test_dm_bad_input(case: str, error: type, match: str) -> None:
+    x, y = _blobs(4)
+    init, labels = x[:3].clone(), torch.tensor([0, 1, 2])
+    build = _convnet
+    real_labels = y
+    if case == "missing class":
+        real_labels = torch.where(y == 2, 0, y)
+    elif case == "no embed":
+        def build(seed: int) -> nn.Module:
+            return nn.Sequential(nn.Flatten(), nn.Linear(64, 3))
+    else:
+        init = torch.rand(3, 1, 6, 6)
+    with pytest.raises(error, match=match):
+        distribution_matching(build, x, real_labels, init, labels, iterations=1, device="cpu",
+                              show_progress=False)
+
+
+# ------------------------------------------------------------------------------- learned
+
+
+def test_learned_labels_lower_the_unrolled_students_real_loss() -> None:
+    x, y = _blobs(16)
+    images = x[::8]
+    init = one_hot(y[::8], 3) * 0.4 + 0.2
+
+    def build(seed: int) -> nn.Module:  # one fixed student: the outer loss is deterministic
+        torch.manual_seed(0)
+        return nn.Sequential(nn.Flatten(), nn.Linear(64, 3))
+
+    def unrolled_loss(labels: torch.Tensor) -> float:
+        model = build(0)
+        optimizer = torch.optim.SGD(model.parameters(), lr=0.5)
+        for _ in range(5):
+            optimizer.zero_grad()
+            loss = -(labels * F.log_softmax(model(images), 1)).sum(1).mean()
+            loss.backward()
+            optimizer.step()
+        with torch.no_grad():
+            return float(F.cross_entropy(model(x), y))
+
+    result = learn_labels(build, images, init, x, y, outer_steps=30, inner_steps=5,
+                          inner_lr=0.5, label_lr=0.1, batch_real=len(x), device="cpu",
+                          show_progress=False)
+    assert result.labels.shape == init.shape
+    torch.testing.assert_close(result.labels.sum(1), torch.ones(len(images)))
+    assert unrolled_loss(result.labels) < unrolled_loss(init) - 0.01
+    assert result.losses[-1] < result.losses[0]
+
+
+def test_learned_labels_check_their_input() -> None:
+    x, y = _blobs(4)
+    with pytest.raises(ValueError, match="init_labels"):
+        learn_labels(_convnet, x[:3], torch.full((3, 3), 0.5), x, y, device="cpu")
+    with pytest.raises(ValueError, match="real_labels"):
+        learn_labels(_convnet, x[:3], torch.full((3, 3), 1 / 3), x, y[:-1], device="cpu")

@@ -108,7 +108,8 @@ def test_dm_lowers_the_embedding_gap_and_keeps_the_contract() -> None:
                                    iterations=60, lr=0.5, batch_real=20, strategy="none",
                                    device="cpu", show_progress=False)
     assert result.images.shape == init.shape
-    assert float(result.images.min()) >= 0.0 and float(result.images.max()) <= 1.0
+    assert float(result.images.min()) >= 0.0
+    assert float(result.images.max()) <= 1.0
     assert result.losses[-1] < 0.25 * result.losses[0]
     assert torch.equal(result.labels, init_labels)
     assert torch.equal(init, torch.rand(6, 1, 8, 8, generator=torch.Generator().manual_seed(1)))

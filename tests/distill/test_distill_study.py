@@ -1,0 +1,226 @@
+"""``softlabels distill``: end to end in --quick mode, resuming, and every bad input."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+
+from softlabels.cli import main
+from softlabels.configuration import build_config
+from softlabels.distill.grid import Cell
+from softlabels.store import LabelMetadata, LabelStore
+from softlabels.studies import distill
+from softlabels.studies.distill import DistillStudyConfig
+
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+FIGURES = ("acc_vs_ipc.png", "expert_epoch.png", "pareto.png", "topk_heatmap.png")
+
+# A sweep of a few seconds: tiny ConvNet, few epochs, digits.
+TINY: dict[str, Any] = {
+    "model_args": ("width=4", "depth=1"), "expert_epochs": 2, "expert_batch_size": 128,
+    "expert_lr": 0.05, "ipc": (1,), "labels": ("hard", "expert"), "expert_epoch": (1, 2),
+    "seeds": (0,), "student_epochs": 4, "eval_every": 2, "student_augment": "none",
+    "expert_augment": "none",
+}
+
+
+def _config(tmp_path: Path, **changes: Any) -> DistillStudyConfig:
+    return build_config(DistillStudyConfig, TINY, {"out": str(tmp_path / "run"),
+                                                   "device": "cpu", **changes})
+
+
+def _rows(folder: Path) -> list[dict[str, Any]]:
+    return [json.loads(line) for line in (folder / "results.jsonl").read_text().splitlines()]
+
+
+@pytest.fixture(scope="module")
+def quick_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("distill")
+    assert main(["distill", "--quick", "--out", str(out), "--device", "cpu"]) == 0
+    return out
+
+
+def test_quick_writes_every_artifact(quick_run: Path) -> None:
+    rows = _rows(quick_run)
+    config = DistillStudyConfig(**{**distill.QUICK, "out": str(quick_run)})
+    selects = [r for r in rows if r["phase"] == "select"]
+    tests = [r for r in rows if r["phase"] == "test"]
+    # One selection cell per (IPC, candidate epoch), scored on the validation split.
+    assert {(r["ipc"], r["expert_epoch"]) for r in selects} == {
+        (i, e) for i in config.ipc for e in config.expert_epoch}
+    assert {r["eval_split"] for r in selects} == {"val"}
+    assert {r["eval_split"] for r in tests} == {"test"}
+    # Every label mode on random images, hard and expert on DM images, at every IPC.
+    expected = {("random", mode, ipc) for mode in config.labels for ipc in config.ipc} | {
+        ("dm", mode, ipc) for mode in ("hard", "expert") for ipc in config.ipc}
+    assert {(r["images"], r["labels"], r["ipc"]) for r in tests} == expected
+    for row in tests:
+        assert len(row["best"]) == len(row["final"]) == len(config.seeds)
+        assert all(0.0 <= a <= 1.0 for a in row["best"] + row["final"])
+        assert all(b >= f for b, f in zip(row["best"], row["final"], strict=True))
+        assert row["num_images"] == 10 * row["ipc"]
+        assert row["bytes"] > row["num_images"] * 64  # 8x8 uint8 images plus labels
+        cell = Cell(**{k: row[k] for k in Cell.__dataclass_fields__})
+        store = LabelStore.load(quick_run / "labels" / f"{cell.name()}.safetensors")
+        assert store.num_classes == 10
+        assert len(store) == row["num_images"]
+    # Test cells use the epoch chosen on validation for their IPC.
+    for ipc in config.ipc:
+        candidates = [r for r in selects if r["ipc"] == ipc]
+        chosen = max(candidates, key=lambda r: (r["best_mean"], -r["expert_epoch"]))
+        used = {r["expert_epoch"] for r in tests if r["ipc"] == ipc and r["labels"] == "expert"}
+        assert used == {chosen["expert_epoch"]}
+    learned = [r for r in tests if r["labels"] == "learned"]
+    assert all(set(r["js_to_expert"]) == {str(e) for e in range(config.expert_epochs + 1)}
+               for r in learned)
+
+
+def test_quick_report_and_figures(quick_run: Path) -> None:
+    report = (quick_run / "report.md").read_text()
+    for heading in ("## Accuracy by IPC", "## Expert epoch selection", "## Scaling law",
+                    "## Pareto frontier", "## DD-Ranking label-robust score",
+                    "## Learned labels"):
+        assert heading in report
+    assert "| random hard |" in report
+    for name in FIGURES:
+        data = (quick_run / name).read_bytes()
+        assert data.startswith(PNG_SIGNATURE), name
+        assert len(data) > 5000, name
+        assert f"![{name}]({name})" in report
+    assert sorted(p.name for p in (quick_run / "dm").iterdir()) == [
+        "ipc1.pt", "ipc2.pt", "ipc5.pt"]
+    assert sorted(p.name for p in (quick_run / "selection").iterdir()) == [
+        "ipc1.json", "ipc2.json", "ipc5.json"]
+
+
+def test_rerun_redoes_nothing(quick_run: Path, capsys: pytest.CaptureFixture) -> None:
+    before = (quick_run / "results.jsonl").read_text()
+    began = time.perf_counter()
+    assert main(["distill", "--quick", "--out", str(quick_run), "--json"]) == 0
+    assert time.perf_counter() - began < 15  # no training, only loading and the report
+    assert (quick_run / "results.jsonl").read_text() == before
+    assert len(json.loads(capsys.readouterr().out)) == len(before.splitlines())
+
+
+def test_killed_sweep_resumes_without_redoing_cells(tmp_path: Path) -> None:
+    out = tmp_path / "killed"
+    argv = [sys.executable, "-m", "softlabels.cli", "distill", "--out", str(out), "--device",
+            "cpu", "--model-args", "width=4", "depth=1", "--expert-epochs", "1",
+            "--expert-augment", "none", "--expert-epoch", "1", "--ipc", "1", "2", "3",
+            "--labels", "hard", "expert", "--seeds", "0", "--student-epochs", "30",
+            "--eval-every", "10"]
+    process = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                               env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    results = out / "results.jsonl"
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and process.poll() is None:
+        if results.exists() and len(results.read_text().splitlines()) >= 2:
+            break
+        time.sleep(0.05)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    first = _rows(out)
+    assert 2 <= len(first) < 6, "the sweep should be killed mid-way"
+    assert main(argv[3:]) == 0
+    rows = _rows(out)
+    assert len(rows) == 6
+    assert rows[:len(first)] == first  # finished cells kept as they were, not recomputed
+    keys = [(r["ipc"], r["labels"]) for r in rows]
+    assert len(set(keys)) == len(keys)
+
+
+def test_file_labels_are_checked_against_the_dataset(tmp_path: Path) -> None:
+    config = _config(tmp_path, labels=("hard",))
+    distill.run(config, show_progress=False)
+    stored = LabelStore.load(next((tmp_path / "run" / "labels").glob("*hard*")))
+    # A store covering the selected images works and reproduces the hard cell exactly.
+    good = tmp_path / "good.safetensors"
+    LabelStore(stored.indices, stored.labels, LabelMetadata(dataset="digits")).save(good, "fp32")
+    rows = distill.run(_config(tmp_path, labels=("file",), label_file=str(good),
+                               out=str(tmp_path / "file")), show_progress=False)
+    hard = _rows(tmp_path / "run")[0]
+    assert rows[0]["best"] == hard["best"]
+    cases = {
+        "classes": (LabelStore(stored.indices, torch.full((len(stored), 4), 0.25),
+                               LabelMetadata(dataset="digits")), "has 4 classes"),
+        "indices": (LabelStore(stored.indices + 1, stored.labels,
+                               LabelMetadata(dataset="digits")), "does not cover"),
+        "dataset": (LabelStore(stored.indices, stored.labels,
+                               LabelMetadata(dataset="cifar10")), "made for dataset"),
+    }
+    for name, (store, message) in cases.items():
+        path = tmp_path / f"{name}.safetensors"
+        store.save(path, "fp32")
+        with pytest.raises(ValueError, match=message):
+            distill.run(_config(tmp_path, labels=("file",), label_file=str(path),
+                                out=str(tmp_path / name)), show_progress=False)
+    corrupt = tmp_path / "corrupt.safetensors"
+    data = bytearray(good.read_bytes())
+    data[-3] ^= 0xFF
+    corrupt.write_bytes(bytes(data))
+    with pytest.raises(ValueError, match="is corrupt: its tensor bytes do not match the checksum"):
+        distill.run(_config(tmp_path, labels=("file",), label_file=str(corrupt),
+                            out=str(tmp_path / "corrupt")), show_progress=False)
+
+
+def test_index_file_selects_the_images(tmp_path: Path) -> None:
+    first = distill.run(_config(tmp_path, labels=("hard",)), show_progress=False)
+    chosen = json.loads((tmp_path / "run" / "selection" / "ipc1.json").read_text())
+    pool_indices = LabelStore.load(next((tmp_path / "run" / "labels").glob("*"))).indices
+    index_file = tmp_path / "index.json"
+    index_file.write_text(json.dumps(pool_indices.tolist()))
+    again = distill.run(_config(tmp_path, labels=("hard",), index_file=str(index_file),
+                                out=str(tmp_path / "again")), show_progress=False)
+    assert again[0]["best"] == first[0]["best"]
+    assert len(chosen if isinstance(chosen, list) else chosen["positions"]) == 10
+    index_file.write_text(json.dumps(pool_indices[:5].tolist()))
+    with pytest.raises(ValueError, match="images per class; --ipc is 1"):
+        distill.run(_config(tmp_path, labels=("hard",), index_file=str(index_file),
+                            out=str(tmp_path / "short")), show_progress=False)
+
+
+def test_ipc_larger_than_a_class(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="ipc=1000 images per class requested but class 0 has"):
+        distill.run(_config(tmp_path, ipc=(1000,)), show_progress=False)
+
+
+def test_unsaved_expert_epoch_lists_the_saved_ones(tmp_path: Path) -> None:
+    distill.run(_config(tmp_path, expert_epoch=(2,)), show_progress=False)
+    (tmp_path / "run" / "experts" / "seed0" / "epoch_0001.pt").unlink()
+    with pytest.raises(FileNotFoundError, match=r"saved epochs: \[0, 2\]"):
+        distill.run(_config(tmp_path, expert_epoch=(1, 2)), show_progress=False)
+
+
+@pytest.mark.parametrize(("changes", "message"), [
+    ({"ipc": ()}, "ipc is empty"),
+    ({"labels": ()}, "labels must name at least one"),
+    ({"seeds": ()}, "seeds is empty"),
+    ({"temperature": ()}, "temperature is empty"),
+    ({"ipc": (0,)}, "ipc values must be >= 1"),
+    ({"ipc": (1, 1)}, "must not repeat"),
+    ({"expert_epoch": (3,)}, r"expert_epoch values must lie in \[0, expert_epochs=2\]"),
+    ({"temperature": (0.0,)}, "temperatures must be > 0"),
+    ({"labels": ("swap",), "k": (0,)}, "swap needs k >= 1"),
+    ({"labels": ("file",)}, "needs --label-file"),
+    ({"index_file": "x.json", "ipc": (1, 2)}, "give the single ipc"),
+    ({"val_fraction": 1.0}, r"val_fraction must be in \(0, 1\)"),
+    ({"images": ("synthetic",)}, "images"),
+])
+def test_bad_config(tmp_path: Path, changes: dict[str, Any], message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        _config(tmp_path, **changes)
+
+
+def test_cli_reports_bad_input_as_an_error(tmp_path: Path,
+                                           capsys: pytest.CaptureFixture) -> None:
+    assert main(["distill", "--quick", "--ipc", "500", "--out", str(tmp_path / "big")]) == 2
+    assert "images" in capsys.readouterr().err

@@ -32,6 +32,7 @@ from ..data import ImageDataset, augmentation, list_augmentations, load_dataset
 from ..data.split import train_val_split
 from ..distill import (
     QUANTILE_PRESETS,
+    STUDENT_BACKENDS,
     dataset_bytes,
     load_index_file,
     make_labels,
@@ -48,6 +49,7 @@ from ..engine import TrainConfig
 from ..labels import entropy, js_distance, smooth
 from ..models import create_model
 from ..results import ResultsLog
+from ..runtime import resolve_device
 from ..store import LabelMetadata, LabelStore
 from .distill_report import write_report
 from .run_folder import prepare_run_folder
@@ -124,6 +126,10 @@ class DistillStudyConfig:
         "student optimiser", choices=("sgd", "adamw")))
     student_batch_size: int = field(default=256, metadata=_help("student batch size"))
     student_augment: str = field(default="dsa", metadata=_help("student augmentation"))
+    student_backend: str = field(default="auto", metadata=_help(
+        "how a cell's students train: sequential, grouped or vmap (vectorised); auto = "
+        "sequential on a CPU (measured faster there) and vectorised on a GPU",
+        choices=("auto", "sequential", *STUDENT_BACKENDS[1:])))
     eval_every: int = field(default=100, metadata=_help(
         "score students every N epochs (best = max over these and the end)"))
     dm_iterations: int = field(default=1000, metadata=_help("DM optimisation steps"))
@@ -243,7 +249,9 @@ def run(config: DistillStudyConfig, *, show_progress: bool | None = None
         ) -> list[dict[str, Any]]:
     """Run every cell of the sweep; write results, label stores, report and figures."""
     folder = prepare_run_folder(config, config.out, sweep_fields=(
-        "images", "dm_labels", "ipc", "labels", "expert_epoch", "temperature", "k"))
+        "images", "dm_labels", "ipc", "labels", "expert_epoch", "temperature", "k",
+        # Backends compute the same students up to floating-point summation order.
+        "student_backend"))
     log = ResultsLog(folder / "results.jsonl", key_fields=tuple(Cell.__dataclass_fields__))
     full = load_dataset(config.dataset, config.data_root, split="train")
     test = load_dataset(config.dataset, config.data_root, split="test")
@@ -379,11 +387,17 @@ def _cell_row(ctx: _Context, cell: Cell, positions: Tensor) -> dict[str, Any]:
     (ctx.folder / "labels").mkdir(exist_ok=True)
     store.save(ctx.folder / "labels" / f"{cell.name()}.safetensors", mode="fp32")
     evaluation = ctx.val if cell.phase == "select" else ctx.test  # never test for selection
+    backend = config.student_backend
+    if backend == "auto":
+        backend = "sequential" if resolve_device(config.device).type == "cpu" else "auto"
+    vectorize = backend != "sequential"
     result = train_students(ctx.build, images, targets, config.student_config(),
                             config.seeds, augment=augmentation(config.student_augment,
                                                                min(pool.image_size)),
                             eval_data=(evaluation.images, evaluation.labels),
-                            device=config.device, show_progress=ctx.show_progress)
+                            device=config.device, vectorize=vectorize,
+                            backend=backend if vectorize else "auto",
+                            show_progress=ctx.show_progress)
     label_bytes = _label_bytes(store, cell)
     row = {**cell.key(), "seeds": list(config.seeds),
            "eval_split": "val" if cell.phase == "select" else "test",

@@ -59,6 +59,7 @@ def test_quick_writes_every_artifact(quick_run: Path) -> None:
         (i, e) for i in config.ipc for e in config.expert_epoch}
     assert {r["eval_split"] for r in selects} == {"val"}
     assert {r["eval_split"] for r in tests} == {"test"}
+    assert {r["backend"] for r in rows} == {"sequential"}  # --student-backend auto on a CPU
     # Every label mode on random images, hard and expert on DM images, at every IPC.
     expected = {("random", mode, ipc) for mode in config.labels for ipc in config.ipc} | {
         ("dm", mode, ipc) for mode in ("hard", "expert") for ipc in config.ipc}

@@ -406,6 +406,8 @@ def _cell_row(ctx: _Context, cell: Cell, positions: Tensor) -> dict[str, Any]:
            "label_entropy": float(entropy(targets).mean()),
            "label_bytes_per_image": label_bytes,
            "bytes": dataset_bytes(int(images.shape[0]), tuple(images.shape[1:]), label_bytes),
+           "bytes_fp32": dataset_bytes(int(images.shape[0]), tuple(images.shape[1:]),
+                                       store.report("fp32").bytes_per_image),
            "backend": result.backend, "seconds": time.perf_counter() - began, **extra}
     ctx.log.append(row)
     ctx.done[key] = row

@@ -1,0 +1,348 @@
+"""Adversarial attacks in pixel space and class-wise robust evaluation.
+
+Inputs and outputs are float images in [0, 1]; models carry their own normalisation, so an
+epsilon is in pixel units (8/255 on CIFAR-10, 0.3 on MNIST). Every attack:
+
+* puts the model in eval mode while it runs and restores its mode afterwards;
+* differentiates only with respect to the input (``torch.autograd.grad``), so no gradient
+  ever lands in the model's parameters' ``.grad``;
+* returns a detached tensor inside the epsilon ball around ``x`` and inside [0, 1].
+
+Losses the attacker maximises (summed over the batch, so each image's step does not depend on
+the batch size):
+
+* ``"ce"``: cross-entropy against the true labels (Madry et al.'s PGD);
+* ``"cw"``: the Carlini-Wagner margin ``-max(z_y - max_{j != y} z_j + confidence, 0)``
+  (CW-inf in the robust-fairness papers, confidence 50);
+* ``"kl"``: ``KL(target_probs || softmax(z))`` against a soft target, the inner maximisation
+  of RSLAD/ABSLD (with ``target_probs`` the teacher's soft labels).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass
+from functools import partial
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from ._checks import check_choice, check_float, check_ndim, check_positive_int
+from .labels import validate
+from .metrics import classwise_accuracy, nsd, worst_class_accuracy
+from .runtime import resolve_device
+
+__all__ = [
+    "ATTACK_LOSSES",
+    "RobustResult",
+    "autoattack",
+    "fgsm",
+    "pgd",
+    "robust_evaluate",
+    "standard_attacks",
+]
+
+ATTACK_LOSSES = ("ce", "cw", "kl")
+NORMS = ("linf", "l2")
+RANDOM_STARTS = ("uniform", "normal", "none")
+
+Attack = Callable[[nn.Module, Tensor, Tensor], Tensor]
+
+# Scale of the Gaussian start of TRADES/RSLAD/ABSLD (x + 0.001 * N(0, I)).
+_NORMAL_START_SCALE = 0.001
+
+
+def fgsm(model: nn.Module, x: Tensor, y: Tensor, eps: float, *, loss: str = "ce",
+         target_probs: Tensor | None = None, confidence: float = 50.0) -> Tensor:
+    """One signed-gradient step of size ``eps`` (Goodfellow et al.), L-inf.
+
+    Args:
+        model: maps (B, C, H, W) in [0, 1] to (B, K) logits.
+        x: float (B, C, H, W) clean images in [0, 1].
+        y: int64 (B,) true labels.
+        eps: L-inf radius >= 0.
+        loss: see :data:`ATTACK_LOSSES`.
+        target_probs: float (B, K) soft target, required for ``loss="kl"``.
+        confidence: the CW margin's confidence.
+
+    Returns:
+        float (B, C, H, W) adversarial images in [0, 1], detached.
+    """
+    return pgd(model, x, y, eps, alpha=eps, steps=1, random_start="none", loss=loss,
+               target_probs=target_probs, confidence=confidence)
+
+
+def pgd(model: nn.Module, x: Tensor, y: Tensor, eps: float, alpha: float, steps: int, *,
+        random_start: bool | str = True, loss: str = "ce", target_probs: Tensor | None = None,
+        norm: str = "linf", confidence: float = 50.0,
+        generator: torch.Generator | None = None) -> Tensor:
+    """Projected gradient ascent on ``loss`` inside the ``norm`` ball of radius ``eps``.
+
+    Args:
+        model: maps (B, C, H, W) in [0, 1] to (B, K) logits.
+        x: float (B, C, H, W) clean images in [0, 1].
+        y: int64 (B,) true labels (used by ``"ce"`` and ``"cw"``).
+        eps: radius >= 0 (L-inf: per pixel; L2: per image).
+        alpha: step size > 0.
+        steps: number of steps >= 1.
+        random_start: ``True`` or ``"uniform"`` (uniform in the ball, Madry et al.),
+            ``"normal"`` (``x + 0.001 * N(0, I)``, TRADES/RSLAD), ``False`` or ``"none"``.
+        loss: see :data:`ATTACK_LOSSES`.
+        target_probs: float (B, K) soft target, required for ``loss="kl"``.
+        norm: ``"linf"`` (signed gradient steps) or ``"l2"`` (normalised gradient steps).
+        confidence: the CW margin's confidence.
+        generator: draws the random start (on ``x``'s device); the global RNG otherwise.
+
+    Returns:
+        float (B, C, H, W) adversarial images in [0, 1], detached, with
+        ``||x_adv - x|| <= eps`` in ``norm``.
+
+    Raises:
+        ValueError: ``eps < 0``, ``alpha <= 0``, ``steps < 1``, inputs outside [0, 1],
+            mismatched shapes, ``loss="kl"`` without ``target_probs``.
+
+    Example:
+        >>> model = nn.Sequential(nn.Flatten(), nn.Linear(4, 2))
+        >>> x, y = torch.rand(3, 1, 2, 2), torch.tensor([0, 1, 0])
+        >>> adv = pgd(model, x, y, eps=0.1, alpha=0.05, steps=5)
+        >>> bool((adv - x).abs().max() <= 0.1 + 1e-6)
+        True
+    """
+    _check_attack_input(x, y, eps, alpha, steps)
+    check_choice("loss", loss, ATTACK_LOSSES)
+    check_choice("norm", norm, NORMS)
+    start = _start_kind(random_start)
+    if loss == "kl":
+        if target_probs is None:
+            raise ValueError('loss="kl" needs target_probs (the soft target to move away from)')
+        validate(target_probs, name="target_probs")
+        if target_probs.shape[0] != x.shape[0]:
+            raise ValueError(f"target_probs has {target_probs.shape[0]} rows but x has "
+                             f"{x.shape[0]} images")
+    objective = partial(_attack_loss, loss, y=y, target_probs=target_probs,
+                        confidence=confidence)
+    x = x.detach()
+    with _eval_mode(model):
+        adv = _random_start(x, eps, start, norm, generator)
+        for _ in range(steps):
+            adv.requires_grad_(True)
+            (grad,) = torch.autograd.grad(objective(model(adv)), adv)
+            adv = _project(x, _ascend(adv.detach(), grad, alpha, norm), eps, norm)
+    return adv.detach()
+
+
+@dataclass
+class RobustResult:
+    """Accuracy under one attack.
+
+    Attributes:
+        accuracy: overall accuracy in [0, 1].
+        classwise_accuracy: float (K,) per-class accuracy (NaN for a class absent from the data).
+        worst_class_accuracy: the lowest per-class accuracy.
+        nsd: normalized standard deviation of the per-class accuracy (sample std / mean).
+    """
+
+    accuracy: float
+    classwise_accuracy: Tensor
+    worst_class_accuracy: float
+    nsd: float
+
+    def as_dict(self) -> dict[str, object]:
+        """JSON-ready form (the class-wise accuracies as a list)."""
+        return {"accuracy": self.accuracy,
+                "classwise_accuracy": self.classwise_accuracy.tolist(),
+                "worst_class_accuracy": self.worst_class_accuracy, "nsd": self.nsd}
+
+
+def standard_attacks(eps: float, *, pgd_steps: int = 20, alpha: float | None = None,
+                     cw_confidence: float = 50.0, seed: int = 0,
+                     include_autoattack: bool = False) -> dict[str, Attack | None]:
+    """The evaluation suite of the robust-fairness papers, as ``{name: attack}``.
+
+    ``clean`` (no attack, ``None``), ``fgsm`` (one ``eps`` step), ``pgd{N}`` (``N`` steps of
+    ``alpha``, default ``eps / 4``, random start) and ``cw`` (PGD on the CW margin); with
+    ``include_autoattack``, ``autoattack`` (standard version, through torchattacks).
+    """
+    step = alpha if alpha is not None else eps / 4
+    generator = torch.Generator().manual_seed(seed)
+
+    def pgd_attack(loss: str) -> Attack:
+        def attack(model: nn.Module, x: Tensor, y: Tensor) -> Tensor:
+            local = torch.Generator(device=x.device).manual_seed(
+                int(torch.randint(0, 2**31 - 1, (1,), generator=generator)))
+            return pgd(model, x, y, eps, step, pgd_steps, loss=loss, confidence=cw_confidence,
+                       generator=local)
+        return attack
+
+    attacks: dict[str, Attack | None] = {
+        "clean": None,
+        "fgsm": lambda model, x, y: fgsm(model, x, y, eps),
+        f"pgd{pgd_steps}": pgd_attack("ce"),
+        "cw": pgd_attack("cw"),
+    }
+    if include_autoattack:
+        attacks["autoattack"] = partial(autoattack, eps=eps, seed=seed)
+    return attacks
+
+
+def autoattack(model: nn.Module, x: Tensor, y: Tensor, eps: float, seed: int = 0,
+               version: str = "standard") -> Tensor:
+    """AutoAttack (Croce and Hein) L-inf through ``torchattacks``.
+
+    ``torchattacks`` is optional: install it with ``pip install --no-deps torchattacks==3.5.1``
+    (its wheel pins packages that would replace torch; its code needs only torch and scipy).
+
+    Raises:
+        ImportError: torchattacks is not installed (the message says how to install it).
+    """
+    try:
+        import torchattacks
+    except ImportError as err:
+        raise ImportError("AutoAttack needs torchattacks: pip install --no-deps "
+                          "torchattacks==3.5.1") from err
+    _check_attack_input(x, y, eps, 1.0, 1)
+    with _eval_mode(model):
+        num_classes = int(model(x[:1]).shape[1])
+        attack = torchattacks.AutoAttack(model, norm="Linf", eps=eps, version=version,
+                                         n_classes=num_classes, seed=seed)
+        return attack(x, y).detach()
+
+
+def robust_evaluate(model: nn.Module, images: Tensor, labels: Tensor,
+                    attacks: Mapping[str, Attack | None], *, num_classes: int | None = None,
+                    batch_size: int = 256, device: str | torch.device = "auto"
+                    ) -> dict[str, RobustResult]:
+    """Accuracy, class-wise accuracy, worst-class accuracy and NSD under each attack.
+
+    Args:
+        model: maps (B, C, H, W) in [0, 1] to (B, K) logits.
+        images: float (N, C, H, W) in [0, 1].
+        labels: int64 (N,) in [0, K).
+        attacks: ``{name: attack(model, x, y) -> x_adv}``; ``None`` scores the clean images
+            (see :func:`standard_attacks`).
+        num_classes: K; read from the model's output when omitted.
+        batch_size: images per attack batch.
+        device: where to run; the model's mode is restored afterwards.
+
+    Returns:
+        ``{name: RobustResult}`` in the order of ``attacks``.
+    """
+    check_float("images", images)
+    check_ndim("images", images, (4,))
+    check_positive_int("batch_size", batch_size)
+    if labels.dtype != torch.int64 or labels.shape != images.shape[:1]:
+        raise ValueError(f"labels must be int64 with one label per image, got {labels.dtype} "
+                         f"{tuple(labels.shape)}")
+    target = resolve_device(device)
+    model.to(target)
+    predictions: dict[str, list[Tensor]] = {name: [] for name in attacks}
+    with _eval_mode(model):
+        for start in range(0, images.shape[0], batch_size):
+            x = images[start:start + batch_size].to(target)
+            y = labels[start:start + batch_size].to(target)
+            for name, attack in attacks.items():
+                adv = x if attack is None else attack(model, x, y)
+                with torch.no_grad():
+                    predictions[name].append(model(adv).argmax(1).cpu())
+            if num_classes is None:
+                with torch.no_grad():
+                    num_classes = int(model(x[:1]).shape[1])
+    results = {}
+    for name, parts in predictions.items():
+        predicted = torch.cat(parts)
+        per_class = classwise_accuracy(predicted, labels, num_classes=num_classes)
+        results[name] = RobustResult(float((predicted == labels).float().mean()), per_class,
+                                     worst_class_accuracy(per_class), nsd(per_class))
+    return results
+
+
+# --------------------------------------------------------------------------- internals
+
+
+@contextmanager
+def _eval_mode(model: nn.Module) -> Iterator[None]:
+    was_training = model.training
+    model.eval()
+    try:
+        yield
+    finally:
+        model.train(was_training)
+
+
+def _check_attack_input(x: Tensor, y: Tensor, eps: float, alpha: float, steps: int) -> None:
+    check_float("x", x)
+    check_ndim("x", x, (4,))
+    if not isinstance(y, Tensor) or y.dtype != torch.int64 or y.shape != x.shape[:1]:
+        raise ValueError(f"y must be int64 (B,) with B = {x.shape[0]}, got "
+                         f"{getattr(y, 'dtype', type(y).__name__)} "
+                         f"{tuple(getattr(y, 'shape', ()))}")
+    if not (isinstance(eps, int | float) and math.isfinite(eps) and eps >= 0):
+        raise ValueError(f"eps must be a finite number >= 0, got {eps!r}")
+    if not (isinstance(alpha, int | float) and math.isfinite(alpha) and alpha > 0):
+        raise ValueError(f"alpha (the step size) must be > 0, got {alpha!r}")
+    if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
+        raise ValueError(f"steps must be an int >= 1, got {steps!r}")
+    if x.numel() and (float(x.min()) < 0.0 or float(x.max()) > 1.0):
+        raise ValueError(f"x must hold images in [0, 1] (models normalise internally), got "
+                         f"values in [{float(x.min()):.4g}, {float(x.max()):.4g}]")
+
+
+def _start_kind(random_start: bool | str) -> str:
+    if random_start is True:
+        return "uniform"
+    if random_start is False:
+        return "none"
+    return check_choice("random_start", random_start, RANDOM_STARTS)
+
+
+def _attack_loss(loss: str, logits: Tensor, *, y: Tensor, target_probs: Tensor | None,
+                 confidence: float) -> Tensor:
+    if loss == "ce":
+        return F.cross_entropy(logits, y, reduction="sum")
+    if loss == "kl":
+        return F.kl_div(F.log_softmax(logits, 1), target_probs, reduction="sum")
+    true = logits.gather(1, y[:, None]).squeeze(1)
+    others = logits.masked_fill(F.one_hot(y, logits.shape[1]).bool(), float("-inf"))
+    return -(true - others.amax(1) + confidence).clamp_min(0).sum()
+
+
+def _random_start(x: Tensor, eps: float, kind: str, norm: str,
+                  generator: torch.Generator | None) -> Tensor:
+    if kind == "none" or eps == 0:
+        return x.clone()
+    if kind == "normal":
+        noise = _NORMAL_START_SCALE * torch.randn(x.shape, generator=generator,
+                                                  device=x.device, dtype=x.dtype)
+        return _project(x, x + noise, eps, norm)
+    if norm == "linf":
+        noise = (2 * torch.rand(x.shape, generator=generator, device=x.device,
+                                dtype=x.dtype) - 1) * eps
+    else:  # uniform in the L2 ball: a random direction and a radius ~ eps * u^(1/d)
+        direction = torch.randn(x.shape, generator=generator, device=x.device, dtype=x.dtype)
+        direction = direction / direction.flatten(1).norm(dim=1).clamp_min(1e-12).view(
+            -1, *[1] * (x.ndim - 1))
+        dims = x[0].numel()
+        radius = eps * torch.rand(x.shape[0], generator=generator, device=x.device,
+                                  dtype=x.dtype) ** (1.0 / dims)
+        noise = direction * radius.view(-1, *[1] * (x.ndim - 1))
+    return (x + noise).clamp(0.0, 1.0)
+
+
+def _ascend(adv: Tensor, grad: Tensor, alpha: float, norm: str) -> Tensor:
+    if norm == "linf":
+        return adv + alpha * grad.sign()
+    length = grad.flatten(1).norm(dim=1).clamp_min(1e-12).view(-1, *[1] * (grad.ndim - 1))
+    return adv + alpha * grad / length
+
+
+def _project(x: Tensor, adv: Tensor, eps: float, norm: str) -> Tensor:
+    delta = adv - x
+    if norm == "linf":
+        delta = delta.clamp(-eps, eps)
+    else:
+        length = delta.flatten(1).norm(dim=1).view(-1, *[1] * (delta.ndim - 1))
+        delta = delta * (eps / length.clamp_min(1e-12)).clamp(max=1.0)
+    return (x + delta).clamp(0.0, 1.0)

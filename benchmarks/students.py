@@ -19,11 +19,12 @@ take turns so that a change in machine load hits them alike.
 from __future__ import annotations
 
 import argparse
-import platform
 import sys
 import time
 
 import torch
+
+from _machine import cpu_name
 
 from softlabels.data.dsa import DSA
 from softlabels.distill.students import train_students
@@ -32,18 +33,6 @@ from softlabels.models import create_model
 
 BACKENDS = ("sequential", "vmap", "grouped")
 NUM_CLASSES = 10
-
-
-def cpu_name() -> str:
-    """The processor's model name (Linux), else what ``platform`` knows."""
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8") as handle:
-            for line in handle:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown CPU"
 
 
 def run_once(backend: str, width: int, images: torch.Tensor, targets: torch.Tensor,

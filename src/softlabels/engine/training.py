@@ -10,7 +10,7 @@ from __future__ import annotations
 import math
 import os
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -81,6 +81,7 @@ def fit(
     augment: AugmentFn | None = None,
     paired_augment: PairedAugmentFn | None = None,
     eval_data: tuple[Tensor, Tensor] | None = None,
+    hooks: Sequence[Any] = (),
     checkpoint_dir: str | os.PathLike[str] | None = None,
     resume: bool = True,
     device: str | torch.device = "auto",
@@ -105,6 +106,11 @@ def fit(
             transforms that must move the targets too (segmentation masks).
         eval_data: (images (M, C, H, W), labels (M,)) evaluated every ``config.eval_every``
             epochs and at the end.
+        hooks: objects with per-epoch state, such as the class temperatures of ABSLD. Each may
+            define ``epoch_end(epoch) -> {name: float} | None`` (called after every epoch, its
+            values logged in that epoch's history record) and ``extra_state() -> dict`` with
+            ``load_extra_state(dict)`` (saved in ``last.pt`` so a resumed run continues with
+            the same state).
         checkpoint_dir: where ``last.pt`` (the full resumable state, written after every epoch)
             and ``epoch_XXXX.pt`` weights (every ``config.checkpoint_every`` epochs, and the
             initial weights as ``epoch_0000.pt``) go.
@@ -135,7 +141,7 @@ def fit(
     start_epoch = 0
     if folder is not None and resume and (folder / _LAST).exists():
         start_epoch, history = _restore(folder / _LAST, fingerprint, model, optimizer,
-                                        scheduler, generator)
+                                        scheduler, generator, hooks)
     elif folder is not None and config.checkpoint_every:
         torch_save(folder / "epoch_0000.pt", model.state_dict())
 
@@ -149,6 +155,9 @@ def fit(
             mean_loss = means["loss"]
             record: dict[str, float] = {"epoch": epoch, **means,
                                         "lr": optimizer.param_groups[0]["lr"]}
+            for hook in hooks:
+                logged = hook.epoch_end(epoch) if hasattr(hook, "epoch_end") else None
+                record.update(logged or {})
             scheduler.step()
             if eval_data is not None and (epoch == config.epochs or (
                     config.eval_every and epoch % config.eval_every == 0)):
@@ -158,7 +167,7 @@ def fit(
             history.append(record)
             if folder is not None:
                 _save(folder, epoch, config, fingerprint, model, optimizer, scheduler,
-                      generator, history)
+                      generator, history, hooks)
             status = f"loss {mean_loss:.4f}" + (
                 f" acc {record['eval_accuracy']:.4f}" if "eval_accuracy" in record else "")
             bar.advance(status)
@@ -245,7 +254,7 @@ def _train_epoch(model: nn.Module, x_all: Tensor, y_all: Tensor, batch_size: int
 def _save(folder: Path, epoch: int, config: TrainConfig, fingerprint: dict[str, Any],
           model: nn.Module, optimizer: torch.optim.Optimizer,
           scheduler: torch.optim.lr_scheduler.LRScheduler, generator: torch.Generator,
-          history: list[dict[str, float]]) -> None:
+          history: list[dict[str, float]], hooks: Sequence[Any]) -> None:
     # The epoch file first: if the process dies between the two writes, the resumed run
     # redoes this epoch and writes both again, instead of skipping a file for good.
     if config.checkpoint_every and epoch % config.checkpoint_every == 0:
@@ -261,12 +270,15 @@ def _save(folder: Path, epoch: int, config: TrainConfig, fingerprint: dict[str, 
         # Dropout and other modules draw from the global generator.
         "torch_rng": torch.get_rng_state(),
         "history": history,
+        "hooks": [hook.extra_state() if hasattr(hook, "extra_state") else None
+                  for hook in hooks],
     })
 
 
 def _restore(path: Path, fingerprint: dict[str, Any], model: nn.Module,
              optimizer: torch.optim.Optimizer, scheduler: torch.optim.lr_scheduler.LRScheduler,
-             generator: torch.Generator) -> tuple[int, list[dict[str, float]]]:
+             generator: torch.Generator, hooks: Sequence[Any]
+             ) -> tuple[int, list[dict[str, float]]]:
     state = torch_load(path)
     if not isinstance(state, dict) or state.get("format") != _CHECKPOINT_FORMAT:
         raise ValueError(f"{str(path)!r} is not a softlabels training checkpoint")
@@ -283,6 +295,13 @@ def _restore(path: Path, fingerprint: dict[str, Any], model: nn.Module,
     generator.set_state(state["generator"])
     if "torch_rng" in state:
         torch.set_rng_state(state["torch_rng"])
+    saved_hooks = state.get("hooks") or [None] * len(hooks)
+    if len(saved_hooks) != len(hooks):
+        raise ValueError(f"cannot resume from {str(path)!r}: it holds the state of "
+                         f"{len(saved_hooks)} hooks, this run has {len(hooks)}")
+    for hook, hook_state in zip(hooks, saved_hooks, strict=True):
+        if hook_state is not None and hasattr(hook, "load_extra_state"):
+            hook.load_extra_state(hook_state)
     history = [dict(h) for h in state["history"]]
     if any(not math.isfinite(h["loss"]) for h in history):
         raise ValueError(f"{str(path)!r} records a non-finite loss; it cannot be resumed")

@@ -23,8 +23,10 @@ from . import __version__
 from .configuration import add_config_arguments, build_config, load_config_file
 from .engine import NonFiniteLossError
 from .studies import distill as distill_study
+from .studies import robust as robust_study
 from .studies import seg as seg_study
 from .studies import train as train_study
+from .studies.robust_report import attack_order, method_summary
 
 __all__ = ["main"]
 
@@ -90,6 +92,22 @@ def _summarize_distill(config: Any, rows: list[dict[str, Any]], console: Console
     console.print(f"report: {config.out}/report.md")
 
 
+def _summarize_robust(config: Any, rows: list[dict[str, Any]], console: Console) -> None:
+    summary = method_summary(rows)
+    attacks = attack_order(list(rows[0]["scores"])) if rows else []
+    table = Table(title=f"{config.dataset}: accuracy (%) / worst class (%) / NSD, "
+                        "mean over seeds")
+    table.add_column("method")
+    for attack in attacks:
+        table.add_column(attack, justify="right")
+    for method, per_attack in summary.items():
+        table.add_row(method, *(f"{100 * per_attack[a]['accuracy'][0]:.1f} / "
+                                f"{100 * per_attack[a]['worst_class_accuracy'][0]:.1f} / "
+                                f"{per_attack[a]['nsd'][0]:.3f}" for a in attacks))
+    console.print(table)
+    console.print(f"report: {config.out}/report.md")
+
+
 COMMANDS: dict[str, Command] = {
     "train": Command(
         help="train a model with hard, smoothed or teacher soft labels",
@@ -104,6 +122,13 @@ COMMANDS: dict[str, Command] = {
         quick=distill_study.QUICK,
         run=distill_study.run,
         summarize=_summarize_distill,
+    ),
+    "robust": Command(
+        help="adversarial robustness distillation: ARD, RSLAD and anti-bias ABSLD",
+        config_cls=robust_study.RobustStudyConfig,
+        quick=robust_study.QUICK,
+        run=robust_study.run,
+        summarize=_summarize_robust,
     ),
     "seg": Command(
         help="segmentation with Jaccard/Dice metric losses and soft labels",

@@ -23,7 +23,7 @@ $(STAMP): pyproject.toml Makefile
 setup: $(STAMP)
 
 demo: $(STAMP)
-	$(BIN)/softlabels train --images-per-class 5 --epochs 300 --teacher-epochs 20 --out runs/demo
+	$(BIN)/softlabels reproduce --out runs/reproduce
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q

@@ -23,6 +23,7 @@ from . import __version__
 from .configuration import add_config_arguments, build_config, load_config_file
 from .engine import NonFiniteLossError
 from .studies import distill as distill_study
+from .studies import reproduce as reproduce_study
 from .studies import robust as robust_study
 from .studies import seg as seg_study
 from .studies import train as train_study
@@ -108,7 +109,25 @@ def _summarize_robust(config: Any, rows: list[dict[str, Any]], console: Console)
     console.print(f"report: {config.out}/report.md")
 
 
+def _summarize_reproduce(config: Any, rows: list[dict[str, Any]], console: Console) -> None:
+    table = Table(title="softlabels reproduce: " + ("full" if config.full else "quick"))
+    for title in ("study", "status", "seconds", "headline"):
+        table.add_column(title, justify="right" if title == "seconds" else "left")
+    for row in rows:
+        table.add_row(row["study"], row["status"], f"{row['seconds']:.0f}",
+                      "\n".join(row["headline"]))
+    console.print(table)
+    console.print(f"report: {config.out}/report.md and {config.out}/report.html")
+
+
 COMMANDS: dict[str, Command] = {
+    "reproduce": Command(
+        help="run the three studies (quick on embedded data, or --full) into one report",
+        config_cls=reproduce_study.ReproduceConfig,
+        quick=reproduce_study.QUICK,
+        run=reproduce_study.run,
+        summarize=_summarize_reproduce,
+    ),
     "train": Command(
         help="train a model with hard, smoothed or teacher soft labels",
         config_cls=train_study.TrainStudyConfig,

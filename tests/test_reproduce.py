@@ -1,0 +1,113 @@
+"""``softlabels reproduce``: the three quick studies end to end, one report, failures kept apart."""
+
+from __future__ import annotations
+
+import json
+import re
+import time
+from html.parser import HTMLParser
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from softlabels.cli import main
+from softlabels.studies import reproduce
+from softlabels.studies.reproduce import ReproduceConfig, StudyFailedError
+
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+
+
+@pytest.fixture(scope="module")
+def quick_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("reproduce")
+    assert main(["reproduce", "--out", str(out), "--device", "cpu"]) == 0
+    return out
+
+
+class _Images(HTMLParser):
+    def __init__(self) -> None:
+        super().__init__()
+        self.sources: list[str] = []
+        self.tables = 0
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        if tag == "img":
+            self.sources.append(dict(attrs)["src"] or "")
+        self.tables += tag == "table"
+
+
+def test_every_study_ran_and_reported_numbers(quick_run: Path) -> None:
+    summary = json.loads((quick_run / "summary.json").read_text())
+    assert [s["study"] for s in summary] == ["distill", "seg", "robust"]
+    assert all(s["status"] == "ok" and s["headline"] for s in summary)
+    report = (quick_run / "report.md").read_text()
+    for study, row_start in (("distill", "| random hard |"), ("seg", "| ce+jml | hard |"),
+                             ("robust", "| absld |")):
+        assert f"## {study}" in report
+        row = next(line for line in report.splitlines() if line.startswith(row_start))
+        numbers = re.findall(r"\d+\.\d+", row)
+        assert len(numbers) >= 3, row
+
+
+def test_every_figure_is_a_png_and_the_html_embeds_them(quick_run: Path) -> None:
+    report = (quick_run / "report.md").read_text()
+    links = re.findall(r"!\[[^\]]*\]\(([^)]+)\)", report)
+    assert {link.split("/")[0] for link in links} == {"distill", "seg", "robust"}
+    for link in links:
+        assert (quick_run / link).read_bytes().startswith(PNG_SIGNATURE), link
+    parser = _Images()
+    parser.feed((quick_run / "report.html").read_text())
+    assert len(parser.sources) == len(links)
+    assert all(src.startswith("data:image/png;base64,") for src in parser.sources)
+    assert parser.tables >= 4
+
+
+def test_rerun_resumes(quick_run: Path) -> None:
+    began = time.perf_counter()
+    assert main(["reproduce", "--out", str(quick_run)]) == 0
+    assert time.perf_counter() - began < 30
+
+
+def test_full_names_the_missing_datasets(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    (tmp_path / "data" / "mnist").mkdir(parents=True)
+    assert main(["reproduce", "--full", "--data-root", str(tmp_path / "data"),
+                 "--out", str(tmp_path / "out")]) == 2
+    error = capsys.readouterr().err
+    assert "cifar10 (needed by distill)" in error
+    assert "camvid (needed by seg)" in error
+    assert "mnist" not in error.replace(str(tmp_path), "")
+    assert not (tmp_path / "out").exists()
+
+
+def test_full_needs_a_data_root() -> None:
+    with pytest.raises(ValueError, match="--full needs --data-root"):
+        ReproduceConfig(full=True)
+
+
+def test_a_failing_study_leaves_the_others(tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+                                           ) -> None:
+    def good(config: Any, *, show_progress: bool | None = None) -> list[dict[str, Any]]:
+        Path(config.out).mkdir(parents=True, exist_ok=True)
+        (Path(config.out) / "report.md").write_text("# Robust\n\n| a | b |\n|---|---|\n| 1 | 2 |\n")
+        return [{"method": "rslad", "seed": 0, "scores": {"pgd5": {
+            "accuracy": 0.5, "worst_class_accuracy": 0.25, "nsd": 0.1}}}]
+
+    def bad(config: Any, *, show_progress: bool | None = None) -> list[dict[str, Any]]:
+        raise RuntimeError("disk on fire")
+
+    monkeypatch.setitem(reproduce.STUDIES, "robust",
+                        reproduce.STUDIES["robust"].__class__(
+                            **{**reproduce.STUDIES["robust"].__dict__, "run": good}))
+    monkeypatch.setitem(reproduce.STUDIES, "seg",
+                        reproduce.STUDIES["seg"].__class__(
+                            **{**reproduce.STUDIES["seg"].__dict__, "run": bad}))
+    config = ReproduceConfig(studies=("seg", "robust"), out=str(tmp_path))
+    with pytest.raises(StudyFailedError, match="study 'seg' failed: RuntimeError: disk on fire"):
+        reproduce.run(config)
+    summary = {s["study"]: s for s in json.loads((tmp_path / "summary.json").read_text())}
+    assert summary["seg"]["status"] == "failed"
+    assert summary["robust"]["status"] == "ok"
+    report = (tmp_path / "report.md").read_text()
+    assert "**Failed**: `RuntimeError: disk on fire`" in report
+    assert "### Robust" in report  # the study's own report, its headings two levels down

@@ -150,3 +150,21 @@ def test_a_folder_in_use_by_another_process_is_refused(tmp_path: Path,
     finally:
         holder.kill()
         holder.wait()
+
+
+def test_a_run_folder_from_an_older_version_resumes(tmp_path: Path) -> None:
+    """A field the stored config predates does not block resuming while at its default."""
+    import json
+
+    from softlabels.studies.run_folder import prepare_run_folder
+    from softlabels.studies.train import TrainStudyConfig
+
+    config = TrainStudyConfig(out=str(tmp_path))
+    prepare_run_folder(config, tmp_path)
+    stored = json.loads((tmp_path / "config.json").read_text())
+    del stored["config"]["checkpoint_every"]  # as if written before the field existed
+    (tmp_path / "config.json").write_text(json.dumps(stored))
+    prepare_run_folder(config, tmp_path)
+    (tmp_path / "config.json").write_text(json.dumps(stored))
+    with pytest.raises(ValueError, match="checkpoint_every"):
+        prepare_run_folder(TrainStudyConfig(out=str(tmp_path), checkpoint_every=5), tmp_path)

@@ -101,7 +101,7 @@ FULL: dict[str, tuple[str, list[dict[str, Any]]]] = {
         {"dataset": "mnist", "source_split": "test", "test_fraction": 0.2, "eps": 0.3,
          "alpha": 0.04, "train_steps": 10, "eval_steps": 20, "eval_alpha": 0.03,
          "teacher_args": ("width=32",), "model_args": ("width=16",), "teacher_epochs": 10,
-         "epochs": 10, "select_every": 2, "seeds": (0, 1, 2)},
+         "epochs": 10, "select_every": 2, "seeds": (0, 1, 2), "autoattack_images": 100},
     ]),
 }
 

@@ -27,7 +27,7 @@ from .._checks import check_choice
 from .._io import torch_save, write_json
 from ..attacks import robust_evaluate, standard_attacks
 from ..data import ImageDataset, augmentation, list_augmentations, load_dataset
-from ..data.split import train_val_split
+from ..data.split import sample_per_class, train_val_split
 from ..engine import TrainConfig, fit, load_epoch_checkpoint
 from ..models import create_model
 from ..results import ResultsLog
@@ -76,6 +76,9 @@ class RobustStudyConfig:
         "PGD/CW step used in evaluation (default eps / 4)"))
     autoattack: bool = field(default=True, metadata=_help(
         "also evaluate AutoAttack when torchattacks is installed"))
+    autoattack_images: int = field(default=500, metadata=_help(
+        "test images (the same number per class) AutoAttack runs on; its Square attack "
+        "costs thousands of forward passes per image"))
     teacher_method: str = field(default="trades", metadata=_help(
         "how the teacher is trained", choices=TEACHER_METHODS))
     teacher_model: str = field(default="convnet", metadata=_help("teacher model"))
@@ -129,6 +132,8 @@ class RobustStudyConfig:
         for name in ("test_fraction", "val_fraction"):
             if not 0 < getattr(self, name) < 1:
                 raise ValueError(f"{name} must be in (0, 1), got {getattr(self, name)}")
+        if self.autoattack_images < 1:
+            raise ValueError(f"autoattack_images must be >= 1, got {self.autoattack_images}")
         if self.select_every < 1:
             raise ValueError(f"select_every must be >= 1, got {self.select_every}")
         check_choice("augment", self.augment, list_augmentations())
@@ -242,17 +247,29 @@ def _teacher_scores(config: RobustStudyConfig, folder: Path, teacher: nn.Module,
     path = folder / "teacher_scores.json"
     if path.exists():
         return json.loads(path.read_text(encoding="utf-8"))
-    scores = _scores(teacher, data.test, attacks, config.device)
+    scores = _scores(teacher, data.test, attacks, config)
     row = {"method": f"teacher ({config.teacher_method})", "scores": scores}
     write_json(path, row)
     return row
 
 
 def _scores(model: nn.Module, data: ImageDataset, attacks: dict[str, Any],
-            device: str) -> dict[str, dict[str, Any]]:
-    results = robust_evaluate(model, data.images, data.labels, attacks,
-                              num_classes=data.num_classes, device=device)
-    return {name: result.as_dict() for name, result in results.items()}
+            config: RobustStudyConfig) -> dict[str, dict[str, Any]]:
+    """Scores under every attack; AutoAttack on a class-balanced subset of the images."""
+    cheap = {name: attack for name, attack in attacks.items() if name != "autoattack"}
+    results = robust_evaluate(model, data.images, data.labels, cheap,
+                              num_classes=data.num_classes, device=config.device)
+    scores = {name: result.as_dict() for name, result in results.items()}
+    if "autoattack" in attacks:
+        per_class = max(1, config.autoattack_images // data.num_classes)
+        counts = torch.bincount(data.labels, minlength=data.num_classes)
+        subset = data.subset(sample_per_class(data.labels, min(per_class, int(counts.min())),
+                                              seed=0))
+        result = robust_evaluate(model, subset.images, subset.labels,
+                                 {"autoattack": attacks["autoattack"]},
+                                 num_classes=data.num_classes, device=config.device)
+        scores["autoattack"] = {**result["autoattack"].as_dict(), "images": len(subset)}
+    return scores
 
 
 def _distiller(config: RobustStudyConfig, method: str, student: nn.Module,
@@ -288,7 +305,7 @@ def _student_cell(config: RobustStudyConfig, folder: Path, data: _Data, teacher:
     student.load_state_dict(load_epoch_checkpoint(checkpoints, selection["epoch"]))
     row: dict[str, Any] = {"method": method, "seed": seed, "selected_epoch": selection["epoch"],
                            "selection": selection["scores"],
-                           "scores": _scores(student, data.test, attacks, config.device),
+                           "scores": _scores(student, data.test, attacks, config),
                            "seconds": time.perf_counter() - began}
     if isinstance(distiller, ABSLD):
         row["temperatures"] = {"adv": distiller.adv_temperatures.history,

@@ -60,7 +60,10 @@ def write_report(folder: Path, config: Any, rows: Sequence[Row], teacher: Row, *
     lines = [f"# Robust distillation on {config.dataset} (eps = {config.eps:g})", "",
              "Accuracy in %, mean ± sample std over seeds "
              f"{sorted({r['seed'] for r in rows})}; Worst = worst-class accuracy; NSD = "
-             "sample std / mean of the class-wise accuracies (lower is fairer).", ""]
+             "sample std / mean of the class-wise accuracies (lower is fairer)."
+             + (f" AutoAttack runs on {teacher['scores']['autoattack']['images']} "
+                "class-balanced test images, the other attacks on the whole test split."
+                if "autoattack" in teacher["scores"] else ""), ""]
     header = "| method | " + " | ".join(f"{a} {t}" for a in attacks for _, t in _MEASURES) + " |"
     lines += [header, "|---" * (1 + len(attacks) * len(_MEASURES)) + "|"]
     cells = []

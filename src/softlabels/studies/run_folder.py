@@ -47,9 +47,10 @@ def prepare_run_folder(config: Any, out: str | Path,
 
     The folder is locked (``flock`` on ``.lock``) for the rest of this process, so a second
     process pointed at it fails with :class:`FolderInUseError` instead of corrupting it.
-    Resuming is allowed when the stored config equals ``config`` up to the device, the folder
-    and the ``sweep_fields`` (the axes of a sweep, such as seeds or label modes: extending them
-    adds cells next to the finished ones, whose settings are unchanged). Any other difference
+    Resuming is allowed when the stored config equals ``config`` up to the device, the folder,
+    fields the stored config predates (when they hold their default) and the ``sweep_fields``
+    (the axes of a sweep, such as seeds or label modes: extending them adds cells next to the
+    finished ones, whose settings are unchanged). Any other difference
     would mix results of different settings, so it raises ``ValueError`` naming the fields.
     """
     folder = Path(out)
@@ -65,8 +66,13 @@ def prepare_run_folder(config: Any, out: str | Path,
                              "--out folder") from err
         normalised = json.loads(json.dumps(current))
         free = _RESUMABLE_CHANGES | set(sweep_fields)
+        # A field added by a later version is absent from an older run's config; at its
+        # default it does not count as a difference, so upgrading does not strand old runs.
+        defaults = json.loads(json.dumps({f.name: f.default for f in dataclasses.fields(config)
+                                          if f.default is not dataclasses.MISSING}))
         differing = sorted(k for k in set(stored) | set(normalised)
-                           if k not in free and stored.get(k) != normalised.get(k))
+                           if k not in free and stored.get(k, defaults.get(k))
+                           != normalised.get(k))
         if differing:
             raise ValueError(
                 f"output folder {str(folder)!r} holds a run with a different config (fields "

@@ -138,8 +138,9 @@ class DistillStudyConfig:
     learned_steps: int = field(default=100, metadata=_help("label updates (learned)"))
     learned_unroll: int = field(default=10, metadata=_help(
         "unrolled student steps per update (learned)"))
-    learned_inner_lr: float = field(default=0.01, metadata=_help(
-        "student SGD lr inside the unroll (learned)"))
+    learned_inner_lr: float = field(default=0.1, metadata=_help(
+        "student SGD lr inside the unroll (learned); the unrolled student must learn within "
+        "the unroll, or the labels only drift (compare the row's learned_loss_first/last)"))
     learned_lr: float = field(default=0.05, metadata=_help("Adam lr on label logits (learned)"))
     device: str = field(default="auto", metadata=_help("auto, cpu or cuda"))
     out: str = field(default="runs/distill", metadata=_help("output folder"))
@@ -219,7 +220,7 @@ QUICK: dict[str, Any] = {
     "labels": ("hard", "expert", "smooth", "topk", "swap", "shuffle", "learned"),
     "expert_epoch": (2, 5, 10), "select_epoch": True, "k": (2,), "seeds": (0, 1),
     "student_epochs": 60, "student_lr": 0.05, "eval_every": 30, "dm_iterations": 20,
-    "learned_steps": 8, "learned_unroll": 5, "learned_inner_lr": 0.1, "learned_lr": 0.1,
+    "learned_steps": 8, "learned_unroll": 5, "learned_inner_lr": 0.3, "learned_lr": 0.1,
 }
 
 

@@ -204,13 +204,14 @@ def _learned_table(tests: Sequence[Row]) -> list[str]:
     if not learned:
         return []
     lines = ["## Learned labels: mean Jensen-Shannon distance to expert labels", "",
-             "| images | IPC | start → learned, by expert epoch | closest epoch |",
-             "|---|---|---|---|"]
+             "| images | IPC | outer loss first → last | start → learned, by expert epoch | "
+             "closest epoch |", "|---|---|---|---|---|"]
     for row in learned:
         pairs = ", ".join(f"e{e}: {row['js_init_to_expert'][e]:.3f} → {v:.3f}"
                           for e, v in row["js_to_expert"].items())
         closest = min(row["js_to_expert"], key=lambda e: row["js_to_expert"][e])
-        lines.append(f"| {row['images']} | {row['ipc']} | {pairs} | {closest} |")
+        lines.append(f"| {row['images']} | {row['ipc']} | {row['learned_loss_first']:.3f} → "
+                     f"{row['learned_loss_last']:.3f} | {pairs} | {closest} |")
     return [*lines, ""]
 
 

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import time
-
 import numpy as np
 import pytest
 import torch
@@ -114,10 +112,3 @@ def test_train_and_test_draw_from_disjoint_digit_images(sk_digits):
         used = set(sources[sources >= 0].tolist())
         assert used <= pool
         assert len(used) > 100  # the split really samples across its half
-
-
-def test_building_is_fast():
-    build_digit_scenes("train", num_images=8)  # sklearn import and digits read, once
-    start = time.perf_counter()
-    load_segmentation("digit_scenes", split="train")
-    assert time.perf_counter() - start < 1.0

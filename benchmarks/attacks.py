@@ -19,8 +19,8 @@ import time
 
 import torch
 import torchattacks
-from _machine import cpu_name
 
+from _machine import cpu_name
 from softlabels.attacks import pgd
 from softlabels.models import create_model
 

@@ -25,7 +25,6 @@ import time
 import torch
 
 from _machine import cpu_name
-
 from softlabels.data.dsa import DSA
 from softlabels.distill.students import train_students
 from softlabels.engine import TrainConfig

@@ -16,7 +16,12 @@ from typing import Any, TypeVar
 
 import yaml
 
-__all__ = ["add_config_arguments", "build_config", "load_config_file"]
+__all__ = ["add_config_arguments", "build_config", "field_help", "load_config_file"]
+
+
+def field_help(text: str, **extra: Any) -> dict[str, Any]:
+    """Metadata of a config dataclass field: its CLI ``help`` (and e.g. ``choices``)."""
+    return {"help": text, **extra}
 
 C = TypeVar("C")
 

@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import random
+from collections.abc import Callable
 
 import numpy as np
 import torch
+from torch import nn
 
 from ._checks import check_choice
 
-__all__ = ["DEVICE_CHOICES", "resolve_device", "seed_everything"]
+__all__ = ["DEVICE_CHOICES", "build_seeded", "resolve_device", "seed_everything"]
 
 DEVICE_CHOICES = ("auto", "cpu", "cuda")
 
@@ -26,6 +28,24 @@ def seed_everything(seed: int) -> torch.Generator:
     np.random.seed(seed % 2**32)
     torch.manual_seed(seed)
     return torch.Generator().manual_seed(seed)
+
+
+def build_seeded(build_model: Callable[[int], nn.Module], seed: int) -> nn.Module:
+    """``build_model(seed)`` with the global torch RNG seeded by ``seed`` and restored after.
+
+    A model's initialisation draws from the global RNG: seeding it per call makes model
+    ``seed`` the same whoever builds it, and restoring it leaves the caller's RNG untouched.
+
+    Raises:
+        TypeError: ``build_model`` did not return an ``nn.Module``.
+    """
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        model = build_model(seed)
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"build_model({seed}) must return an nn.Module, got "
+                        f"{type(model).__name__}")
+    return model
 
 
 def resolve_device(device: str | torch.device = "auto") -> torch.device:

@@ -22,7 +22,7 @@ from torch import Tensor, nn
 from .._checks import check_float, check_ndim, check_positive, check_positive_int
 from ..data.dsa import DSA_STRATEGY, dsa
 from ..progress import progress
-from ..runtime import resolve_device
+from ..runtime import build_seeded, resolve_device
 
 __all__ = ["DMResult", "distribution_matching"]
 
@@ -132,12 +132,7 @@ def distribution_matching(build_model: EmbedderBuilder, real_images: Tensor,
 
 def _embedder(build_model: EmbedderBuilder, seed: int, device: torch.device) -> nn.Module:
     """A freshly initialised network in train mode, with frozen weights (only pixels learn)."""
-    state = torch.random.get_rng_state()
-    try:
-        torch.manual_seed(seed)
-        net = build_model(seed)
-    finally:
-        torch.random.set_rng_state(state)
+    net = build_seeded(build_model, seed)
     if not callable(getattr(net, "embed", None)):
         raise TypeError(f"{type(net).__name__} has no embed(x) method; DM needs the "
                         "embedding before the classifier")

@@ -22,7 +22,7 @@ from .._checks import check_float, check_ndim, check_positive, check_positive_in
 from ..labels import validate
 from ..losses import soft_cross_entropy
 from ..progress import progress
-from ..runtime import resolve_device
+from ..runtime import build_seeded, resolve_device
 
 __all__ = ["LearnedLabels", "learn_labels"]
 
@@ -100,7 +100,7 @@ def learn_labels(build_model: ModelBuilder, images: Tensor, init_labels: Tensor,
     losses: list[float] = []
     with progress(outer_steps, "learn labels", show_progress) as bar:
         for step in range(outer_steps):
-            student = _student(build_model, seed + step, target)
+            student = build_seeded(build_model, seed + step).to(target).train()
             params = {k: v.detach().requires_grad_(True) for k, v in student.named_parameters()}
             buffers = dict(student.named_buffers())
             soft = label_logits.softmax(1)
@@ -118,13 +118,3 @@ def learn_labels(build_model: ModelBuilder, images: Tensor, init_labels: Tensor,
             losses.append(float(outer.detach()))
             bar.advance(f"loss {losses[-1]:.4f}")
     return LearnedLabels(label_logits.detach().softmax(1).cpu(), losses)
-
-
-def _student(build_model: ModelBuilder, seed: int, device: torch.device) -> nn.Module:
-    state = torch.random.get_rng_state()
-    try:
-        torch.manual_seed(seed)
-        model = build_model(seed)
-    finally:
-        torch.random.set_rng_state(state)
-    return model.to(device).train()

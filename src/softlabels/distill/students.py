@@ -52,7 +52,7 @@ from ..losses import soft_cross_entropy
 from ..models.convnet import ConvBlock, ConvNet
 from ..models.layers import Normalize
 from ..progress import progress
-from ..runtime import resolve_device
+from ..runtime import build_seeded, resolve_device
 
 __all__ = ["BACKENDS", "StudentsResult", "train_students"]
 
@@ -200,7 +200,7 @@ def train_students(
     check_choice("backend", backend, BACKENDS)
     target_device = resolve_device(device)
 
-    models = [_build(build_model, seed) for seed in seed_list]
+    models = [build_seeded(build_model, seed) for seed in seed_list]
     _check_same_architecture(models, seed_list)
     chosen = _choose_backend(models[0], backend) if vectorize else "sequential"
     if chosen == "vmap":
@@ -596,18 +596,6 @@ def _check_eval_data(eval_data: object, images: Tensor) -> None:
     if eval_labels.shape != eval_images.shape[:1]:
         raise ValueError(f"eval_data[1] must have shape ({eval_images.shape[0]},), got "
                          f"{tuple(eval_labels.shape)}")
-
-
-def _build(build_model: ModelBuilder, seed: int) -> nn.Module:
-    # The builder's initialisation draws from the global RNG: seed it per student, and put
-    # it back afterwards so that training students has no side effect on the caller's RNG.
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        model = build_model(seed)
-    if not isinstance(model, nn.Module):
-        raise TypeError(f"build_model({seed}) must return an nn.Module, got "
-                        f"{type(model).__name__}")
-    return model
 
 
 def _signature(model: nn.Module) -> dict[str, tuple[tuple[int, ...], torch.dtype]]:

@@ -28,6 +28,7 @@ from torch import Tensor, nn
 
 from .._checks import check_choice
 from .._io import torch_load, torch_save, write_json
+from ..configuration import field_help
 from ..data import ImageDataset, augmentation, list_augmentations, load_dataset
 from ..data.split import train_val_split
 from ..distill import (
@@ -67,83 +68,80 @@ _NEEDS_EXPERT = frozenset({"expert", "smooth", "topk", "swap", "shuffle"})
 _LEARNED_INIT_EPS = 0.3
 
 
-def _help(text: str, **extra: Any) -> dict[str, Any]:
-    return {"help": text, **extra}
-
-
 @dataclass(frozen=True)
 class DistillStudyConfig:
     """Settings of ``softlabels distill``; each field is the CLI flag of the same name."""
 
-    dataset: str = field(default="digits", metadata=_help("dataset name"))
-    data_root: str | None = field(default=None, metadata=_help("dataset folder"))
-    model: str = field(default="convnet", metadata=_help("expert and student model"))
-    model_args: tuple[str, ...] = field(default=("width=64",), metadata=_help(
+    dataset: str = field(default="digits", metadata=field_help("dataset name"))
+    data_root: str | None = field(default=None, metadata=field_help("dataset folder"))
+    model: str = field(default="convnet", metadata=field_help("expert and student model"))
+    model_args: tuple[str, ...] = field(default=("width=64",), metadata=field_help(
         "model options as KEY=VALUE"))
-    val_fraction: float = field(default=0.1, metadata=_help(
+    val_fraction: float = field(default=0.1, metadata=field_help(
         "share of each training class held out for --select-epoch"))
-    experts: int = field(default=1, metadata=_help(
+    experts: int = field(default=1, metadata=field_help(
         "experts trained (seeds 0..N-1); their logits are averaged (ensemble)"))
-    expert_epochs: int = field(default=20, metadata=_help("epochs each expert trains"))
-    expert_lr: float = field(default=0.01, metadata=_help("expert SGD learning rate"))
-    expert_momentum: float = field(default=0.0, metadata=_help("expert SGD momentum"))
-    expert_weight_decay: float = field(default=0.0, metadata=_help("expert weight decay"))
-    expert_batch_size: int = field(default=256, metadata=_help("expert batch size"))
-    expert_schedule: str = field(default="constant", metadata=_help(
+    expert_epochs: int = field(default=20, metadata=field_help("epochs each expert trains"))
+    expert_lr: float = field(default=0.01, metadata=field_help("expert SGD learning rate"))
+    expert_momentum: float = field(default=0.0, metadata=field_help("expert SGD momentum"))
+    expert_weight_decay: float = field(default=0.0, metadata=field_help("expert weight decay"))
+    expert_batch_size: int = field(default=256, metadata=field_help("expert batch size"))
+    expert_schedule: str = field(default="constant", metadata=field_help(
         "expert learning-rate schedule", choices=("constant", "cosine", "step")))
-    expert_augment: str = field(default="dsa", metadata=_help("expert augmentation"))
-    images: tuple[str, ...] = field(default=("random",), metadata=_help(
+    expert_augment: str = field(default="dsa", metadata=field_help("expert augmentation"))
+    images: tuple[str, ...] = field(default=("random",), metadata=field_help(
         "image sources: random real images and/or dm (Distribution Matching)",
         choices=IMAGE_SOURCES))
-    dm_labels: tuple[str, ...] = field(default=("hard", "expert"), metadata=_help(
+    dm_labels: tuple[str, ...] = field(default=("hard", "expert"), metadata=field_help(
         "label modes of the dm images (those also in --labels)", choices=DISTILL_LABELS))
-    selection: str = field(default="random", metadata=_help(
+    selection: str = field(default="random", metadata=field_help(
         "how real images are chosen: random, or the easiest/hardest by final-expert loss",
         choices=SELECTIONS))
-    index_file: str | None = field(default=None, metadata=_help(
+    index_file: str | None = field(default=None, metadata=field_help(
         "JSON or text file of training-split positions to use instead of --selection"))
-    selection_seed: int = field(default=0, metadata=_help("seed of the random selection"))
-    ipc: tuple[int, ...] = field(default=(1, 10), metadata=_help("images per class"))
-    labels: tuple[str, ...] = field(default=("hard", "expert"), metadata=_help(
+    selection_seed: int = field(default=0, metadata=field_help("seed of the random selection"))
+    ipc: tuple[int, ...] = field(default=(1, 10), metadata=field_help("images per class"))
+    labels: tuple[str, ...] = field(default=("hard", "expert"), metadata=field_help(
         "label modes", choices=DISTILL_LABELS))
-    expert_epoch: tuple[int, ...] = field(default=(20,), metadata=_help(
+    expert_epoch: tuple[int, ...] = field(default=(20,), metadata=field_help(
         "expert epochs that label the images (candidates with --select-epoch)"))
-    select_epoch: bool = field(default=False, metadata=_help(
+    select_epoch: bool = field(default=False, metadata=field_help(
         "choose the expert epoch per IPC on the validation split"))
-    temperature: tuple[float, ...] = field(default=(1.0,), metadata=_help(
+    temperature: tuple[float, ...] = field(default=(1.0,), metadata=field_help(
         "expert softmax temperatures"))
-    k: tuple[int, ...] = field(default=(1,), metadata=_help(
+    k: tuple[int, ...] = field(default=(1,), metadata=field_help(
         "classes kept (topk; 0 = hard argmax) or rank swapped (swap)"))
-    topk_renormalize: bool = field(default=False, metadata=_help(
+    topk_renormalize: bool = field(default=False, metadata=field_help(
         "rescale top-k labels to sum to 1 (the official code does not)"))
-    label_file: str | None = field(default=None, metadata=_help(
+    label_file: str | None = field(default=None, metadata=field_help(
         "LabelStore whose labels the 'file' mode uses"))
-    seeds: tuple[int, ...] = field(default=(0, 1, 2), metadata=_help(
+    seeds: tuple[int, ...] = field(default=(0, 1, 2), metadata=field_help(
         "student seeds, trained together in each cell"))
-    student_epochs: int = field(default=300, metadata=_help("student epochs"))
-    student_lr: float = field(default=0.01, metadata=_help("student learning rate"))
-    student_optimizer: str = field(default="sgd", metadata=_help(
+    student_epochs: int = field(default=300, metadata=field_help("student epochs"))
+    student_lr: float = field(default=0.01, metadata=field_help("student learning rate"))
+    student_optimizer: str = field(default="sgd", metadata=field_help(
         "student optimiser", choices=("sgd", "adamw")))
-    student_batch_size: int = field(default=256, metadata=_help("student batch size"))
-    student_augment: str = field(default="dsa", metadata=_help("student augmentation"))
-    student_backend: str = field(default="auto", metadata=_help(
+    student_batch_size: int = field(default=256, metadata=field_help("student batch size"))
+    student_augment: str = field(default="dsa", metadata=field_help("student augmentation"))
+    student_backend: str = field(default="auto", metadata=field_help(
         "how a cell's students train: sequential, grouped or vmap (vectorised); auto = "
         "sequential on a CPU (measured faster there) and vectorised on a GPU",
         choices=("auto", "sequential", *STUDENT_BACKENDS[1:])))
-    eval_every: int = field(default=100, metadata=_help(
+    eval_every: int = field(default=100, metadata=field_help(
         "score students every N epochs (best = max over these and the end)"))
-    dm_iterations: int = field(default=1000, metadata=_help("DM optimisation steps"))
-    dm_lr: float = field(default=1.0, metadata=_help("DM learning rate on pixels"))
-    dm_batch_real: int = field(default=64, metadata=_help("DM real images per class and step"))
-    learned_steps: int = field(default=100, metadata=_help("label updates (learned)"))
-    learned_unroll: int = field(default=10, metadata=_help(
+    dm_iterations: int = field(default=1000, metadata=field_help("DM optimisation steps"))
+    dm_lr: float = field(default=1.0, metadata=field_help("DM learning rate on pixels"))
+    dm_batch_real: int = field(default=64, metadata=field_help("DM real images per class and step"))
+    learned_steps: int = field(default=100, metadata=field_help("label updates (learned)"))
+    learned_unroll: int = field(default=10, metadata=field_help(
         "unrolled student steps per update (learned)"))
-    learned_inner_lr: float = field(default=0.1, metadata=_help(
+    learned_inner_lr: float = field(default=0.1, metadata=field_help(
         "student SGD lr inside the unroll (learned); the unrolled student must learn within "
         "the unroll, or the labels only drift (compare the row's learned_loss_first/last)"))
-    learned_lr: float = field(default=0.05, metadata=_help("Adam lr on label logits (learned)"))
-    device: str = field(default="auto", metadata=_help("auto, cpu or cuda"))
-    out: str = field(default="runs/distill", metadata=_help("output folder"))
+    learned_lr: float = field(default=0.05, metadata=field_help(
+        "Adam lr on label logits (learned)"))
+    device: str = field(default="auto", metadata=field_help("auto, cpu or cuda"))
+    out: str = field(default="runs/distill", metadata=field_help("output folder"))
 
     def __post_init__(self) -> None:
         for name, choices in (("images", IMAGE_SOURCES), ("labels", DISTILL_LABELS)):

@@ -24,7 +24,7 @@ import markdown
 
 from .._checks import check_choice
 from .._io import write_json, write_text
-from ..configuration import build_config
+from ..configuration import build_config, field_help
 from . import distill, robust, seg
 from .robust_report import method_summary
 
@@ -110,22 +110,18 @@ class StudyFailedError(ValueError):
     """At least one study failed; the others finished and the report was written."""
 
 
-def _help(text: str, **extra: Any) -> dict[str, Any]:
-    return {"help": text, **extra}
-
-
 @dataclass(frozen=True)
 class ReproduceConfig:
     """Settings of ``softlabels reproduce``; each field is the CLI flag of the same name."""
 
-    full: bool = field(default=False, metadata=_help(
+    full: bool = field(default=False, metadata=field_help(
         "run the real-data studies of docs/results.md (needs --data-root; hours on a CPU)"))
-    data_root: str | None = field(default=None, metadata=_help(
+    data_root: str | None = field(default=None, metadata=field_help(
         "folder holding cifar10/, camvid/ and mnist/ (with --full)"))
-    studies: tuple[str, ...] = field(default=tuple(STUDIES), metadata=_help(
+    studies: tuple[str, ...] = field(default=tuple(STUDIES), metadata=field_help(
         "studies to run", choices=tuple(STUDIES)))
-    device: str = field(default="auto", metadata=_help("auto, cpu or cuda"))
-    out: str = field(default="runs/reproduce", metadata=_help("output folder"))
+    device: str = field(default="auto", metadata=field_help("auto, cpu or cuda"))
+    out: str = field(default="runs/reproduce", metadata=field_help("output folder"))
 
     def __post_init__(self) -> None:
         if not self.studies:

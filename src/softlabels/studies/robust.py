@@ -26,6 +26,7 @@ from torch import nn
 from .._checks import check_choice
 from .._io import torch_save, write_json
 from ..attacks import robust_evaluate, standard_attacks
+from ..configuration import field_help
 from ..data import ImageDataset, augmentation, list_augmentations, load_dataset
 from ..data.split import sample_per_class, train_val_split
 from ..engine import TrainConfig, fit, load_epoch_checkpoint
@@ -51,63 +52,59 @@ METHODS = ("rslad", "absld", "ard")
 TEACHER_METHODS = ("trades", "pgd_at", "natural")
 
 
-def _help(text: str, **extra: Any) -> dict[str, Any]:
-    return {"help": text, **extra}
-
-
 @dataclass(frozen=True)
 class RobustStudyConfig:
     """Settings of ``softlabels robust``; each field is the CLI flag of the same name."""
 
-    dataset: str = field(default="digits", metadata=_help("dataset name"))
-    data_root: str | None = field(default=None, metadata=_help("dataset folder"))
-    source_split: str | None = field(default=None, metadata=_help(
+    dataset: str = field(default="digits", metadata=field_help("dataset name"))
+    data_root: str | None = field(default=None, metadata=field_help("dataset folder"))
+    source_split: str | None = field(default=None, metadata=field_help(
         "split both parts come from (e.g. test for the MNIST test set); default: the "
         "dataset's own train and test splits"))
-    test_fraction: float = field(default=0.2, metadata=_help(
+    test_fraction: float = field(default=0.2, metadata=field_help(
         "share of --source-split held out as the test part"))
-    val_fraction: float = field(default=0.1, metadata=_help(
+    val_fraction: float = field(default=0.1, metadata=field_help(
         "share of the training part held out to choose each student's checkpoint"))
-    eps: float = field(default=0.3, metadata=_help("L-inf radius in pixel units"))
-    alpha: float = field(default=0.01, metadata=_help("PGD step used in training"))
-    train_steps: int = field(default=10, metadata=_help("PGD steps used in training"))
-    eval_steps: int = field(default=20, metadata=_help("PGD/CW steps used in evaluation"))
-    eval_alpha: float | None = field(default=None, metadata=_help(
+    eps: float = field(default=0.3, metadata=field_help("L-inf radius in pixel units"))
+    alpha: float = field(default=0.01, metadata=field_help("PGD step used in training"))
+    train_steps: int = field(default=10, metadata=field_help("PGD steps used in training"))
+    eval_steps: int = field(default=20, metadata=field_help("PGD/CW steps used in evaluation"))
+    eval_alpha: float | None = field(default=None, metadata=field_help(
         "PGD/CW step used in evaluation (default eps / 4)"))
-    autoattack: bool = field(default=True, metadata=_help(
+    autoattack: bool = field(default=True, metadata=field_help(
         "also evaluate AutoAttack when torchattacks is installed"))
-    autoattack_images: int = field(default=500, metadata=_help(
+    autoattack_images: int = field(default=500, metadata=field_help(
         "test images (the same number per class) AutoAttack runs on; its Square attack "
         "costs thousands of forward passes per image"))
-    teacher_method: str = field(default="trades", metadata=_help(
+    teacher_method: str = field(default="trades", metadata=field_help(
         "how the teacher is trained", choices=TEACHER_METHODS))
-    teacher_model: str = field(default="convnet", metadata=_help("teacher model"))
-    teacher_args: tuple[str, ...] = field(default=("width=64",), metadata=_help(
+    teacher_model: str = field(default="convnet", metadata=field_help("teacher model"))
+    teacher_args: tuple[str, ...] = field(default=("width=64",), metadata=field_help(
         "teacher model options as KEY=VALUE"))
-    teacher_epochs: int = field(default=20, metadata=_help("teacher epochs"))
-    model: str = field(default="convnet", metadata=_help("student model"))
-    model_args: tuple[str, ...] = field(default=("width=16",), metadata=_help(
+    teacher_epochs: int = field(default=20, metadata=field_help("teacher epochs"))
+    model: str = field(default="convnet", metadata=field_help("student model"))
+    model_args: tuple[str, ...] = field(default=("width=16",), metadata=field_help(
         "student model options as KEY=VALUE"))
-    methods: tuple[str, ...] = field(default=METHODS, metadata=_help(
+    methods: tuple[str, ...] = field(default=METHODS, metadata=field_help(
         "distillation methods", choices=METHODS))
-    seeds: tuple[int, ...] = field(default=(0, 1, 2), metadata=_help("student seeds"))
-    epochs: int = field(default=20, metadata=_help("student epochs"))
-    batch_size: int = field(default=128, metadata=_help("batch size"))
-    lr: float = field(default=0.05, metadata=_help("SGD learning rate (teacher and student)"))
-    weight_decay: float = field(default=2e-4, metadata=_help("weight decay"))
-    augment: str = field(default="none", metadata=_help("batch augmentation"))
-    select_every: int = field(default=2, metadata=_help(
+    seeds: tuple[int, ...] = field(default=(0, 1, 2), metadata=field_help("student seeds"))
+    epochs: int = field(default=20, metadata=field_help("student epochs"))
+    batch_size: int = field(default=128, metadata=field_help("batch size"))
+    lr: float = field(default=0.05, metadata=field_help("SGD learning rate (teacher and student)"))
+    weight_decay: float = field(default=2e-4, metadata=field_help("weight decay"))
+    augment: str = field(default="none", metadata=field_help("batch augmentation"))
+    select_every: int = field(default=2, metadata=field_help(
         "keep and score a student checkpoint every N epochs (and the last)"))
-    tau_min: float = field(default=0.5, metadata=_help("ABSLD temperature lower bound"))
-    tau_max: float = field(default=5.0, metadata=_help("ABSLD temperature upper bound"))
-    tau_rate: float = field(default=0.1, metadata=_help("ABSLD temperature step"))
-    official_product: bool = field(default=False, metadata=_help(
+    tau_min: float = field(default=0.5, metadata=field_help("ABSLD temperature lower bound"))
+    tau_max: float = field(default=5.0, metadata=field_help("ABSLD temperature upper bound"))
+    tau_rate: float = field(default=0.1, metadata=field_help("ABSLD temperature step"))
+    official_product: bool = field(default=False, metadata=field_help(
         "ABSLD as the official code: both labels divided by tau_adv * tau_nat"))
-    ard_temperature: float = field(default=30.0, metadata=_help("ARD temperature"))
-    ard_alpha: float = field(default=1.0, metadata=_help("ARD distillation weight"))
-    trades_beta: float = field(default=6.0, metadata=_help("TRADES beta"))
-    device: str = field(default="auto", metadata=_help("auto, cpu or cuda"))
-    out: str = field(default="runs/robust", metadata=_help("output folder"))
+    ard_temperature: float = field(default=30.0, metadata=field_help("ARD temperature"))
+    ard_alpha: float = field(default=1.0, metadata=field_help("ARD distillation weight"))
+    trades_beta: float = field(default=6.0, metadata=field_help("TRADES beta"))
+    device: str = field(default="auto", metadata=field_help("auto, cpu or cuda"))
+    out: str = field(default="runs/robust", metadata=field_help("output folder"))
 
     def __post_init__(self) -> None:
         if not self.methods:

@@ -25,6 +25,7 @@ from torch import Tensor, nn
 
 from .._checks import check_choice, check_range
 from .._io import torch_load, write_text
+from ..configuration import field_help
 from ..data import PairedAugment, SegmentationDataset, load_segmentation
 from ..data.segmentation import PairedFlip, PairedRandomCrop
 from ..engine import TrainConfig, fit
@@ -46,49 +47,45 @@ from .train import parse_model_args
 __all__ = ["QUICK", "SegStudyConfig", "run"]
 
 
-def _help(text: str, **extra: Any) -> dict[str, Any]:
-    return {"help": text, **extra}
-
-
 @dataclass(frozen=True)
 class SegStudyConfig:
     """Settings of ``softlabels seg``; each field is the CLI flag of the same name."""
 
-    dataset: str = field(default="digit_scenes", metadata=_help(
+    dataset: str = field(default="digit_scenes", metadata=field_help(
         "segmentation dataset: digit_scenes (embedded) or camvid"))
-    data_root: str | None = field(default=None, metadata=_help("dataset folder (camvid)"))
-    model: str = field(default="unet", metadata=_help("student model"))
-    model_args: tuple[str, ...] = field(default=("base_width=16",), metadata=_help(
+    data_root: str | None = field(default=None, metadata=field_help("dataset folder (camvid)"))
+    model: str = field(default="unet", metadata=field_help("student model"))
+    model_args: tuple[str, ...] = field(default=("base_width=16",), metadata=field_help(
         "student model options as KEY=VALUE"))
-    teacher_model: str = field(default="unet", metadata=_help("teacher model (kd, semi)"))
-    teacher_args: tuple[str, ...] = field(default=("base_width=32",), metadata=_help(
+    teacher_model: str = field(default="unet", metadata=field_help("teacher model (kd, semi)"))
+    teacher_args: tuple[str, ...] = field(default=("base_width=32",), metadata=field_help(
         "teacher model options as KEY=VALUE"))
-    losses: tuple[str, ...] = field(default=("ce", "ce+jml"), metadata=_help(
+    losses: tuple[str, ...] = field(default=("ce", "ce+jml"), metadata=field_help(
         "losses to compare", choices=LOSSES))
-    labels: tuple[str, ...] = field(default=("hard", "ls", "kd"), metadata=_help(
+    labels: tuple[str, ...] = field(default=("hard", "ls", "kd"), metadata=field_help(
         "label modes", choices=LABEL_MODES))
-    seeds: tuple[int, ...] = field(default=(0,), metadata=_help("seeds, one cell each"))
-    epochs: int = field(default=30, metadata=_help("student epochs"))
-    teacher_epochs: int | None = field(default=None, metadata=_help(
+    seeds: tuple[int, ...] = field(default=(0,), metadata=field_help("seeds, one cell each"))
+    epochs: int = field(default=30, metadata=field_help("student epochs"))
+    teacher_epochs: int | None = field(default=None, metadata=field_help(
         "teacher epochs (default: the student's)"))
-    batch_size: int = field(default=8, metadata=_help("batch size"))
-    optimizer: str = field(default="adamw", metadata=_help("sgd or adamw",
+    batch_size: int = field(default=8, metadata=field_help("batch size"))
+    optimizer: str = field(default="adamw", metadata=field_help("sgd or adamw",
                                                             choices=("sgd", "adamw")))
-    lr: float = field(default=3e-3, metadata=_help("initial learning rate"))
-    weight_decay: float = field(default=1e-4, metadata=_help("weight decay"))
-    w_ce: float = field(default=0.25, metadata=_help("weight of cross-entropy"))
-    w_metric: float = field(default=0.75, metadata=_help("weight of the metric loss"))
-    eps: float = field(default=0.5, metadata=_help("boundary label smoothing eps (ls)"))
-    kernel: int = field(default=3, metadata=_help("boundary neighbourhood size (ls)"))
-    temperature: float = field(default=1.0, metadata=_help("distillation temperature"))
-    labeled_fraction: float = field(default=0.25, metadata=_help(
+    lr: float = field(default=3e-3, metadata=field_help("initial learning rate"))
+    weight_decay: float = field(default=1e-4, metadata=field_help("weight decay"))
+    w_ce: float = field(default=0.25, metadata=field_help("weight of cross-entropy"))
+    w_metric: float = field(default=0.75, metadata=field_help("weight of the metric loss"))
+    eps: float = field(default=0.5, metadata=field_help("boundary label smoothing eps (ls)"))
+    kernel: int = field(default=3, metadata=field_help("boundary neighbourhood size (ls)"))
+    temperature: float = field(default=1.0, metadata=field_help("distillation temperature"))
+    labeled_fraction: float = field(default=0.25, metadata=field_help(
         "share of training images that keep their annotation (semi)"))
-    confidence: float = field(default=0.5, metadata=_help(
+    confidence: float = field(default=0.5, metadata=field_help(
         "minimum teacher confidence for a pseudo-labelled pixel (semi)"))
-    crop: int = field(default=0, metadata=_help("random square crop size (0 = none)"))
-    figure_images: int = field(default=4, metadata=_help("test images in the figure"))
-    device: str = field(default="auto", metadata=_help("auto, cpu or cuda"))
-    out: str = field(default="runs/seg", metadata=_help("output folder"))
+    crop: int = field(default=0, metadata=field_help("random square crop size (0 = none)"))
+    figure_images: int = field(default=4, metadata=field_help("test images in the figure"))
+    device: str = field(default="auto", metadata=field_help("auto, cpu or cuda"))
+    out: str = field(default="runs/seg", metadata=field_help("output folder"))
 
     def __post_init__(self) -> None:
         for name, values, choices in (("losses", self.losses, LOSSES),

@@ -26,6 +26,7 @@ import yaml
 from torch import nn
 
 from .._checks import check_choice, check_range
+from ..configuration import field_help
 from ..data import (
     ImageDataset,
     augmentation,
@@ -47,44 +48,40 @@ __all__ = ["LABEL_MODES", "TrainStudyConfig", "run"]
 LABEL_MODES = ("hard", "smooth", "teacher")
 
 
-def _help(text: str, **extra: Any) -> dict[str, Any]:
-    return {"help": text, **extra}
-
-
 @dataclass(frozen=True)
 class TrainStudyConfig:
     """Settings of ``softlabels train``; each field is the CLI flag of the same name."""
 
-    dataset: str = field(default="digits", metadata=_help("dataset name (see list_datasets)"))
-    data_root: str | None = field(default=None, metadata=_help(
+    dataset: str = field(default="digits", metadata=field_help("dataset name (see list_datasets)"))
+    data_root: str | None = field(default=None, metadata=field_help(
         "folder holding the dataset files (not needed for embedded data)"))
-    model: str = field(default="convnet", metadata=_help("student model name"))
-    model_args: tuple[str, ...] = field(default=("width=64",), metadata=_help(
+    model: str = field(default="convnet", metadata=field_help("student model name"))
+    model_args: tuple[str, ...] = field(default=("width=64",), metadata=field_help(
         "student model options as KEY=VALUE"))
-    labels: tuple[str, ...] = field(default=LABEL_MODES, metadata=_help(
+    labels: tuple[str, ...] = field(default=LABEL_MODES, metadata=field_help(
         "label modes to train with", choices=LABEL_MODES))
-    smoothing: float = field(default=0.1, metadata=_help("label-smoothing eps"))
-    temperature: float = field(default=4.0, metadata=_help("teacher softmax temperature T"))
-    teacher_model: str = field(default="convnet", metadata=_help("teacher model name"))
-    teacher_args: tuple[str, ...] = field(default=("width=128",), metadata=_help(
+    smoothing: float = field(default=0.1, metadata=field_help("label-smoothing eps"))
+    temperature: float = field(default=4.0, metadata=field_help("teacher softmax temperature T"))
+    teacher_model: str = field(default="convnet", metadata=field_help("teacher model name"))
+    teacher_args: tuple[str, ...] = field(default=("width=128",), metadata=field_help(
         "teacher model options as KEY=VALUE"))
-    epochs: int = field(default=30, metadata=_help("student training epochs"))
-    teacher_epochs: int | None = field(default=None, metadata=_help(
+    epochs: int = field(default=30, metadata=field_help("student training epochs"))
+    teacher_epochs: int | None = field(default=None, metadata=field_help(
         "teacher training epochs (default: the student's)"))
-    batch_size: int = field(default=64, metadata=_help("batch size"))
-    optimizer: str = field(default="sgd", metadata=_help("sgd or adamw",
+    batch_size: int = field(default=64, metadata=field_help("batch size"))
+    optimizer: str = field(default="sgd", metadata=field_help("sgd or adamw",
                                                           choices=("sgd", "adamw")))
-    lr: float = field(default=0.1, metadata=_help("initial learning rate"))
-    weight_decay: float = field(default=5e-4, metadata=_help("weight decay"))
-    schedule: str = field(default="cosine", metadata=_help(
+    lr: float = field(default=0.1, metadata=field_help("initial learning rate"))
+    weight_decay: float = field(default=5e-4, metadata=field_help("weight decay"))
+    schedule: str = field(default="cosine", metadata=field_help(
         "learning-rate schedule", choices=("cosine", "step", "constant")))
-    augment: str = field(default="none", metadata=_help("batch augmentation"))
-    images_per_class: int | None = field(default=None, metadata=_help(
+    augment: str = field(default="none", metadata=field_help("batch augmentation"))
+    images_per_class: int | None = field(default=None, metadata=field_help(
         "students train on this many random images per class (the teacher on all)"))
-    checkpoint_every: int = field(default=0, metadata=_help("keep weights every N epochs"))
-    seed: int = field(default=0, metadata=_help("random seed"))
-    device: str = field(default="auto", metadata=_help("auto, cpu or cuda"))
-    out: str = field(default="runs/train", metadata=_help("output folder"))
+    checkpoint_every: int = field(default=0, metadata=field_help("keep weights every N epochs"))
+    seed: int = field(default=0, metadata=field_help("random seed"))
+    device: str = field(default="auto", metadata=field_help("auto, cpu or cuda"))
+    out: str = field(default="runs/train", metadata=field_help("output folder"))
 
     def __post_init__(self) -> None:
         if not self.labels:

@@ -18,6 +18,7 @@ from torch import Tensor, nn
 
 from .._checks import check_float, check_ndim, check_positive_int
 from ..engine import TrainConfig, fit, load_epoch_checkpoint, predict_logits
+from ..runtime import build_seeded
 
 __all__ = ["Experts", "train_experts"]
 
@@ -32,7 +33,8 @@ def train_experts(build_model: ModelBuilder, images: Tensor, labels: Tensor,
     """Train (or resume) one expert per seed, keeping its weights after every epoch.
 
     Args:
-        build_model: ``build_model(seed) -> nn.Module`` mapping (B, C, H, W) to (B, K) logits.
+        build_model: ``build_model(seed) -> nn.Module`` mapping (B, C, H, W) to (B, K) logits;
+            called with the global torch RNG seeded with ``seed`` (and restored after).
         images: float (N, C, H, W) in [0, 1], the expert's training set.
         labels: int64 (N,) hard labels (checked by :func:`~softlabels.engine.fit`).
         config: the recipe; ``checkpoint_every`` is forced to 1 and ``seed`` to each seed.
@@ -56,8 +58,8 @@ def train_experts(build_model: ModelBuilder, images: Tensor, labels: Tensor,
         if (run_dir / f"epoch_{recipe.epochs:04d}.pt").is_file() and \
                 (run_dir / "last.pt").is_file():
             continue
-        fit(build_model(seed), images, labels, recipe, augment=augment, checkpoint_dir=run_dir,
-            device=device, show_progress=show_progress)
+        fit(build_seeded(build_model, seed), images, labels, recipe, augment=augment,
+            checkpoint_dir=run_dir, device=device, show_progress=show_progress)
     return Experts(build_model, root, seed_list, device=device)
 
 

@@ -238,7 +238,7 @@ class _Context:
     logits_cache: dict[tuple[str, int, int], Tensor] = field(default_factory=dict)
 
     def build(self, seed: int) -> nn.Module:
-        torch.manual_seed(seed)
+        """A fresh model; callers seed it through :func:`~softlabels.runtime.build_seeded`."""
         return create_model(self.config.model, self.pool.num_classes, self.pool.in_channels,
                             self.pool.image_size, mean=self.pool.info.mean,
                             std=self.pool.info.std, **parse_model_args(self.config.model_args))

@@ -37,8 +37,9 @@ def _lock(folder: Path) -> None:
             "wait for it to finish or choose another --out") from None
     _LOCKS[key] = handle
 
-# Fields that may change between a run and its resumption without changing its results.
-_RESUMABLE_CHANGES = frozenset({"device", "out"})
+# Fields that may change between a run and its resumption without changing its results
+# (a dataset moved to another folder is still the same dataset).
+_RESUMABLE_CHANGES = frozenset({"device", "out", "data_root"})
 
 
 def prepare_run_folder(config: Any, out: str | Path,
@@ -47,7 +48,7 @@ def prepare_run_folder(config: Any, out: str | Path,
 
     The folder is locked (``flock`` on ``.lock``) for the rest of this process, so a second
     process pointed at it fails with :class:`FolderInUseError` instead of corrupting it.
-    Resuming is allowed when the stored config equals ``config`` up to the device, the folder,
+    Resuming is allowed when the stored config equals ``config`` up to the device, the folders,
     fields the stored config predates (when they hold their default) and the ``sweep_fields``
     (the axes of a sweep, such as seeds or label modes: extending them adds cells next to the
     finished ones, whose settings are unchanged). Any other difference

@@ -52,7 +52,7 @@ from ..models import create_model
 from ..results import ResultsLog
 from ..runtime import resolve_device
 from ..store import LabelMetadata, LabelStore
-from .distill_report import write_report
+from .distill_report import chosen_epoch_row, write_report
 from .run_folder import prepare_run_folder
 from .train import parse_model_args
 
@@ -268,7 +268,7 @@ def run(config: DistillStudyConfig, *, show_progress: bool | None = None
                                    config.temperature[:1], [])
             chosen = [_cell_row(ctx, cell, positions[ipc]) for cell in candidates]
             rows += chosen
-            best = max(chosen, key=lambda r: (r["best_mean"], -r["expert_epoch"]))
+            best = chosen_epoch_row(chosen)
             epochs = [best["expert_epoch"]]
         for images in config.images:
             labels = config.labels if images == "random" else \

@@ -21,7 +21,7 @@ from matplotlib.figure import Figure
 from .._io import write_text
 from ..distill import fit_scaling_law, label_robust_score, pareto_frontier
 
-__all__ = ["PAPER_CIFAR10", "group_name", "write_report"]
+__all__ = ["PAPER_CIFAR10", "chosen_epoch_row", "group_name", "write_report"]
 
 #: Published CIFAR-10 ConvNet accuracies (%) by (images, labels) and IPC: random real images
 #: with hard labels (DATM paper), the soft-label baseline and DM (Qin et al., Table 2).
@@ -44,6 +44,12 @@ def group_name(row: Row, with_epoch: bool) -> str:
     if row.get("k") is not None:
         parts.append(f"k{row['k']}")
     return " ".join(parts)
+
+
+def chosen_epoch_row(candidates: Sequence[Row]) -> Row:
+    """The selection cell whose expert epoch ``--select-epoch`` picks: the best mean validation
+    accuracy, the earlier epoch on a tie."""
+    return max(candidates, key=lambda r: (r["best_mean"], -r["expert_epoch"]))
 
 
 def write_report(folder: Path, config: Any, rows: Sequence[Row],
@@ -118,7 +124,7 @@ def _selection_table(selects: Sequence[Row], expert_accuracy: dict[int, float]) 
     for ipc in sorted({r["ipc"] for r in selects}):
         members = sorted((r for r in selects if r["ipc"] == ipc),
                          key=lambda r: r["expert_epoch"])
-        best = max(members, key=lambda r: (r["best_mean"], -r["expert_epoch"]))
+        best = chosen_epoch_row(members)
         for row in members:
             lines.append(f"| {ipc} | {row['expert_epoch']} | "
                          f"{_pct(row['best_mean'], row['best_std'])} | "
@@ -258,7 +264,7 @@ def _draw_epochs(ax: Any, selects: Sequence[Row]) -> bool:
                          key=lambda r: r["expert_epoch"])
         ax.plot([r["expert_epoch"] for r in members], [100 * r["best_mean"] for r in members],
                 marker="o", label=f"IPC {ipc}")
-        best = max(members, key=lambda r: (r["best_mean"], -r["expert_epoch"]))
+        best = chosen_epoch_row(members)
         ax.plot([best["expert_epoch"]], [100 * best["best_mean"]], marker="*", markersize=14,
                 color="black")
     ax.set_xlabel("expert epoch (★ = chosen)")

@@ -15,3 +15,20 @@ def cpu_name() -> str:
     except OSError:
         pass
     return platform.processor() or "unknown CPU"
+
+
+def device_name(device: str) -> str:
+    """The GPU's name for ``"cuda"``, else the processor's."""
+    import torch
+
+    if device.startswith("cuda"):
+        return torch.cuda.get_device_name(torch.device(device))
+    return cpu_name()
+
+
+def synchronize(device: str) -> None:
+    """Wait for queued GPU work, so that a timer read after it counts it."""
+    import torch
+
+    if device.startswith("cuda"):
+        torch.cuda.synchronize(torch.device(device))

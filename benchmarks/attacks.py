@@ -6,7 +6,7 @@ per implementation (taking turns, after one warm-up each), the ratio ours / thei
 <= 1.05x) and the largest difference between the two adversarial batches.
 
     python benchmarks/attacks.py [--batch 128] [--steps 10] [--width 64] [--repeats 5]
-                                 [--threads 2]
+                                 [--threads 2] [--device cpu]
 
 torchattacks is a dev extra installed without dependencies (``make setup`` does it).
 """
@@ -20,7 +20,7 @@ import time
 import torch
 import torchattacks
 
-from _machine import cpu_name
+from _machine import device_name, synchronize
 from softlabels.attacks import pgd
 from softlabels.models import create_model
 
@@ -32,12 +32,14 @@ def main() -> None:
     parser.add_argument("--width", type=int, default=64)
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--device", default="cpu", help="cpu or cuda")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
-    model = create_model("convnet", 10, 3, 32, width=args.width).eval()
-    x = torch.rand(args.batch, 3, 32, 32, generator=torch.Generator().manual_seed(1))
-    y = torch.randint(0, 10, (args.batch,), generator=torch.Generator().manual_seed(2))
+    device = args.device
+    model = create_model("convnet", 10, 3, 32, width=args.width).eval().to(device)
+    x = torch.rand(args.batch, 3, 32, 32, generator=torch.Generator().manual_seed(1)).to(device)
+    y = torch.randint(0, 10, (args.batch,), generator=torch.Generator().manual_seed(2)).to(device)
     eps, alpha = 8 / 255, 2 / 255
     theirs_attack = torchattacks.PGD(model, eps=eps, alpha=alpha, steps=args.steps,
                                      random_start=False)
@@ -49,12 +51,15 @@ def main() -> None:
     best = dict.fromkeys(runs, float("inf"))
     for _ in range(args.repeats):
         for name, run in runs.items():
+            synchronize(device)
             began = time.perf_counter()
             outputs[name] = run()
+            synchronize(device)
             best[name] = min(best[name], time.perf_counter() - began)
     print(f"$ python {' '.join(sys.argv)}")
     print(f"torch {torch.__version__}, torchattacks {torchattacks.__version__}, "
-          f"{torch.get_num_threads()} threads, {cpu_name()}; ConvNet-D3 width {args.width}, "
+          f"{torch.get_num_threads()} threads, {device_name(device)}; "
+          f"ConvNet-D3 width {args.width}, "
           f"batch {args.batch}x3x32x32, PGD-{args.steps}, best of {args.repeats}")
     for name, seconds in best.items():
         print(f"{name:>13}: {seconds * 1000:8.1f} ms")

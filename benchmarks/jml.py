@@ -6,13 +6,14 @@ Compared on the same logits against ``F.cross_entropy`` (hard labels), soft cros
 subprocess: one warm-up step, then freed memory is handed back to the system
 (``malloc_trim``) and the kernel's peak-RSS mark is reset
 (``/proc/self/clear_refs``); "extra" is the peak resident memory of one more forward + backward
-minus the resident memory just before it (Linux only).
+minus the resident memory just before it (Linux only). With ``--device cuda`` the same is read
+in-process from PyTorch's allocator (peak allocated minus allocated before the step).
 
 Time: the median over repeats in which the cases take turns. Targets: hard-label JML within
 1.0x the time of cross-entropy and at most 0.5x the extra memory of the one-hot
 implementation; soft-label JML within 1.5x soft cross-entropy.
 
-    python benchmarks/jml.py [--repeats 5] [--threads N]
+    python benchmarks/jml.py [--repeats 5] [--threads N] [--device cpu]
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ from collections.abc import Callable
 import torch
 import torch.nn.functional as F
 
+from _machine import device_name, synchronize
 from softlabels.losses import jaccard_metric_loss, soft_cross_entropy
 
 SHAPES = {"cityscapes-like": (2, 19, 256, 512), "camvid-like": (8, 12, 180, 240)}
@@ -57,13 +59,14 @@ CASES: dict[str, Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tens
 }
 
 
-def inputs(shape: tuple[int, int, int, int]) -> tuple[torch.Tensor, ...]:
+def inputs(shape: tuple[int, int, int, int], device: str = "cpu") -> tuple[torch.Tensor, ...]:
+    """Logits (B, C, H, W), hard labels (B, H, W) and soft labels (B, C, H, W) on ``device``."""
     b, c, h, w = shape
     g = torch.Generator().manual_seed(0)
     logits = torch.randn(b, c, h, w, generator=g)
     labels = torch.randint(0, c, (b, h, w), generator=g)
     soft = torch.softmax(torch.randn(b, c, h, w, generator=g), dim=1)
-    return logits, labels, soft
+    return logits.to(device), labels.to(device), soft.to(device)
 
 
 def step(case: str, logits: torch.Tensor, labels: torch.Tensor, soft: torch.Tensor) -> None:
@@ -92,6 +95,18 @@ def memory_child(case: str, shape: str) -> None:
     print(json.dumps({"extra": max(status_bytes("VmHWM") - before, 0)}))
 
 
+def gpu_extra_memory(case: str, tensors: tuple[torch.Tensor, ...]) -> int:
+    """Peak bytes the caching allocator hands out during one step, beyond what it held."""
+    device = tensors[0].device
+    torch.cuda.synchronize(device)
+    torch.cuda.empty_cache()
+    torch.cuda.reset_peak_memory_stats(device)
+    before = torch.cuda.memory_allocated(device)
+    step(case, *tensors)
+    torch.cuda.synchronize(device)
+    return max(torch.cuda.max_memory_allocated(device) - before, 0)
+
+
 def extra_memory(case: str, shape: str, threads: int | None) -> int:
     # A fixed mmap threshold stops glibc from moving large blocks onto its heap after the
     # first free, which would make the peak depend on allocation history.
@@ -108,6 +123,7 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--threads", type=int, default=None,
                         help="torch intra-op threads (default: torch's choice)")
+    parser.add_argument("--device", default="cpu", help="cpu or cuda")
     parser.add_argument("--memory-child", nargs=2, metavar=("CASE", "SHAPE"),
                         help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -116,21 +132,27 @@ def main() -> None:
     if args.memory_child:
         memory_child(*args.memory_child)
         return
+    device = args.device
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, "
-          f"median of {args.repeats}")
+          f"{device_name(device)}, median of {args.repeats}")
     for name, shape in SHAPES.items():
-        tensors = inputs(shape)
+        tensors = inputs(shape, device)
         samples: dict[str, list[float]] = {case: [] for case in CASES}
         for case in CASES:
             step(case, *tensors)  # warm-up
         # Cases take turns within each repeat, so a slow spell of the machine hits all alike.
         for _ in range(args.repeats):
             for case in CASES:
+                synchronize(device)
                 start = time.perf_counter()
                 step(case, *tensors)
+                synchronize(device)
                 samples[case].append(time.perf_counter() - start)
         times = {case: statistics.median(values) for case, values in samples.items()}
-        memory = {case: extra_memory(case, name, args.threads) for case in CASES}
+        if device.startswith("cuda"):
+            memory = {case: gpu_extra_memory(case, tensors) for case in CASES}
+        else:
+            memory = {case: extra_memory(case, name, args.threads) for case in CASES}
         print(f"\n{name} {shape} (B, C, H, W)")
         print(f"  {'case':24s} {'time':>9s} {'extra MB':>9s}")
         for case in CASES:

@@ -10,7 +10,8 @@ students (same computation up to floating-point summation order, so it should be
 few steps; DSA's draws are identical in every backend).
 
     python benchmarks/students.py [--students 5] [--ipc 1 10] [--width 128 64] [--steps 10]
-                                  [--threads 2] [--repeats 2] [--no-dsa] [--quick]
+                                  [--threads 2] [--repeats 2] [--no-dsa] [--device cpu]
+                                  [--quick]
 
 Time is the best of ``--repeats`` runs after one untimed warm-up step per backend; the backends
 take turns so that a change in machine load hits them alike.
@@ -24,7 +25,7 @@ import time
 
 import torch
 
-from _machine import cpu_name
+from _machine import device_name, synchronize
 from softlabels.data.dsa import DSA
 from softlabels.distill.students import train_students
 from softlabels.engine import TrainConfig
@@ -35,7 +36,7 @@ NUM_CLASSES = 10
 
 
 def run_once(backend: str, width: int, images: torch.Tensor, targets: torch.Tensor,
-             seeds: list[int], steps: int, dsa: bool) -> tuple[float, list[dict]]:
+             seeds: list[int], steps: int, dsa: bool, device: str) -> tuple[float, list[dict]]:
     """Seconds to train the students for ``steps`` epochs, and their state dicts."""
     def build(seed: int) -> torch.nn.Module:
         return create_model("convnet", NUM_CLASSES, 3, 32, width=width,
@@ -43,12 +44,14 @@ def run_once(backend: str, width: int, images: torch.Tensor, targets: torch.Tens
 
     config = TrainConfig(epochs=steps, batch_size=256, lr=0.01, momentum=0.9,
                          weight_decay=5e-4, schedule="constant")
+    synchronize(device)
     start = time.perf_counter()
     result = train_students(build, images, targets, config, seeds,
-                            augment=DSA() if dsa else None, device="cpu",
+                            augment=DSA() if dsa else None, device=device,
                             vectorize=backend != "sequential",
                             backend="auto" if backend == "sequential" else backend,
                             show_progress=False)
+    synchronize(device)
     return time.perf_counter() - start, result.state_dicts
 
 
@@ -64,6 +67,7 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=10, help="training epochs (= steps)")
     parser.add_argument("--threads", type=int, default=2, help="torch CPU threads")
     parser.add_argument("--repeats", type=int, default=2)
+    parser.add_argument("--device", default="cpu", help="cpu or cuda")
     parser.add_argument("--no-dsa", action="store_true", help="train without DSA")
     parser.add_argument("--quick", action="store_true",
                         help="a tiny run (3 students, IPC 1, width 16, 2 steps) to check the "
@@ -75,7 +79,8 @@ def main() -> None:
     seeds = list(range(args.students))
     dsa = not args.no_dsa
     print(f"$ python {' '.join(sys.argv)}")
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, {cpu_name()}; "
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, "
+          f"{device_name(args.device)}; "
           f"{args.students} ConvNet-D3 students, 32x32x3, {NUM_CLASSES} classes, "
           f"{args.steps} steps, DSA {'on' if dsa else 'off'}, best of {args.repeats}")
     print(f"{'width':>5} {'ipc':>4} {'backend':>10} {'seconds':>8} {'stud-ep/s':>10} "
@@ -87,13 +92,13 @@ def main() -> None:
             images = torch.rand(count, 3, 32, 32, generator=generator)
             targets = torch.softmax(2 * torch.randn(count, NUM_CLASSES, generator=generator), 1)
             for backend in BACKENDS:  # warm-up: oneDNN primitives, allocator, first-call costs
-                run_once(backend, width, images, targets, seeds, 1, dsa)
+                run_once(backend, width, images, targets, seeds, 1, dsa, args.device)
             best = dict.fromkeys(BACKENDS, float("inf"))
             weights: dict[str, list[dict]] = {}
             for _ in range(args.repeats):
                 for backend in BACKENDS:
                     seconds, weights[backend] = run_once(backend, width, images, targets,
-                                                         seeds, args.steps, dsa)
+                                                         seeds, args.steps, dsa, args.device)
                     best[backend] = min(best[backend], seconds)
             for backend in BACKENDS:
                 seconds = best[backend]

@@ -94,7 +94,8 @@ def pgd(model: nn.Module, x: Tensor, y: Tensor, eps: float, alpha: float, steps:
         target_probs: float (B, K) soft target, required for ``loss="kl"``.
         norm: ``"linf"`` (signed gradient steps) or ``"l2"`` (normalised gradient steps).
         confidence: the CW margin's confidence.
-        generator: draws the random start (on ``x``'s device); the global RNG otherwise.
+        generator: draws the random start on its own device (so a CPU generator gives the
+            same start on every device); ``None`` uses the global RNG on ``x``'s device.
 
     Returns:
         float (B, C, H, W) adversarial images in [0, 1], detached, with
@@ -171,7 +172,7 @@ def standard_attacks(eps: float, *, pgd_steps: int = 20, alpha: float | None = N
 
     def pgd_attack(loss: str) -> Attack:
         def attack(model: nn.Module, x: Tensor, y: Tensor) -> Tensor:
-            local = torch.Generator(device=x.device).manual_seed(
+            local = torch.Generator().manual_seed(
                 int(torch.randint(0, 2**31 - 1, (1,), generator=generator)))
             return pgd(model, x, y, eps, step, pgd_steps, loss=loss, confidence=cw_confidence,
                        generator=local)
@@ -253,8 +254,9 @@ def robust_evaluate(model: nn.Module, images: Tensor, labels: Tensor,
     results = {}
     for name, parts in predictions.items():
         predicted = torch.cat(parts)
-        per_class = classwise_accuracy(predicted, labels, num_classes=num_classes)
-        results[name] = RobustResult(float((predicted == labels).float().mean()), per_class,
+        truth = labels.cpu()  # predictions are gathered on the CPU
+        per_class = classwise_accuracy(predicted, truth, num_classes=num_classes)
+        results[name] = RobustResult(float((predicted == truth).float().mean()), per_class,
                                      worst_class_accuracy(per_class), nsd(per_class))
     return results
 
@@ -314,21 +316,30 @@ def _random_start(x: Tensor, eps: float, kind: str, norm: str,
     if kind == "none" or eps == 0:
         return x.clone()
     if kind == "normal":
-        noise = _NORMAL_START_SCALE * torch.randn(x.shape, generator=generator,
-                                                  device=x.device, dtype=x.dtype)
+        noise = _NORMAL_START_SCALE * _draw(torch.randn, x.shape, generator, x)
         return _project(x, x + noise, eps, norm)
     if norm == "linf":
-        noise = (2 * torch.rand(x.shape, generator=generator, device=x.device,
-                                dtype=x.dtype) - 1) * eps
+        noise = (2 * _draw(torch.rand, x.shape, generator, x) - 1) * eps
     else:  # uniform in the L2 ball: a random direction and a radius ~ eps * u^(1/d)
-        direction = torch.randn(x.shape, generator=generator, device=x.device, dtype=x.dtype)
+        direction = _draw(torch.randn, x.shape, generator, x)
         direction = direction / direction.flatten(1).norm(dim=1).clamp_min(1e-12).view(
             -1, *[1] * (x.ndim - 1))
         dims = x[0].numel()
-        radius = eps * torch.rand(x.shape[0], generator=generator, device=x.device,
-                                  dtype=x.dtype) ** (1.0 / dims)
+        radius = eps * _draw(torch.rand, (x.shape[0],), generator, x) ** (1.0 / dims)
         noise = direction * radius.view(-1, *[1] * (x.ndim - 1))
     return (x + noise).clamp(0.0, 1.0)
+
+
+def _draw(sample: Callable[..., Tensor], shape: tuple[int, ...] | torch.Size,
+          generator: torch.Generator | None, like: Tensor) -> Tensor:
+    """``sample(shape)`` drawn on the generator's device, moved to ``like``'s device and dtype.
+
+    Drawing where the generator lives lets a CPU generator seed attacks on a GPU, and gives the
+    same random start on every device.
+    """
+    device = generator.device if generator is not None else like.device
+    draws = sample(shape, generator=generator, device=device, dtype=like.dtype)
+    return draws.to(like.device)
 
 
 def _ascend(adv: Tensor, grad: Tensor, alpha: float, norm: str) -> Tensor:

@@ -226,7 +226,7 @@ def classwise_soften(logits: Tensor, targets: Tensor, temperatures: Tensor) -> T
 def topk(probs: Tensor, k: int, renormalize: bool = True) -> Tensor:
     """Keep the k largest probabilities of each row and zero the others.
 
-    Ties are broken by ``torch.topk`` (lowest class index first on CPU).
+    Ties are broken towards the lowest class index, on every device.
 
     Args:
         probs: (N, C) or (N, C, H, W) probabilities.
@@ -241,7 +241,9 @@ def topk(probs: Tensor, k: int, renormalize: bool = True) -> Tensor:
     check_positive_int("k", k)
     if k > probs.shape[1]:
         raise ValueError(f"k must be <= the number of classes {probs.shape[1]}, got {k}")
-    values, positions = probs.topk(k, dim=1)
+    # torch.topk's order among equal values differs between devices; a stable sort does not.
+    values, positions = probs.sort(dim=1, descending=True, stable=True)
+    values, positions = values.narrow(1, 0, k), positions.narrow(1, 0, k)
     kept = torch.zeros_like(probs).scatter(1, positions, values)
     if renormalize:
         # A row whose top-k mass is zero has nothing to renormalise; leave it zero.

@@ -7,7 +7,7 @@ from collections.abc import Callable
 
 import numpy as np
 import torch
-from torch import nn
+from torch import Tensor, nn
 
 from ._checks import check_choice
 
@@ -30,6 +30,18 @@ def seed_everything(seed: int) -> torch.Generator:
     return torch.Generator().manual_seed(seed)
 
 
+def follow_device(module: nn.Module, like: Tensor) -> nn.Module:
+    """Move ``module`` (e.g. a frozen teacher) to ``like``'s device if its parameters are elsewhere.
+
+    Training code moves the student to the chosen device; a teacher held beside it follows its
+    inputs here, so that a recipe written for the CPU runs unchanged on a GPU.
+    """
+    parameter = next(module.parameters(), None)
+    if parameter is not None and parameter.device != like.device:
+        module.to(like.device)
+    return module
+
+
 def build_seeded(build_model: Callable[[int], nn.Module], seed: int) -> nn.Module:
     """``build_model(seed)`` with the global torch RNG seeded by ``seed`` and restored after.
 
@@ -39,7 +51,8 @@ def build_seeded(build_model: Callable[[int], nn.Module], seed: int) -> nn.Modul
     Raises:
         TypeError: ``build_model`` did not return an ``nn.Module``.
     """
-    with torch.random.fork_rng(devices=[]):
+    # manual_seed reseeds every CUDA device too, so their states are forked as well.
+    with torch.random.fork_rng(devices=list(range(torch.cuda.device_count()))):
         torch.manual_seed(seed)
         model = build_model(seed)
     if not isinstance(model, nn.Module):

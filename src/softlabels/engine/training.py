@@ -267,8 +267,9 @@ def _save(folder: Path, epoch: int, config: TrainConfig, fingerprint: dict[str, 
         "optimizer": optimizer.state_dict(),
         "scheduler": scheduler.state_dict(),
         "generator": generator.get_state(),
-        # Dropout and other modules draw from the global generator.
+        # Dropout and other modules draw from the global generators (CPU and, on a GPU, CUDA).
         "torch_rng": torch.get_rng_state(),
+        "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
         "history": history,
         "hooks": [hook.extra_state() if hasattr(hook, "extra_state") else None
                   for hook in hooks],
@@ -295,6 +296,9 @@ def _restore(path: Path, fingerprint: dict[str, Any], model: nn.Module,
     generator.set_state(state["generator"])
     if "torch_rng" in state:
         torch.set_rng_state(state["torch_rng"])
+    cuda_states = state.get("cuda_rng") or []
+    if cuda_states and len(cuda_states) == torch.cuda.device_count():
+        torch.cuda.set_rng_state_all(cuda_states)
     saved_hooks = state.get("hooks") or [None] * len(hooks)
     if len(saved_hooks) != len(hooks):
         raise ValueError(f"cannot resume from {str(path)!r}: it holds the state of "

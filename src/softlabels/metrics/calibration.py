@@ -213,7 +213,8 @@ def _check_inputs(probs: Tensor, target: Tensor, ignore_index: int | None) -> tu
         raise ValueError(f"probs must sum to 1 over dim 1 (within {_SUM_TOLERANCE}), got sums "
                          f"from {float(sums.min()):.4g} to {float(sums.max()):.4g}; pass "
                          f"softmax(logits, dim=1), not logits")
-    return probs, target
+    # A model's outputs on a GPU may meet labels kept on the CPU: the labels follow.
+    return probs, target.to(probs.device)
 
 
 def _ece(count: Tensor, confidence: Tensor, correct: Tensor) -> Tensor:

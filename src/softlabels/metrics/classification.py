@@ -119,7 +119,7 @@ def _as_classes(preds: Tensor, targets: Tensor) -> Tensor:
     if preds.shape != targets.shape:
         raise ValueError(f"preds holds {tuple(preds.shape)} predictions but targets has shape "
                          f"{tuple(targets.shape)}")
-    return preds
+    return preds.to(targets.device)  # predictions may come from a GPU, labels from the CPU
 
 
 def _present(classwise_acc: Tensor) -> Tensor:

@@ -367,7 +367,8 @@ def _as_class_map(pred: Tensor, target: Tensor, num_classes: int) -> Tensor:
                              f"{tuple(pred.shape)}")
         # argmax of NaN scores is meaningless, so report them instead of counting garbage.
         check_finite("pred", pred)
-        return pred.detach().argmax(dim=1)
+        # Scores on a GPU may meet labels kept on the CPU: the (smaller) class map follows them.
+        return pred.detach().argmax(dim=1).to(target.device)
     if pred.dtype != torch.int64:
         raise TypeError(f"pred must be int64 classes (B, H, W) or float scores (B, C, H, W), "
                         f"got {pred.dtype}")
@@ -375,7 +376,7 @@ def _as_class_map(pred: Tensor, target: Tensor, num_classes: int) -> Tensor:
         raise ValueError(f"pred classes must have the shape of target {tuple(target.shape)}, "
                          f"got {tuple(pred.shape)}")
     # Predictions are never ignored: every pixel of pred must be a real class.
-    return check_hard_labels("pred", pred, num_classes)
+    return check_hard_labels("pred", pred, num_classes).to(target.device)
 
 
 def _kept_pixels(target: Tensor, ignore_index: int | None,

@@ -30,6 +30,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..attacks import pgd
+from ..runtime import follow_device
 from .temperatures import ClassTemperatures
 from .training import AttackConfig
 
@@ -79,7 +80,7 @@ class Distiller(nn.Module):
                 of classes.
         """
         with torch.no_grad():
-            logits = self.teacher(x)
+            logits = follow_device(self.teacher, x)(x)
             if not self._classes_checked:
                 was_training = self.student.training
                 self.student.eval()

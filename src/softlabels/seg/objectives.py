@@ -25,6 +25,7 @@ from torch import Tensor, nn
 from .._checks import check_choice, check_positive, check_range
 from ..labels import boundary_smooth, one_hot
 from ..losses import jaccard_metric_loss, kd_loss
+from ..runtime import follow_device
 
 __all__ = ["LABEL_MODES", "LOSSES", "UNLABELLED", "SegLoss", "SegObjective"]
 
@@ -143,7 +144,7 @@ class SegObjective:
     def _teacher_probs(self, x: Tensor) -> Tensor:
         assert self.teacher is not None  # guaranteed by __init__ for kd and semi
         self.teacher.eval()
-        return torch.softmax(self.teacher(x) / self.temperature, dim=1)
+        return torch.softmax(follow_device(self.teacher, x)(x) / self.temperature, dim=1)
 
     def _distillation_terms(self, logits: Tensor, y: Tensor, teacher_probs: Tensor
                             ) -> dict[str, Tensor]:

@@ -85,6 +85,46 @@ def test_missing_expert_epoch_lists_saved_ones(tmp_path: Path) -> None:
     assert experts.saved_epochs() == [0, 2]
 
 
+def test_early_checkpoints_inside_an_epoch(tmp_path: Path) -> None:
+    x, y = _blobs()  # 36 images, batch 9: 4 optimizer steps per epoch
+    config = TrainConfig(epochs=2, batch_size=9, lr=0.1, momentum=0.0, weight_decay=0.0,
+                         schedule="constant")
+    experts = train_experts(_convnet, x, y, config, [0], tmp_path, device="cpu",
+                            checkpoints_per_epoch=4, early_epochs=1, show_progress=False)
+    assert experts.saved_epochs() == [0, 0.25, 0.5, 0.75, 1, 2]
+    assert (tmp_path / "seed0" / "epoch_0000.5000.pt").is_file()
+    # 0.75 is the weights after step 3 of 4: one plain SGD step on epoch 1's last batch (the
+    # data order is fit's first randperm from a generator seeded with the expert's seed) must
+    # give the epoch-1 weights.
+    model = experts.model(0, 0.75).train()
+    last_batch = torch.randperm(36, generator=torch.Generator().manual_seed(0))[27:]
+    F.cross_entropy(model(x[last_batch]), y[last_batch]).backward()
+    with torch.no_grad():
+        for parameter in model.parameters():
+            parameter -= 0.1 * parameter.grad
+    for name, value in experts.model(0, 1).state_dict().items():
+        torch.testing.assert_close(model.state_dict()[name], value)
+    # A fraction that was not saved is named with the ones that were.
+    with pytest.raises(FileNotFoundError, match=r"epoch 1.5 .*\[0, 0.25, 0.5, 0.75, 1, 2\]"):
+        experts.logits(1.5, x)
+
+
+def test_early_checkpoints_bad_requests(tmp_path: Path) -> None:
+    x, y = _blobs()
+    config = TrainConfig(epochs=1, batch_size=9)
+    train_experts(_convnet, x, y, config, [0], tmp_path / "plain", device="cpu",
+                  show_progress=False)
+    with pytest.raises(ValueError, match=r"lacks the early checkpoints \[0.5\]"):
+        train_experts(_convnet, x, y, config, [0], tmp_path / "plain", device="cpu",
+                      checkpoints_per_epoch=2, early_epochs=1, show_progress=False)
+    with pytest.raises(ValueError, match="only 4 optimizer steps"):
+        train_experts(_convnet, x, y, config, [0], tmp_path / "fine", device="cpu",
+                      checkpoints_per_epoch=5, early_epochs=1, show_progress=False)
+    with pytest.raises(ValueError, match="checkpoints_per_epoch"):
+        train_experts(_convnet, x, y, config, [0], tmp_path / "zero", device="cpu",
+                      checkpoints_per_epoch=0, show_progress=False)
+
+
 # ------------------------------------------------------------------------------- DM
 
 

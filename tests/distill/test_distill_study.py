@@ -202,6 +202,39 @@ def test_unsaved_expert_epoch_lists_the_saved_ones(tmp_path: Path) -> None:
         distill.run(_config(tmp_path, expert_epoch=(1, 2)), show_progress=False)
 
 
+def test_expert_epochs_inside_an_epoch(tmp_path: Path) -> None:
+    # Digits' training split at batch 128: 12 steps per epoch, so 4 checkpoints are possible.
+    argv = ["distill", "--out", str(tmp_path / "run"), "--device", "cpu",
+            "--model-args", "width=4", "depth=1", "--expert-epochs", "2",
+            "--expert-batch-size", "128", "--expert-lr", "0.05", "--ipc", "1",
+            "--labels", "expert", "--expert-epoch", "0.25", "0.5", "2.0", "--seeds", "0",
+            "--student-epochs", "4", "--eval-every", "2", "--student-augment", "none",
+            "--expert-augment", "none", "--expert-checkpoints-per-epoch", "4",
+            "--expert-early-epochs", "1"]
+    assert main(argv) == 0
+    run = tmp_path / "run"
+    assert sorted(row["expert_epoch"] for row in _rows(run)) == [0.25, 0.5, 2]
+    assert (run / "experts" / "seed0" / "epoch_0000.2500.pt").is_file()
+    assert not (run / "experts" / "seed0" / "epoch_0001.5000.pt").exists()  # not an early epoch
+    assert "test-random-ipc1-expert-e2-T1" in {  # whole epochs keep their short names
+        Cell(**{k: r[k] for k in Cell.__dataclass_fields__}).name() for r in _rows(run)}
+    accuracy = json.loads((run / "experts" / "test_accuracy.json").read_text())
+    assert set(accuracy) == {"0.25", "0.5", "2"}
+
+
+@pytest.mark.parametrize(("changes", "message"), [
+    ({"expert_epoch": (0.5,)}, r"expert_epoch \[0.5\] falls inside an epoch.*whole epochs"),
+    ({"expert_epoch": (1.5,), "expert_checkpoints_per_epoch": 2, "expert_early_epochs": 1},
+     r"keep only \[0.5\]"),
+    ({"expert_checkpoints_per_epoch": 0}, "expert_checkpoints_per_epoch must be >= 1"),
+    ({"expert_early_epochs": -1}, "expert_early_epochs must be >= 0"),
+])
+def test_bad_fractional_expert_epochs(tmp_path: Path, changes: dict[str, Any],
+                                      message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        _config(tmp_path, **changes)
+
+
 @pytest.mark.parametrize(("changes", "message"), [
     ({"ipc": ()}, "ipc is empty"),
     ({"labels": ()}, "labels must name at least one"),

@@ -1,9 +1,11 @@
 """Experts: models trained on the full training set whose early checkpoints label a distilled set.
 
 An expert is an ordinary :func:`~softlabels.engine.fit` run with ``checkpoint_every=1``, so its
-weights after every epoch are kept as ``epoch_XXXX.pt``. :class:`Experts` gathers one such run
-per seed and turns a checkpoint epoch into logits for any images, averaging the logits of the
-experts when there are several (the ensemble of Qin et al.).
+weights after every epoch are kept as ``epoch_XXXX.pt``. Early on, where the labels change
+fastest, it can also keep several checkpoints per epoch (``epoch_0000.5000.pt`` is half-way
+through the first epoch). :class:`Experts` gathers one such run per seed and turns a checkpoint
+epoch into logits for any images, averaging the logits of the experts when there are several
+(the ensemble of Qin et al.).
 """
 
 from __future__ import annotations
@@ -17,10 +19,18 @@ import torch
 from torch import Tensor, nn
 
 from .._checks import check_float, check_ndim, check_positive_int
-from ..engine import TrainConfig, fit, load_epoch_checkpoint, predict_logits
+from .._io import torch_save
+from ..engine import (
+    TrainConfig,
+    epoch_checkpoint_name,
+    fit,
+    load_epoch_checkpoint,
+    predict_logits,
+    saved_checkpoint_epochs,
+)
 from ..runtime import build_seeded
 
-__all__ = ["Experts", "train_experts"]
+__all__ = ["Experts", "early_checkpoint_epochs", "train_experts"]
 
 ModelBuilder = Callable[[int], nn.Module]
 AugmentFn = Callable[[Tensor, torch.Generator], Tensor]
@@ -29,6 +39,7 @@ AugmentFn = Callable[[Tensor, torch.Generator], Tensor]
 def train_experts(build_model: ModelBuilder, images: Tensor, labels: Tensor,
                   config: TrainConfig, seeds: Sequence[int], folder: str | os.PathLike[str],
                   *, augment: AugmentFn | None = None, device: str | torch.device = "auto",
+                  checkpoints_per_epoch: int = 1, early_epochs: int = 0,
                   show_progress: bool | None = None) -> Experts:
     """Train (or resume) one expert per seed, keeping its weights after every epoch.
 
@@ -43,24 +54,84 @@ def train_experts(build_model: ModelBuilder, images: Tensor, labels: Tensor,
             is not retrained; an interrupted one resumes from its ``last.pt``.
         augment: batch augmentation (e.g. DSA), as for :func:`~softlabels.engine.fit`.
         device: where to train.
+        checkpoints_per_epoch: during the first ``early_epochs`` epochs, keep this many
+            checkpoints per epoch, evenly spaced in optimizer steps: with 4, epoch 1 also
+            leaves 0.25, 0.5 and 0.75 (after steps ``round(k * steps / 4)``). 1 keeps only
+            whole epochs.
+        early_epochs: how many leading epochs get the extra checkpoints.
         show_progress: see :func:`softlabels.progress.progress`.
 
     Returns:
         :class:`Experts` over the trained runs.
+
+    Raises:
+        ValueError: a finished expert in ``folder`` lacks the early checkpoints asked for (it
+            was trained with fewer; use a new folder), or an epoch has fewer optimizer steps
+            than ``checkpoints_per_epoch``.
     """
     seed_list = _check_seeds(seeds)
     check_float("images", images)
     check_ndim("images", images, (4,))
+    check_positive_int("checkpoints_per_epoch", checkpoints_per_epoch)
+    if isinstance(early_epochs, bool) or not isinstance(early_epochs, int) or early_epochs < 0:
+        raise ValueError(f"early_epochs must be an int >= 0, got {early_epochs!r}")
+    early = early_checkpoint_epochs(checkpoints_per_epoch, min(early_epochs, config.epochs))
     root = Path(folder)
     for seed in seed_list:
         recipe = dataclasses.replace(config, checkpoint_every=1, seed=seed)
         run_dir = root / f"seed{seed}"
-        if (run_dir / f"epoch_{recipe.epochs:04d}.pt").is_file() and \
+        if (run_dir / epoch_checkpoint_name(recipe.epochs)).is_file() and \
                 (run_dir / "last.pt").is_file():
+            missing = [e for e in early if not (run_dir / epoch_checkpoint_name(e)).is_file()]
+            if missing:
+                raise ValueError(
+                    f"expert {str(run_dir)!r} is finished but lacks the early checkpoints "
+                    f"{missing}: it was trained with fewer checkpoints per epoch; train into a "
+                    f"new folder")
             continue
-        fit(build_seeded(build_model, seed), images, labels, recipe, augment=augment,
+        model = build_seeded(build_model, seed)
+        hooks = [_EarlyCheckpoints(model, run_dir, checkpoints_per_epoch, early_epochs)] \
+            if early else []
+        fit(model, images, labels, recipe, augment=augment, hooks=hooks,
             checkpoint_dir=run_dir, device=device, show_progress=show_progress)
     return Experts(build_model, root, seed_list, device=device)
+
+
+def early_checkpoint_epochs(checkpoints_per_epoch: int, early_epochs: int) -> list[float]:
+    """The fractional epochs :func:`train_experts` saves, e.g. (2, 2) -> [0.5, 1.5]."""
+    return [_fraction(epoch, k, checkpoints_per_epoch) for epoch in range(1, early_epochs + 1)
+            for k in range(1, checkpoints_per_epoch)]
+
+
+def _fraction(epoch: int, k: int, per_epoch: int) -> float:
+    """Epoch value of the k-th of ``per_epoch`` checkpoints inside 1-based ``epoch``."""
+    return round(epoch - 1 + k / per_epoch, 4)  # 4 decimals, as in the file names
+
+
+class _EarlyCheckpoints:
+    """:func:`~softlabels.engine.fit` hook saving the weights inside the early epochs.
+
+    A resumed run redoes an interrupted epoch from its start with the same data order, so it
+    writes the same checkpoints again.
+    """
+
+    def __init__(self, model: nn.Module, folder: Path, per_epoch: int, early_epochs: int
+                 ) -> None:
+        self.model, self.folder = model, folder
+        self.per_epoch, self.early_epochs = per_epoch, early_epochs
+
+    def batch_end(self, epoch: int, step: int, steps: int) -> None:
+        if epoch > self.early_epochs:
+            return
+        if steps < self.per_epoch:
+            raise ValueError(f"cannot keep {self.per_epoch} checkpoints per epoch: an epoch "
+                             f"has only {steps} optimizer steps")
+        for k in range(1, self.per_epoch):
+            if step + 1 == max(1, round(k * steps / self.per_epoch)):
+                state = {name: value.detach().cpu() for name, value in
+                         self.model.state_dict().items()}
+                torch_save(self.folder / epoch_checkpoint_name(
+                    _fraction(epoch, k, self.per_epoch)), state)
 
 
 class Experts:
@@ -80,16 +151,15 @@ class Experts:
         self.seeds = _check_seeds(seeds)
         self.device = device
 
-    def saved_epochs(self) -> list[int]:
-        """Epochs saved by every expert (0 = initial weights), ascending."""
-        common: set[int] | None = None
+    def saved_epochs(self) -> list[float]:
+        """Epochs saved by every expert (0 = initial weights; whole epochs as ``int``)."""
+        common: set[float] | None = None
         for seed in self.seeds:
-            found = {int(p.stem.split("_")[1]) for p in (self.folder / f"seed{seed}").glob(
-                "epoch_*.pt")}
+            found = set(saved_checkpoint_epochs(self.folder / f"seed{seed}"))
             common = found if common is None else common & found
         return sorted(common or ())
 
-    def model(self, seed: int, epoch: int) -> nn.Module:
+    def model(self, seed: int, epoch: float) -> nn.Module:
         """Expert ``seed`` with its weights after ``epoch``.
 
         Raises:
@@ -99,7 +169,7 @@ class Experts:
         model.load_state_dict(load_epoch_checkpoint(self.folder / f"seed{seed}", epoch))
         return model
 
-    def logits(self, epoch: int, images: Tensor, batch_size: int = 512) -> Tensor:
+    def logits(self, epoch: float, images: Tensor, batch_size: int = 512) -> Tensor:
         """Mean over experts of their logits after ``epoch``.
 
         Args:

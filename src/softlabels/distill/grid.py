@@ -44,7 +44,7 @@ class Cell:
     images: str
     ipc: int
     labels: str
-    expert_epoch: int | None = None
+    expert_epoch: float | None = None
     temperature: float | None = None
     k: int | None = None
 

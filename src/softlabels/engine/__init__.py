@@ -3,7 +3,14 @@
 from .config import OPTIMIZERS, SCHEDULES, TrainConfig
 from .evaluation import EvalResult, evaluate, predict_logits
 from .optim import build_optimizer, build_scheduler
-from .training import FitResult, NonFiniteLossError, fit, load_epoch_checkpoint
+from .training import (
+    FitResult,
+    NonFiniteLossError,
+    epoch_checkpoint_name,
+    fit,
+    load_epoch_checkpoint,
+    saved_checkpoint_epochs,
+)
 
 __all__ = [
     "OPTIMIZERS",
@@ -14,8 +21,10 @@ __all__ = [
     "TrainConfig",
     "build_optimizer",
     "build_scheduler",
+    "epoch_checkpoint_name",
     "evaluate",
     "fit",
     "load_epoch_checkpoint",
     "predict_logits",
+    "saved_checkpoint_epochs",
 ]

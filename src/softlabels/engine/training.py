@@ -28,7 +28,8 @@ from .config import TrainConfig
 from .evaluation import EvalResult, evaluate
 from .optim import build_optimizer, build_scheduler
 
-__all__ = ["FitResult", "NonFiniteLossError", "fit", "load_epoch_checkpoint"]
+__all__ = ["FitResult", "NonFiniteLossError", "epoch_checkpoint_name", "fit",
+           "load_epoch_checkpoint", "saved_checkpoint_epochs"]
 
 LossFn = Callable[[Tensor, Tensor], Tensor]
 Objective = Callable[[nn.Module, Tensor, Tensor], "Tensor | Mapping[str, Tensor]"]
@@ -108,7 +109,9 @@ def fit(
             epochs and at the end.
         hooks: objects with per-epoch state, such as the class temperatures of ABSLD. Each may
             define ``epoch_end(epoch) -> {name: float} | None`` (called after every epoch, its
-            values logged in that epoch's history record) and ``extra_state() -> dict`` with
+            values logged in that epoch's history record), ``batch_end(epoch, step, steps)``
+            (called after each optimizer step; ``step`` counts from 0 to ``steps - 1`` within
+            the 1-based ``epoch``) and ``extra_state() -> dict`` with
             ``load_extra_state(dict)`` (saved in ``last.pt`` so a resumed run continues with
             the same state).
         checkpoint_dir: where ``last.pt`` (the full resumable state, written after every epoch)
@@ -143,7 +146,7 @@ def fit(
         start_epoch, history = _restore(folder / _LAST, fingerprint, model, optimizer,
                                         scheduler, generator, hooks)
     elif folder is not None and config.checkpoint_every:
-        torch_save(folder / "epoch_0000.pt", model.state_dict())
+        torch_save(folder / epoch_checkpoint_name(0), model.state_dict())
 
     x_all, y_all = images.to(target_device), targets.to(target_device)
     began = time.perf_counter()
@@ -151,7 +154,7 @@ def fit(
         for epoch in range(start_epoch + 1, config.epochs + 1):
             tick = time.perf_counter()
             means = _train_epoch(model, x_all, y_all, config.batch_size, optimizer, objective,
-                                 augment, paired_augment, generator, epoch)
+                                 augment, paired_augment, generator, epoch, hooks)
             mean_loss = means["loss"]
             record: dict[str, float] = {"epoch": epoch, **means,
                                         "lr": optimizer.param_groups[0]["lr"]}
@@ -177,16 +180,36 @@ def fit(
                      seconds=time.perf_counter() - began)
 
 
-def load_epoch_checkpoint(checkpoint_dir: str | os.PathLike[str], epoch: int) -> dict[str, Tensor]:
-    """Weights saved by :func:`fit` after ``epoch`` (0 = initial weights).
+def epoch_checkpoint_name(epoch: float) -> str:
+    """File name of the weights after ``epoch``: ``epoch_0002.pt``, or ``epoch_0001.5000.pt``
+    for a checkpoint inside an epoch (1.5 = half-way through the second epoch)."""
+    if isinstance(epoch, bool) or not isinstance(epoch, int | float) or not epoch >= 0:
+        raise ValueError(f"epoch must be a number >= 0, got {epoch!r}")
+    if float(epoch).is_integer():
+        return f"epoch_{int(epoch):04d}.pt"
+    return f"epoch_{epoch:09.4f}.pt"
+
+
+def saved_checkpoint_epochs(checkpoint_dir: str | os.PathLike[str]) -> list[float]:
+    """Epochs with weights in ``checkpoint_dir``, ascending; whole epochs as ``int``."""
+    epochs: list[float] = []
+    for path in Path(checkpoint_dir).glob("epoch_*.pt"):
+        value = float(path.stem.removeprefix("epoch_"))
+        epochs.append(int(value) if value.is_integer() else value)
+    return sorted(epochs)
+
+
+def load_epoch_checkpoint(checkpoint_dir: str | os.PathLike[str], epoch: float
+                          ) -> dict[str, Tensor]:
+    """Weights saved after ``epoch`` (0 = initial weights; a fraction = inside an epoch).
 
     Raises:
         FileNotFoundError: that epoch was not saved; the message lists the saved epochs.
     """
     folder = Path(checkpoint_dir)
-    path = folder / f"epoch_{epoch:04d}.pt"
+    path = folder / epoch_checkpoint_name(epoch)
     if not path.is_file():
-        saved = sorted(int(p.stem.split("_")[1]) for p in folder.glob("epoch_*.pt"))
+        saved = saved_checkpoint_epochs(folder)
         raise FileNotFoundError(f"no checkpoint for epoch {epoch} in {str(folder)!r}; saved "
                                 f"epochs: {saved if saved else 'none'}")
     return torch_load(path)
@@ -215,7 +238,8 @@ def _check_training_data(images: Tensor, targets: Tensor, default_loss: bool) ->
 def _train_epoch(model: nn.Module, x_all: Tensor, y_all: Tensor, batch_size: int,
                  optimizer: torch.optim.Optimizer, objective: Objective,
                  augment: AugmentFn | None, paired_augment: PairedAugmentFn | None,
-                 generator: torch.Generator, epoch: int) -> dict[str, float]:
+                 generator: torch.Generator, epoch: int, hooks: Sequence[Any]
+                 ) -> dict[str, float]:
     """One pass over the data; returns the sample-weighted mean loss and of each term."""
     model.train()
     order = torch.randperm(x_all.shape[0], generator=generator).to(x_all.device)
@@ -245,6 +269,9 @@ def _train_epoch(model: nn.Module, x_all: Tensor, y_all: Tensor, batch_size: int
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
+        for hook in hooks:
+            if hasattr(hook, "batch_end"):
+                hook.batch_end(epoch, step, len(starts))
         for name, value in {"loss": loss, **terms}.items():
             sums[name] = sums.get(name, 0.0) + float(value.detach()) * x.shape[0]
         seen += x.shape[0]
@@ -258,7 +285,7 @@ def _save(folder: Path, epoch: int, config: TrainConfig, fingerprint: dict[str, 
     # The epoch file first: if the process dies between the two writes, the resumed run
     # redoes this epoch and writes both again, instead of skipping a file for good.
     if config.checkpoint_every and epoch % config.checkpoint_every == 0:
-        torch_save(folder / f"epoch_{epoch:04d}.pt", model.state_dict())
+        torch_save(folder / epoch_checkpoint_name(epoch), model.state_dict())
     torch_save(folder / _LAST, {
         "format": _CHECKPOINT_FORMAT,
         "fingerprint": fingerprint,

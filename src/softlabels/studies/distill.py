@@ -43,7 +43,7 @@ from ..distill import (
     train_students,
 )
 from ..distill.dm import distribution_matching
-from ..distill.experts import Experts, train_experts
+from ..distill.experts import Experts, early_checkpoint_epochs, train_experts
 from ..distill.grid import Cell, cells_for
 from ..distill.learned import learn_labels
 from ..engine import TrainConfig
@@ -89,6 +89,11 @@ class DistillStudyConfig:
     expert_schedule: str = field(default="constant", metadata=field_help(
         "expert learning-rate schedule", choices=("constant", "cosine", "step")))
     expert_augment: str = field(default="dsa", metadata=field_help("expert augmentation"))
+    expert_checkpoints_per_epoch: int = field(default=1, metadata=field_help(
+        "checkpoints per epoch kept in the first --expert-early-epochs epochs (4 gives 0.25, "
+        "0.5, 0.75, 1, ...)"))
+    expert_early_epochs: int = field(default=2, metadata=field_help(
+        "leading expert epochs with --expert-checkpoints-per-epoch checkpoints"))
     images: tuple[str, ...] = field(default=("random",), metadata=field_help(
         "image sources: random real images and/or dm (Distribution Matching)",
         choices=IMAGE_SOURCES))
@@ -103,8 +108,9 @@ class DistillStudyConfig:
     ipc: tuple[int, ...] = field(default=(1, 10), metadata=field_help("images per class"))
     labels: tuple[str, ...] = field(default=("hard", "expert"), metadata=field_help(
         "label modes", choices=DISTILL_LABELS))
-    expert_epoch: tuple[int, ...] = field(default=(20,), metadata=field_help(
-        "expert epochs that label the images (candidates with --select-epoch)"))
+    expert_epoch: tuple[float, ...] = field(default=(20,), metadata=field_help(
+        "expert epochs that label the images (candidates with --select-epoch); fractions "
+        "such as 0.5 need --expert-checkpoints-per-epoch"))
     select_epoch: bool = field(default=False, metadata=field_help(
         "choose the expert epoch per IPC on the validation split"))
     temperature: tuple[float, ...] = field(default=(1.0,), metadata=field_help(
@@ -167,10 +173,24 @@ class DistillStudyConfig:
         if any(e < 0 or e > self.expert_epochs for e in self.expert_epoch):
             raise ValueError(f"expert_epoch values must lie in [0, expert_epochs="
                              f"{self.expert_epochs}], got {list(self.expert_epoch)}")
+        if self.expert_early_epochs < 0:
+            raise ValueError(f"expert_early_epochs must be >= 0, got {self.expert_early_epochs}")
+        # Whole epochs as ints, so that cell names and result rows read e2, not e2.0.
+        object.__setattr__(self, "expert_epoch",
+                           tuple(_epoch_value(e) for e in self.expert_epoch))
+        saved_fractions = early_checkpoint_epochs(
+            self.expert_checkpoints_per_epoch,
+            min(self.expert_early_epochs, self.expert_epochs))
+        unsaved = [e for e in self.expert_epoch
+                   if isinstance(e, float) and e not in saved_fractions]
+        if unsaved:
+            raise ValueError(f"expert_epoch {unsaved} falls inside an epoch, but the experts "
+                             f"keep only {saved_fractions or 'whole epochs'}; set "
+                             f"--expert-checkpoints-per-epoch and --expert-early-epochs")
         if not 0 < self.val_fraction < 1:
             raise ValueError(f"val_fraction must be in (0, 1), got {self.val_fraction}")
         for name in ("experts", "expert_epochs", "dm_iterations", "dm_batch_real",
-                     "learned_steps", "learned_unroll"):
+                     "learned_steps", "learned_unroll", "expert_checkpoints_per_epoch"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
         for name in ("expert_augment", "student_augment"):
@@ -235,7 +255,7 @@ class _Context:
     log: ResultsLog
     done: dict[tuple[Any, ...], dict[str, Any]]
     show_progress: bool | None
-    logits_cache: dict[tuple[str, int, int], Tensor] = field(default_factory=dict)
+    logits_cache: dict[tuple[str, int, float | None], Tensor] = field(default_factory=dict)
 
     def build(self, seed: int) -> nn.Module:
         """A fresh model; callers seed it through :func:`~softlabels.runtime.build_seeded`."""
@@ -286,10 +306,19 @@ def _experts(ctx: _Context) -> Experts:
     augment = augmentation(config.expert_augment, min(ctx.pool.image_size))
     return train_experts(ctx.build, ctx.pool.images, ctx.pool.labels, config.expert_config(),
                          list(range(config.experts)), ctx.folder / "experts", augment=augment,
-                         device=config.device, show_progress=ctx.show_progress)
+                         device=config.device,
+                         checkpoints_per_epoch=config.expert_checkpoints_per_epoch,
+                         early_epochs=config.expert_early_epochs,
+                         show_progress=ctx.show_progress)
 
 
-def _expert_accuracy(ctx: _Context) -> dict[int, float]:
+def _epoch_value(epoch: float | str) -> float:
+    """An expert epoch as a number: ``int`` for a whole epoch, ``float`` inside one."""
+    value = float(epoch)
+    return int(value) if value.is_integer() else value
+
+
+def _expert_accuracy(ctx: _Context) -> dict[float, float]:
     """Test accuracy of the (ensembled) experts at each epoch a cell used, plus the last one.
 
     Cached in ``experts/test_accuracy.json`` so reports of a resumed run cost nothing.
@@ -297,8 +326,8 @@ def _expert_accuracy(ctx: _Context) -> dict[int, float]:
     if ctx.experts is None:
         return {}
     path = ctx.folder / "experts" / "test_accuracy.json"
-    cached = {int(k): v for k, v in json.loads(path.read_text()).items()} if path.exists() \
-        else {}
+    cached = {_epoch_value(k): v for k, v in json.loads(path.read_text()).items()} \
+        if path.exists() else {}
     wanted = {ctx.config.expert_epochs} | set(ctx.config.expert_epoch)
     missing = sorted(wanted - set(cached))
     for epoch in missing:
@@ -414,7 +443,7 @@ def _cell_row(ctx: _Context, cell: Cell, positions: Tensor) -> dict[str, Any]:
 
 
 def _expert_logits(ctx: _Context, cell: Cell, images: Tensor) -> Tensor:
-    key = (cell.images, cell.ipc, int(cell.expert_epoch))  # type: ignore[arg-type]
+    key = (cell.images, cell.ipc, cell.expert_epoch)
     if key not in ctx.logits_cache:
         assert ctx.experts is not None  # needs_experts() guarantees it for these modes
         ctx.logits_cache[key] = ctx.experts.logits(key[2], images)

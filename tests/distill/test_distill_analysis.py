@@ -32,6 +32,15 @@ def test_fit_recovers_known_parameters_from_noiseless_data(a, b, c, ipcs):
     assert fit.c == pytest.approx(c, abs=1e-3)
     assert fit.rmse < 1e-6
     assert fit.num_points == len(ipcs)
+    assert fit.at_bound == ()
+
+
+def test_fit_without_saturation_is_flagged():
+    # Gains that grow per decade of IPC (convex in log IPC), as in our CIFAR-10 IPC 1/10/50
+    # sweep: no a - b * IPC^(-c) curve bends that way, so the asymptote runs to its bound.
+    fit = fit_scaling_law([1, 10, 50], [0.144, 0.300, 0.452])
+    assert fit.at_bound == ("a",)
+    assert fit.a == pytest.approx(1.5)
 
 
 def test_fit_accepts_repeated_ipcs_tensors_and_arrays():
@@ -48,7 +57,8 @@ def test_scaling_fit_predict_and_as_dict():
     fit = ScalingFit(a=0.8, b=0.5, c=0.5, rmse=0.0, num_points=4)
     assert fit.predict(4) == pytest.approx(0.8 - 0.5 / 2)
     np.testing.assert_allclose(fit.predict([1, 100]), [0.3, 0.75])
-    assert fit.as_dict() == {"a": 0.8, "b": 0.5, "c": 0.5, "rmse": 0.0, "num_points": 4}
+    assert fit.as_dict() == {"a": 0.8, "b": 0.5, "c": 0.5, "rmse": 0.0, "num_points": 4,
+                             "at_bound": []}
     with pytest.raises(ValueError, match="ipc must be > 0"):
         fit.predict(0)
     with pytest.raises(ValueError, match="ipc must be > 0"):

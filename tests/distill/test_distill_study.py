@@ -190,6 +190,17 @@ def test_index_file_selects_the_images(tmp_path: Path) -> None:
                             out=str(tmp_path / "short")), show_progress=False)
 
 
+def test_report_covers_every_sweep_in_the_folder(tmp_path: Path) -> None:
+    first = distill.run(_config(tmp_path, labels=("hard",)), show_progress=False)
+    second = distill.run(_config(tmp_path, labels=("hard",), ipc=(2,)), show_progress=False)
+    assert [r["ipc"] for r in first] == [1]
+    assert [r["ipc"] for r in second] == [2]
+    header = next(line for line in (tmp_path / "run" / "report.md").read_text().splitlines()
+                  if line.startswith("| images, labels"))
+    assert "IPC 1 best" in header
+    assert "IPC 2 best" in header
+
+
 def test_ipc_larger_than_a_class(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="ipc=1000 images per class requested but class 0 has"):
         distill.run(_config(tmp_path, ipc=(1000,)), show_progress=False)

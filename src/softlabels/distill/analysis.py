@@ -45,6 +45,9 @@ class ScalingFit:
         c: decay exponent.
         rmse: root-mean-square residual of the fit, in accuracy units.
         num_points: number of (ipc, acc) points fitted.
+        at_bound: the parameters that ended on a bound of the fit (``"a"`` at 1.5 means the
+            points show no saturation, so the asymptote and with it ``b`` and ``c`` are not
+            determined by the data).
     """
 
     a: float
@@ -52,6 +55,7 @@ class ScalingFit:
     c: float
     rmse: float
     num_points: int
+    at_bound: tuple[str, ...] = ()
 
     def predict(self, ipc: float | ArrayLike) -> float | np.ndarray:
         """Predicted accuracy at ``ipc`` (> 0): a float for a number, else a float64 array."""
@@ -64,9 +68,9 @@ class ScalingFit:
             raise ValueError(f"ipc must be > 0, got a minimum of {values.min():.4g}")
         return _law(values, self.a, self.b, self.c)
 
-    def as_dict(self) -> dict[str, float | int]:
-        """The fields as a JSON-ready dict."""
-        return asdict(self)
+    def as_dict(self) -> dict[str, float | int | list[str]]:
+        """The fields as a JSON-ready dict (``at_bound`` as a list)."""
+        return {**asdict(self), "at_bound": list(self.at_bound)}
 
 
 def fit_scaling_law(ipc: ArrayLike, acc: ArrayLike) -> ScalingFit:
@@ -127,8 +131,12 @@ def fit_scaling_law(ipc: ArrayLike, acc: ArrayLike) -> ScalingFit:
             best = (rmse, params)
     if best is None:
         raise RuntimeError(f"scaling-law fit did not converge: {errors[-1]}")
-    rmse, (a, b, c) = best
-    return ScalingFit(a=float(a), b=float(b), c=float(c), rmse=rmse, num_points=int(x.size))
+    rmse, params = best
+    a, b, c = (float(p) for p in params)
+    edges = {"a": _A_BOUNDS, "c": _C_BOUNDS}
+    at_bound = tuple(name for name, value in (("a", a), ("c", c))
+                     if min(abs(value - edge) for edge in edges[name]) < 1e-6)
+    return ScalingFit(a=a, b=b, c=c, rmse=rmse, num_points=int(x.size), at_bound=at_bound)
 
 
 def pareto_frontier(sizes: ArrayLike, accuracies: ArrayLike) -> list[int]:

@@ -266,7 +266,11 @@ class _Context:
 
 def run(config: DistillStudyConfig, *, show_progress: bool | None = None
         ) -> list[dict[str, Any]]:
-    """Run every cell of the sweep; write results, label stores, report and figures."""
+    """Run every cell of the sweep; write results, label stores, report and figures.
+
+    Returns the rows of this sweep's cells; ``report.md`` and the figures cover every cell in
+    the folder, this sweep's and those of earlier sweeps into the same ``out``.
+    """
     folder = prepare_run_folder(config, config.out, sweep_fields=(
         "images", "dm_labels", "ipc", "labels", "expert_epoch", "temperature", "k",
         # Backends compute the same students up to floating-point summation order.
@@ -296,8 +300,10 @@ def run(config: DistillStudyConfig, *, show_progress: bool | None = None
             for cell in cells_for("test", images, ipc, labels, epochs,
                                   config.temperature, config.k):
                 rows.append(_cell_row(ctx, cell, positions[ipc]))
-                write_report(folder, config, rows, _expert_accuracy(ctx))
-    write_report(folder, config, rows, _expert_accuracy(ctx), figures=True)
+                write_report(folder, config, list(ctx.done.values()), _expert_accuracy(ctx))
+    # The report covers the whole folder: sweeps run into it one after the other (say IPC 1
+    # and 10, then IPC 50) share everything but the grid, so they belong in one table.
+    write_report(folder, config, list(ctx.done.values()), _expert_accuracy(ctx), figures=True)
     return rows
 
 

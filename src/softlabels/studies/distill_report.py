@@ -142,7 +142,7 @@ def _expert_table(expert_accuracy: dict[int, float]) -> list[str]:
 
 def _scaling_table(tests: Sequence[Row], with_epoch: bool) -> list[str]:
     lines = ["## Scaling law acc = a - b * IPC^(-c) (best accuracy, every seed a point)", "",
-             "| images, labels | a | b | c | RMSE |", "|---|---|---|---|---|"]
+             "| images, labels | a | b | c | RMSE | note |", "|---|---|---|---|---|---|"]
     fitted = 0
     for name, members in _groups(tests, with_epoch).items():
         ipcs = [r["ipc"] for r in members for _ in r["best"]]
@@ -152,10 +152,13 @@ def _scaling_table(tests: Sequence[Row], with_epoch: bool) -> list[str]:
         try:
             fit = fit_scaling_law(ipcs, accs)
         except RuntimeError as err:
-            lines.append(f"| {name} | fit failed: {err} | | | |")
+            lines.append(f"| {name} | fit failed: {err} | | | | |")
             continue
         fitted += 1
-        lines.append(f"| {name} | {fit.a:.3f} | {fit.b:.3f} | {fit.c:.3f} | {fit.rmse:.4f} |")
+        note = f"{', '.join(fit.at_bound)} at a bound: not determined by these IPCs" \
+            if fit.at_bound else ""
+        lines.append(f"| {name} | {fit.a:.3f} | {fit.b:.3f} | {fit.c:.3f} | {fit.rmse:.4f} "
+                     f"| {note} |")
     if not fitted:
         return ["Scaling law: needs at least 3 IPC values per curve.", ""]
     return [*lines, ""]

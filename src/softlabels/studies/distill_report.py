@@ -15,6 +15,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+import matplotlib
 import numpy as np
 from matplotlib.figure import Figure
 
@@ -247,15 +248,25 @@ def _figures(folder: Path, tests: Sequence[Row], selects: Sequence[Row],
 def _draw_acc(ax: Any, tests: Sequence[Row], with_epoch: bool) -> bool:
     if not tests:
         return False
+    # The paper's comparison (hard vs expert labels) solid in strong colours, the ablations
+    # dashed in others, so that up to 4 + 14 curves stay apart.
+    strong = list(matplotlib.colormaps["tab10"].colors)
+    palettes = {True: strong[:4], False: strong[4:] + list(matplotlib.colormaps["Dark2"].colors)}
+    used = {True: 0, False: 0}
     for name, members in _groups(tests, with_epoch).items():
         members = sorted(members, key=lambda r: r["ipc"])
+        main = members[0]["labels"] in ("hard", "expert")
+        color = palettes[main][used[main] % len(palettes[main])]
+        used[main] += 1
         ax.errorbar([r["ipc"] for r in members], [100 * r["best_mean"] for r in members],
                     yerr=[100 * r["best_std"] for r in members], marker="o", capsize=3,
-                    label=name)
+                    label=name, color=color,
+                    linestyle="-" if main else "--", linewidth=1.6 if main else 0.9,
+                    markersize=5 if main else 3)
     ax.set_xscale("log")
     ax.set_xlabel("images per class")
     ax.set_ylabel("student test accuracy (%)")
-    ax.legend(fontsize=6)
+    ax.legend(fontsize=6, ncol=2)
     return True
 
 
@@ -297,20 +308,33 @@ def _draw_pareto(ax: Any, tests: Sequence[Row]) -> bool:
 
 
 def _draw_topk(ax: Any, tests: Sequence[Row]) -> bool:
+    """Rows k = 0 (hard labels), the top-k cells, and all classes (the expert labels)."""
     cells = [r for r in tests if r["labels"] == "topk" and r["images"] == "random"]
     if not cells:
         return False
     ks = sorted({r["k"] for r in cells})
     ipcs = sorted({r["ipc"] for r in cells})
-    grid = np.full((len(ks), len(ipcs)), math.nan)
+    rows = ["0 (hard)", *[str(k) for k in ks], "all"]
+    grid = np.full((len(rows), len(ipcs)), math.nan)
     for r in cells:
-        grid[ks.index(r["k"]), ipcs.index(r["ipc"])] = 100 * r["best_mean"]
+        grid[rows.index(str(r["k"])), ipcs.index(r["ipc"])] = 100 * r["best_mean"]
+    for r in tests:
+        if r["images"] != "random" or r["ipc"] not in ipcs:
+            continue
+        # "all" only from the expert labels the top-k cells were cut from.
+        same_expert = any(c["ipc"] == r["ipc"] and c["expert_epoch"] == r.get("expert_epoch")
+                          and c["temperature"] == r.get("temperature") for c in cells)
+        if r["labels"] == "hard" or (r["labels"] == "expert" and same_expert):
+            row = rows[0] if r["labels"] == "hard" else rows[-1]
+            grid[rows.index(row), ipcs.index(r["ipc"])] = 100 * r["best_mean"]
     image = ax.imshow(grid, origin="lower", aspect="auto", cmap="viridis")
     ax.set_xticks(range(len(ipcs)), [str(i) for i in ipcs])
-    ax.set_yticks(range(len(ks)), [str(k) for k in ks])
+    ax.set_yticks(range(len(rows)), rows)
+    middle = np.nanmin(grid) + 0.6 * (np.nanmax(grid) - np.nanmin(grid))
     for (i, j), value in np.ndenumerate(grid):
         if not math.isnan(value):
-            ax.text(j, i, f"{value:.0f}", ha="center", va="center", fontsize=7, color="white")
+            ax.text(j, i, f"{value:.1f}", ha="center", va="center", fontsize=7,
+                    color="black" if value > middle else "white")
     ax.set_xlabel("images per class")
     ax.set_ylabel("k (top-k label entries kept)")
     ax.figure.colorbar(image, ax=ax, label="test accuracy (%)")

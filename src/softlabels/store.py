@@ -22,7 +22,6 @@ Top-k class indices use uint8 when C <= 256, int16 when C <= 32768, else int32.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import math
 import os
@@ -37,7 +36,7 @@ from torch import Tensor
 
 from . import __version__
 from ._checks import check_choice, check_positive, check_positive_int, check_tensor
-from ._io import atomic_write
+from ._io import atomic_write, tensor_digest
 from .labels import validate
 
 __all__ = ["STORAGE_MODES", "EncodingReport", "LabelMetadata", "LabelStore"]
@@ -221,7 +220,7 @@ class LabelStore:
             "k": k,
             "num_images": len(self),
             "num_classes": self.num_classes,
-            "sha256": _digest(tensors),
+            "sha256": tensor_digest(tensors),
             "metadata": asdict(self.metadata),
         }
         atomic_write(path, lambda tmp: safetensors.torch.save_file(
@@ -246,7 +245,7 @@ class LabelStore:
             tensors = safetensors.torch.load(data)
         except Exception as err:  # safetensors raises its own error type for bad files
             raise ValueError(f"label store {str(target)!r} is corrupt: {err}") from err
-        if _digest(tensors) != header.get("sha256"):
+        if tensor_digest(tensors) != header.get("sha256"):
             raise ValueError(
                 f"label store {str(target)!r} is corrupt: its tensor bytes do not match the "
                 "checksum in its header"
@@ -311,14 +310,6 @@ def _dense(tensors: dict[str, Tensor], num_classes: int) -> Tensor:
         return values
     dense = torch.zeros(values.shape[0], num_classes)
     return dense.scatter(1, tensors["classes"].long(), values)
-
-
-def _digest(tensors: dict[str, Tensor]) -> str:
-    sha = hashlib.sha256()
-    for name in sorted(tensors):
-        sha.update(name.encode())
-        sha.update(tensors[name].contiguous().view(torch.uint8).numpy().tobytes())
-    return sha.hexdigest()
 
 
 def _read_header(path: Path, data: bytes) -> dict[str, Any]:

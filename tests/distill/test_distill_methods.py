@@ -162,6 +162,26 @@ def test_dm_runs_with_dsa_on_a_convnet() -> None:
     assert torch.isfinite(torch.tensor(result.losses)).all()
 
 
+def test_dm_resumes_from_its_checkpoint(tmp_path: Path) -> None:
+    x, y = _blobs(8)
+    init, labels = x[::8], y[::8]
+    def run(iterations: int, checkpoint: Path | None, **changes: float) -> object:
+        options = {"iterations": iterations, "batch_real": 4, "device": "cpu",
+                   "checkpoint": checkpoint, "checkpoint_every": 2, "show_progress": False,
+                   **changes}
+        return distribution_matching(_convnet, x, y, init, labels, **options)
+
+    whole = run(7, None)  # fresh networks, real batches and DSA draws at every step
+    cut = tmp_path / "dm.pt"
+    run(3, cut)  # "killed" after 3 iterations: the checkpoint holds step 3
+    resumed = run(7, cut)
+    torch.testing.assert_close(resumed.images, whole.images, rtol=0, atol=1e-6)
+    assert resumed.losses == pytest.approx(whole.losses, rel=1e-6)
+    assert torch.load(cut)["step"] == 7
+    with pytest.raises(ValueError, match=r"other \['lr'\]"):
+        run(8, cut, lr=0.5)
+
+
 @pytest.mark.parametrize(("case", "error", "match"), [
     ("missing class", ValueError, "no real images"),
     ("no embed", TypeError, "has no embed"),

@@ -13,13 +13,16 @@ every step, so the distilled set obeys the library's image contract (and can be 
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 from torch import Tensor, nn
 
 from .._checks import check_float, check_ndim, check_positive, check_positive_int
+from .._io import tensor_digest, torch_load, torch_save
 from ..data.dsa import DSA_STRATEGY, dsa
 from ..progress import progress
 from ..runtime import build_seeded, resolve_device
@@ -51,6 +54,8 @@ def distribution_matching(build_model: EmbedderBuilder, real_images: Tensor,
                           iterations: int = 1000, lr: float = 1.0, momentum: float = 0.5,
                           batch_real: int = 256, strategy: str = DSA_STRATEGY, seed: int = 0,
                           device: str | torch.device = "auto",
+                          checkpoint: str | os.PathLike[str] | None = None,
+                          checkpoint_every: int = 50,
                           show_progress: bool | None = None) -> DMResult:
     """Learn synthetic images by matching mean embeddings of random networks (DM).
 
@@ -69,13 +74,19 @@ def distribution_matching(build_model: EmbedderBuilder, real_images: Tensor,
         strategy: DSA strategy applied, siamese, to real and synthetic batches ("none": off).
         seed: seeds the networks, the real batches and the augmentation.
         device: where to compute.
+        checkpoint: a file holding the optimisation state, written every ``checkpoint_every``
+            iterations and after the last; when it exists the run continues from it (with the
+            same networks, real batches and augmentations as an uninterrupted run), so
+            ``iterations`` may also be raised to extend a finished run.
+        checkpoint_every: iterations between checkpoint writes.
         show_progress: see :func:`softlabels.progress.progress`.
 
     Returns:
         :class:`DMResult`.
 
     Raises:
-        ValueError: bad shapes, a synthetic class without real images, non-positive settings.
+        ValueError: bad shapes, a synthetic class without real images, non-positive settings,
+            a checkpoint written by a run with other settings or starting images.
         TypeError: the model has no ``embed`` method.
     """
     for name, tensor in (("real_images", real_images), ("init_images", init_images)):
@@ -90,6 +101,7 @@ def distribution_matching(build_model: EmbedderBuilder, real_images: Tensor,
             raise ValueError(f"{name} must be int64 with one label per image, got "
                              f"{labels.dtype} {tuple(labels.shape)}")
     check_positive_int("iterations", iterations)
+    check_positive_int("checkpoint_every", checkpoint_every)
     check_positive_int("batch_real", batch_real)
     check_positive("lr", lr)
     if not 0.0 <= momentum < 1.0:
@@ -106,8 +118,15 @@ def distribution_matching(build_model: EmbedderBuilder, real_images: Tensor,
     optimizer = torch.optim.SGD([synthetic], lr=lr, momentum=momentum)
     generator = torch.Generator().manual_seed(seed)
     losses: list[float] = []
-    with progress(iterations, "dm", show_progress) as bar:
-        for step in range(iterations):
+    fingerprint = {"lr": lr, "momentum": momentum, "batch_real": batch_real,
+                   "strategy": strategy, "seed": seed,
+                   "init": tensor_digest({"images": init_images, "labels": init_labels}),
+                   "real": [list(real_images.shape), tensor_digest({"labels": real_labels})]}
+    start = 0
+    if checkpoint is not None and Path(checkpoint).exists():
+        start, losses = _resume(Path(checkpoint), fingerprint, synthetic, optimizer, generator)
+    with progress(iterations, "dm", show_progress, start=min(start, iterations)) as bar:
+        for step in range(start, iterations):
             net = _embedder(build_model, seed * 1_000_003 + step, target)
             loss = synthetic.new_zeros(())
             for c in classes:
@@ -127,7 +146,31 @@ def distribution_matching(build_model: EmbedderBuilder, real_images: Tensor,
                 synthetic.clamp_(0.0, 1.0)
             losses.append(float(loss.detach()))
             bar.advance(f"loss {losses[-1]:.4f}")
+            if checkpoint is not None and (
+                    (step + 1) % checkpoint_every == 0 or step + 1 == iterations):
+                torch_save(checkpoint, {
+                    "fingerprint": fingerprint, "step": step + 1, "losses": losses,
+                    "synthetic": synthetic.detach().cpu(), "optimizer": optimizer.state_dict(),
+                    "generator": generator.get_state()})
     return DMResult(synthetic.detach().cpu(), init_labels.clone(), losses)
+
+
+def _resume(path: Path, fingerprint: dict[str, object], synthetic: Tensor,
+            optimizer: torch.optim.Optimizer, generator: torch.Generator
+            ) -> tuple[int, list[float]]:
+    """Load a checkpoint into the run's state; returns (next iteration, losses so far)."""
+    state = torch_load(path)
+    if not isinstance(state, dict) or "fingerprint" not in state:
+        raise ValueError(f"{str(path)!r} is not a distribution-matching checkpoint")
+    if state["fingerprint"] != fingerprint:
+        changed = sorted(k for k in fingerprint if state["fingerprint"].get(k) != fingerprint[k])
+        raise ValueError(f"cannot resume from {str(path)!r}: it was written by a DM run with "
+                         f"other {changed}; delete it or use another checkpoint path")
+    with torch.no_grad():
+        synthetic.copy_(state["synthetic"].to(synthetic.device))
+    optimizer.load_state_dict(state["optimizer"])
+    generator.set_state(state["generator"])
+    return int(state["step"]), list(state["losses"])
 
 
 def _embedder(build_model: EmbedderBuilder, seed: int, device: torch.device) -> nn.Module:

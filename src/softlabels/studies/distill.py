@@ -389,14 +389,17 @@ def _dm_images(ctx: _Context, ipc: int, positions: Tensor) -> Tensor:
     path = ctx.folder / "dm" / f"ipc{ipc}.pt"
     if path.exists():
         return torch_load(path)["images"]
+    # Making DM images can take an hour; a killed run continues from its last checkpoint.
+    partial = path.with_name(f"ipc{ipc}.partial.pt")
+    partial.parent.mkdir(exist_ok=True)
     result = distribution_matching(
         ctx.build, ctx.pool.images, ctx.pool.labels, ctx.pool.images[positions],
         ctx.pool.labels[positions], iterations=config.dm_iterations, lr=config.dm_lr,
         batch_real=config.dm_batch_real, seed=config.selection_seed, device=config.device,
-        show_progress=ctx.show_progress)
-    path.parent.mkdir(exist_ok=True)
+        checkpoint=partial, show_progress=ctx.show_progress)
     torch_save(path, {"images": result.images, "labels": result.labels,
                       "losses": torch.tensor(result.losses)})
+    partial.unlink()
     return result.images
 
 

@@ -89,7 +89,7 @@ FULL: dict[str, tuple[str, list[dict[str, Any]]]] = {
          "labels": ("hard", "expert")},
         {**_DISTILL_CIFAR10, "images": ("random", "dm"), "ipc": (1, 10),
          "labels": ("hard", "expert", "smooth", "topk", "swap", "shuffle"), "k": (1, 2, 3, 5)},
-        {**_DISTILL_CIFAR10, "images": ("random",), "ipc": (50,),
+        {**_DISTILL_CIFAR10, "images": ("random", "dm"), "ipc": (50,),
          "labels": ("hard", "expert")},
     ]),
     "seg": ("camvid", [

@@ -207,6 +207,18 @@ def _grads(model: nn.Module) -> dict[str, Tensor]:
     return grads
 
 
+def _assert_terms_close(terms: dict[str, Tensor], terms_cpu: dict[str, Tensor],
+                        grads: dict[str, Tensor], grads_cpu: dict[str, Tensor],
+                        device: str) -> None:
+    """Named loss terms (finite) and gradients from ``device`` equal the CPU run's."""
+    assert terms.keys() == terms_cpu.keys()
+    for name, value in terms.items():
+        assert bool(torch.isfinite(value)), name
+        _check(value.detach(), terms_cpu[name].detach(), device, atol=1e-5, rtol=1e-4)
+    for name, value in grads.items():
+        _check(value, grads_cpu[name], device, atol=1e-5, rtol=1e-4)
+
+
 def _assert_scores_close(actual: dict[str, Any], expected: dict[str, Any], *,
                          abs_tol: float = 1e-9) -> None:
     """Metric dicts with the same keys and numbers (lists element-wise, NaN equal to NaN)."""
@@ -999,12 +1011,7 @@ def test_distillers(device: str, kind: str) -> None:
         runs[where] = (terms, _grads(student), temps, teacher)
     (terms_cpu, grads_cpu, temps_cpu, _), (terms, grads, temps, teacher) = (runs["cpu"],
                                                                            runs[device])
-    assert terms.keys() == terms_cpu.keys()
-    for name, value in terms.items():
-        assert bool(torch.isfinite(value)), name
-        _check(value.detach(), terms_cpu[name].detach(), device, atol=1e-5, rtol=1e-4)
-    for name, value in grads.items():
-        _check(value, grads_cpu[name], device, atol=1e-5, rtol=1e-4)
+    _assert_terms_close(terms, terms_cpu, grads, grads_cpu, device)
     assert all(p.grad is None for p in teacher.parameters())  # the teacher stays frozen
     assert not teacher.training
     if temps is not None:
@@ -1338,12 +1345,7 @@ def test_seg_objectives(device: str, labels: str) -> None:
         sum(terms.values()).backward()
         runs[where] = (terms, _grads(model))
     (terms_cpu, grads_cpu), (terms, grads) = runs["cpu"], runs[device]
-    assert terms.keys() == terms_cpu.keys()
-    for name, value in terms.items():
-        assert bool(torch.isfinite(value)), name
-        _check(value.detach(), terms_cpu[name].detach(), device, atol=1e-5, rtol=1e-4)
-    for name, value in grads.items():
-        _check(value, grads_cpu[name], device, atol=1e-5, rtol=1e-4)
+    _assert_terms_close(terms, terms_cpu, grads, grads_cpu, device)
     if labels == "hard":  # independent reference: the weighted sum of the two losses
         model = _seeded(_unet, 0)
         logits = model(x_cpu)

@@ -91,6 +91,7 @@ def test_early_checkpoints_inside_an_epoch(tmp_path: Path) -> None:
                          schedule="constant")
     experts = train_experts(_convnet, x, y, config, [0], tmp_path, device="cpu",
                             checkpoints_per_epoch=4, early_epochs=1, show_progress=False)
+    (tmp_path / "seed0" / "epoch_best.pt").write_bytes(b"")  # a user's file is ignored
     assert experts.saved_epochs() == [0, 0.25, 0.5, 0.75, 1, 2]
     assert (tmp_path / "seed0" / "epoch_0000.5000.pt").is_file()
     # 0.75 is the weights after step 3 of 4: one plain SGD step on epoch 1's last batch (the

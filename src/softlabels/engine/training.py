@@ -194,7 +194,10 @@ def saved_checkpoint_epochs(checkpoint_dir: str | os.PathLike[str]) -> list[floa
     """Epochs with weights in ``checkpoint_dir``, ascending; whole epochs as ``int``."""
     epochs: list[float] = []
     for path in Path(checkpoint_dir).glob("epoch_*.pt"):
-        value = float(path.stem.removeprefix("epoch_"))
+        try:
+            value = float(path.stem.removeprefix("epoch_"))
+        except ValueError:  # a file of the user's, such as epoch_best.pt
+            continue
         epochs.append(int(value) if value.is_integer() else value)
     return sorted(epochs)
 

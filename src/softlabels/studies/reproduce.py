@@ -90,7 +90,7 @@ FULL: dict[str, tuple[str, list[dict[str, Any]]]] = {
         {**_DISTILL_CIFAR10, "images": ("random", "dm"), "ipc": (1, 10),
          "labels": ("hard", "expert", "smooth", "topk", "swap", "shuffle"), "k": (1, 2, 3, 5)},
         {**_DISTILL_CIFAR10, "images": ("random", "dm"), "ipc": (50,),
-         "labels": ("hard", "expert")},
+         "labels": ("hard", "expert", "topk"), "k": (1, 2, 3, 5)},
     ]),
     "seg": ("camvid", [
         {"dataset": "camvid", "losses": ("ce", "ce+jml", "ce+sjl"),

@@ -15,13 +15,21 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from ._checks import (
+    check_above,
+    check_bool,
     check_finite,
     check_float,
+    check_float_dtype,
     check_hard_labels,
+    check_ignore_index,
+    check_logits,
     check_ndim,
-    check_positive,
     check_positive_int,
+    check_probabilities,
     check_range,
+    check_temperature,
+    check_tensor,
+    compute_dtype,
 )
 
 __all__ = [
@@ -52,32 +60,16 @@ def validate(probs: Tensor, *, name: str = "probs", allow_partial: bool = False,
         name: argument name used in error messages.
         allow_partial: accept rows summing to less than 1 (top-k labels kept without
             renormalisation).
-        atol: tolerance on the row sums.
+        atol: tolerance on the row sums, a finite number in [0, 0.5] (a NaN or negative
+            tolerance is refused rather than switching the sum check off).
 
     Raises:
         TypeError: not a floating-point tensor.
-        ValueError: wrong number of dimensions, NaN/inf, negative entries, or rows whose sum is
-            not 1 (or above 1 with ``allow_partial``).
+        ValueError: wrong number of dimensions, no class, NaN/inf, negative entries, rows whose
+            sum is not 1 (or above 1 with ``allow_partial``), or a bad ``atol``.
     """
-    check_float(name, probs)
-    check_ndim(name, probs, (2, 4))
-    if probs.shape[1] < 1:
-        raise ValueError(f"{name} must have at least one class along dim 1, got {probs.shape}")
-    check_finite(name, probs)
-    minimum = float(probs.min()) if probs.numel() else 0.0
-    if minimum < 0:
-        raise ValueError(f"{name} must be non-negative, got a minimum of {minimum:.4g}")
-    sums = probs.sum(dim=1)
-    if sums.numel():
-        too_high = float(sums.max()) > 1 + atol
-        too_low = not allow_partial and float(sums.min()) < 1 - atol
-        if too_high or too_low:
-            expected = "<= 1" if allow_partial else "1"
-            raise ValueError(
-                f"{name} rows must sum to {expected} over dim 1 (tolerance {atol}), got sums in "
-                f"[{float(sums.min()):.4f}, {float(sums.max()):.4f}]"
-            )
-    return probs
+    check_bool("allow_partial", allow_partial)
+    return check_probabilities(name, probs, allow_partial=allow_partial, atol=atol)
 
 
 def one_hot(labels: Tensor, num_classes: int, *, ignore_index: int | None = None,
@@ -87,12 +79,13 @@ def one_hot(labels: Tensor, num_classes: int, *, ignore_index: int | None = None
     Args:
         labels: int64 (N,) or (N, H, W) class indices in [0, num_classes).
         num_classes: C.
-        ignore_index: a label value to accept outside the range; its rows are all zeros.
-        dtype: floating dtype of the result.
+        ignore_index: a label value outside [0, C) to accept; its rows are all zeros.
+        dtype: floating dtype of the result (soft labels are probabilities, not counts).
 
     Returns:
         (N, C) or (N, C, H, W) with a single 1 per row (none for ignored positions).
     """
+    check_float_dtype("dtype", dtype)
     check_hard_labels("labels", labels, num_classes, ignore_index)
     check_ndim("labels", labels, (1, 3))
     keep = labels != ignore_index if ignore_index is not None else None
@@ -138,16 +131,15 @@ def boundary_smooth(hard: Tensor, num_classes: int, eps: float = 0.5, kernel: in
         num_classes: C.
         eps: smoothing mass in [0, 1].
         kernel: odd neighbourhood size >= 1 (1 smooths nothing).
-        ignore_index: label of ignored pixels; their rows are all zeros.
+        ignore_index: label of ignored pixels, outside [0, C); their rows are all zeros.
 
     Returns:
         float32 (N, C, H, W).
     """
     eps = check_range("eps", eps, 0.0, 1.0)
+    check_tensor("hard", hard)
     check_ndim("hard", hard, (3,))
-    check_positive_int("kernel", kernel)
-    if kernel % 2 == 0:
-        raise ValueError(f"kernel must be odd so the window is centred, got {kernel}")
+    _check_kernel(kernel)
     encoded = one_hot(hard, num_classes, ignore_index=ignore_index)
     boundary = boundary_mask(hard, kernel, ignore_index)
     weight = eps * boundary.unsqueeze(1).to(encoded.dtype)
@@ -159,9 +151,15 @@ def boundary_mask(hard: Tensor, kernel: int = 3, ignore_index: int | None = None
 
     Args:
         hard: int64 (N, H, W) labels.
-        kernel: odd window size.
+        kernel: odd window size >= 1.
         ignore_index: label of ignored pixels, or None.
     """
+    check_tensor("hard", hard)
+    if hard.dtype != torch.int64:
+        raise TypeError(f"hard must be an int64 tensor of class indices, got {hard.dtype}")
+    check_ndim("hard", hard, (3,))
+    _check_kernel(kernel)
+    check_ignore_index(ignore_index, 0)
     labels = hard.unsqueeze(1).to(torch.float32)
     pad = kernel // 2
     # max_pool2d pads with -inf, so the image border never looks like another class.
@@ -178,16 +176,20 @@ def boundary_mask(hard: Tensor, kernel: int = 3, ignore_index: int | None = None
 def soften(logits: Tensor, temperature: float = 1.0) -> Tensor:
     """Tempered softmax over classes: ``softmax(logits / T, dim=1)``.
 
+    Computed as ``softmax((logits - max) / T)`` in at least float32, so that a tiny T gives the
+    one-hot argmax (ties shared) instead of NaN and a huge T the uniform distribution.
+
     Args:
-        logits: float (N, C) or (N, C, H, W).
-        temperature: T > 0; larger T gives smoother labels.
+        logits: float (N, C) or (N, C, H, W), finite, C >= 1.
+        temperature: T > 0, at least float32's smallest normal number; larger T gives
+            smoother labels.
 
     Returns:
-        Probabilities with the shape of ``logits``.
+        Probabilities with the shape and dtype of ``logits``.
     """
-    _check_logits("logits", logits)
-    temperature = check_positive("temperature", temperature)
-    return torch.softmax(logits / temperature, dim=1)
+    check_logits("logits", logits)
+    temperature = check_temperature("temperature", temperature, compute_dtype(logits.dtype))
+    return torch.softmax(tempered_logits(logits, temperature), dim=1).to(logits.dtype)
 
 
 def classwise_soften(logits: Tensor, targets: Tensor, temperatures: Tensor) -> Tensor:
@@ -196,12 +198,13 @@ def classwise_soften(logits: Tensor, targets: Tensor, temperatures: Tensor) -> T
     Args:
         logits: float (N, C) or (N, C, H, W).
         targets: int64 (N,) or (N, H, W) true classes, selecting ``temperatures[targets]``.
-        temperatures: float (C,) strictly positive.
+        temperatures: float (C,) strictly positive (and normal numbers of float32 or better,
+            as for :func:`soften`).
 
     Returns:
-        Probabilities with the shape of ``logits``.
+        Probabilities with the shape and dtype of ``logits``.
     """
-    _check_logits("logits", logits)
+    check_logits("logits", logits)
     num_classes = logits.shape[1]
     check_hard_labels("targets", targets, num_classes)
     if targets.shape != logits.shape[:1] + logits.shape[2:]:
@@ -219,8 +222,11 @@ def classwise_soften(logits: Tensor, targets: Tensor, temperatures: Tensor) -> T
         raise ValueError(
             f"temperatures must be > 0, got a minimum of {float(temperatures.min()):.4g}"
         )
-    per_sample = temperatures.to(logits.device, logits.dtype)[targets].unsqueeze(1)
-    return torch.softmax(logits / per_sample, dim=1)
+    dtype = compute_dtype(logits.dtype)
+    for bound in (float(temperatures.min()), float(temperatures.max())):
+        check_temperature("temperatures", bound, dtype)
+    per_sample = temperatures.to(logits.device, dtype)[targets].unsqueeze(1)
+    return torch.softmax(tempered_logits(logits, per_sample), dim=1).to(logits.dtype)
 
 
 def topk(probs: Tensor, k: int, renormalize: bool = True) -> Tensor:
@@ -239,6 +245,7 @@ def topk(probs: Tensor, k: int, renormalize: bool = True) -> Tensor:
     """
     validate(probs, name="probs", allow_partial=True)
     check_positive_int("k", k)
+    check_bool("renormalize", renormalize)
     if k > probs.shape[1]:
         raise ValueError(f"k must be <= the number of classes {probs.shape[1]}, got {k}")
     # torch.topk's order among equal values differs between devices; a stable sort does not.
@@ -264,13 +271,15 @@ def ensemble(logits: Sequence[Tensor], temperature: float = 1.0) -> Tensor:
     if isinstance(logits, Tensor) or not isinstance(logits, Sequence) or len(logits) == 0:
         raise ValueError("logits must be a non-empty list of tensors (one per model)")
     for position, item in enumerate(logits):
-        _check_logits(f"logits[{position}]", item)
+        check_logits(f"logits[{position}]", item)
         if item.shape != logits[0].shape:
             raise ValueError(
                 f"logits[{position}] has shape {tuple(item.shape)}, expected "
                 f"{tuple(logits[0].shape)} like logits[0]"
             )
-    return soften(torch.stack(list(logits)).mean(dim=0), temperature)
+    # Each model's share is divided first: the sum of huge finite logits could overflow.
+    mean = torch.stack([item / len(logits) for item in logits]).sum(dim=0)
+    return soften(mean, temperature)
 
 
 def entropy(probs: Tensor, *, base: float = math.e) -> Tensor:
@@ -278,13 +287,13 @@ def entropy(probs: Tensor, *, base: float = math.e) -> Tensor:
 
     Args:
         probs: (N, C) or (N, C, H, W).
-        base: logarithm base (e gives nats, 2 gives bits).
+        base: logarithm base > 1 (e gives nats, 2 gives bits).
 
     Returns:
         (N,) or (N, H, W).
     """
     validate(probs, name="probs", allow_partial=True)
-    check_positive("base", base)
+    base = _check_log_base(base)
     return -torch.special.xlogy(probs, probs).sum(dim=1) / math.log(base)
 
 
@@ -294,7 +303,7 @@ def js_distance(p: Tensor, q: Tensor, *, base: float = math.e) -> Tensor:
     Args:
         p: (N, C) or (N, C, H, W) probabilities.
         q: probabilities of the same shape.
-        base: logarithm base; with base 2 the distance lies in [0, 1].
+        base: logarithm base > 1; with base 2 the distance lies in [0, 1].
 
     Returns:
         (N,) or (N, H, W), symmetric, zero iff p = q, obeys the triangle inequality.
@@ -304,13 +313,9 @@ def js_distance(p: Tensor, q: Tensor, *, base: float = math.e) -> Tensor:
     if p.shape != q.shape:
         raise ValueError(f"p and q must have the same shape, got {tuple(p.shape)} and "
                          f"{tuple(q.shape)}")
-    check_positive("base", base)
-    m = (p + q) / 2
-    # xlogy keeps 0 * log(0 / m) = 0 without NaN.
-    kl_pm = (torch.special.xlogy(p, p) - torch.special.xlogy(p, m)).sum(dim=1)
-    kl_qm = (torch.special.xlogy(q, q) - torch.special.xlogy(q, m)).sum(dim=1)
-    divergence = ((kl_pm + kl_qm) / 2).clamp_min(0) / math.log(base)
-    return divergence.sqrt()
+    base = _check_log_base(base)
+    divergence = ((_kl_to_mixture(p, q) + _kl_to_mixture(q, p)) / 2).clamp_min(0)
+    return (divergence / math.log(base)).sqrt()
 
 
 def swap_ranks(probs: Tensor, k: int) -> Tensor:
@@ -353,6 +358,9 @@ def shuffle_tail(probs: Tensor, generator: torch.Generator | None = None) -> Ten
         Same shape; each row is a permutation of the input row with the top class fixed.
     """
     validate(probs, name="probs", allow_partial=True)
+    if generator is not None and not isinstance(generator, torch.Generator):
+        raise TypeError(f"generator must be a torch.Generator or None, got "
+                        f"{type(generator).__name__}")
     num_classes = probs.shape[1]
     rows = _class_first_to_last(probs).reshape(-1, num_classes)
     keys = torch.rand(rows.shape, generator=generator, device="cpu").to(rows.device)
@@ -366,10 +374,41 @@ def shuffle_tail(probs: Tensor, generator: torch.Generator | None = None) -> Ten
     return _rows_back(shuffled, probs.shape)
 
 
-def _check_logits(name: str, logits: Tensor) -> None:
-    check_float(name, logits)
-    check_ndim(name, logits, (2, 4))
-    check_finite(name, logits)
+def tempered_logits(logits: Tensor, temperature: float | Tensor) -> Tensor:
+    """``(logits - max) / T`` over dim 1, in :func:`compute_dtype` of the logits.
+
+    The softmax of this equals that of ``logits / T`` but cannot overflow: every entry is <= 0
+    and the largest is exactly 0, so a tiny T sends the others to -inf, never to NaN. The max
+    is a constant shift, detached so that the gradient is that of ``logits / T``. Shared by
+    :func:`soften` and the distillation loss; arguments are checked by the callers.
+    """
+    scores = logits.to(compute_dtype(logits.dtype))
+    return (scores - scores.detach().amax(dim=1, keepdim=True)) / temperature
+
+
+def _kl_to_mixture(p: Tensor, q: Tensor) -> Tensor:
+    """``KL(p || (p + q) / 2)`` summed over dim 1, with 0 log 0 = 0.
+
+    Written with the ratio ``p / m = 2p / (p + q)`` rather than ``log p - log m``: for the
+    smallest subnormal p and q = 0, m = p / 2 underflows to 0 and ``log m`` is -inf although
+    the ratio is exactly 2.
+    """
+    kept = p > 0
+    # The masked denominator keeps 0 / 0 out of the graph, so gradients stay finite too.
+    ratio = torch.where(kept, 2 * p / torch.where(kept, p + q, 1.0), 1.0)
+    return (p * ratio.log()).sum(dim=1)
+
+
+def _check_kernel(kernel: object) -> None:
+    check_positive_int("kernel", kernel)
+    if kernel % 2 == 0:  # type: ignore[operator]
+        raise ValueError(f"kernel must be odd so the window is centred, got {kernel}")
+
+
+def _check_log_base(base: object) -> float:
+    # log(1) = 0 divides by zero, and a base below 1 makes entropies negative (and the
+    # square root of a negative divergence NaN).
+    return check_above("base", base, 1.0)
 
 
 def _class_last_to_first(encoded: Tensor) -> Tensor:

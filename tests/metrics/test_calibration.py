@@ -176,9 +176,9 @@ def test_matches_naive_loop(b: int, c: int, bins: int, seed: int) -> None:
 
 
 def test_probabilities_are_validated() -> None:
-    with pytest.raises(ValueError, match=r"probs must sum to 1 over dim 1 \(within 0\.001\)"):
+    with pytest.raises(ValueError, match=r"probs rows must sum to 1 over dim 1 \(within 0\.001\)"):
         expected_calibration_error(torch.rand(4, 3) + 1, LABELS.clamp_max(2))  # scores
-    with pytest.raises(ValueError, match="probs must sum to 1"):
+    with pytest.raises(ValueError, match="probs rows must sum to 1"):
         expected_calibration_error(PROBS * 0.99, LABELS)
     expected_calibration_error(PROBS * (1 + 5e-4), LABELS)  # within the tolerance
     with pytest.raises(ValueError, match="probs must be non-negative"):

@@ -1,4 +1,10 @@
-"""Cross-entropy for hard or soft targets, and knowledge distillation."""
+"""Cross-entropy for hard or soft targets, and knowledge distillation.
+
+Both losses refuse what would make them silently NaN: non-finite logits or teachers, a mean
+over an empty batch, temperatures whose square leaves the float range. Terms where the target
+puts no mass are exactly 0 even where the model's log-probability underflows to -inf (0 * -inf
+is NaN in floating point), and a loss that still overflows is reported, not returned.
+"""
 
 from __future__ import annotations
 
@@ -6,8 +12,16 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .._checks import check_choice, check_float, check_hard_labels, check_ndim, check_positive
-from ..labels import validate
+from .._checks import (
+    check_choice,
+    check_float,
+    check_hard_labels,
+    check_logits,
+    check_temperature,
+    check_tensor,
+    compute_dtype,
+)
+from ..labels import tempered_logits, validate
 
 __all__ = ["KDLoss", "SoftCrossEntropy", "kd_loss", "soft_cross_entropy"]
 
@@ -19,31 +33,32 @@ def soft_cross_entropy(logits: Tensor, target: Tensor, reduction: str = "mean") 
     """Cross-entropy ``-sum_c target_c log softmax(logits)_c`` for hard or soft targets.
 
     Args:
-        logits: float (N, C) or (N, C, H, W).
+        logits: float (N, C) or (N, C, H, W), finite, C >= 1.
         target: int64 hard labels (N,) / (N, H, W) in [0, C), or float probabilities of the
             shape of ``logits`` (rows sum to 1, or less for truncated top-k labels).
-        reduction: ``"mean"`` over samples (and pixels), ``"sum"``, or ``"none"`` giving
-            (N,) / (N, H, W).
+        reduction: ``"mean"`` over samples (and pixels; needs at least one), ``"sum"``, or
+            ``"none"`` giving (N,) / (N, H, W).
 
     Returns:
         A scalar, or the per-sample losses for ``reduction="none"``.
     """
-    check_float("logits", logits)
-    check_ndim("logits", logits, (2, 4))
+    check_logits("logits", logits)
     check_choice("reduction", reduction, _REDUCTIONS)
+    check_tensor("target", target)
     if target.is_floating_point():
         if target.shape != logits.shape:
             raise ValueError(f"soft target must have the shape of logits {tuple(logits.shape)}, "
                              f"got {tuple(target.shape)}")
         validate(target.detach(), name="target", allow_partial=True)
-        per_sample = -(target * F.log_softmax(logits, dim=1)).sum(dim=1)
-        return _reduce(per_sample, reduction)
-    expected = logits.shape[:1] + logits.shape[2:]
-    if target.shape != expected:
-        raise ValueError(f"hard target must have shape {tuple(expected)} for logits "
-                         f"{tuple(logits.shape)}, got {tuple(target.shape)}")
-    check_hard_labels("target", target, logits.shape[1])
-    return F.cross_entropy(logits, target, reduction=reduction)
+        per_sample = -_masked_product(target, F.log_softmax(logits, dim=1)).sum(dim=1)
+    else:
+        expected = logits.shape[:1] + logits.shape[2:]
+        if target.shape != expected:
+            raise ValueError(f"hard target must have shape {tuple(expected)} for logits "
+                             f"{tuple(logits.shape)}, got {tuple(target.shape)}")
+        check_hard_labels("target", target, logits.shape[1])
+        per_sample = F.cross_entropy(logits, target, reduction="none")
+    return _finite(_reduce(per_sample, reduction, "logits"), "logits")
 
 
 def kd_loss(student_logits: Tensor, teacher: Tensor, temperature: float = 4.0, *,
@@ -53,34 +68,38 @@ def kd_loss(student_logits: Tensor, teacher: Tensor, temperature: float = 4.0, *
     The T^2 factor keeps gradient magnitudes comparable across temperatures.
 
     Args:
-        student_logits: float (N, C) or (N, C, H, W).
-        teacher: teacher logits (softened here at ``temperature``) or teacher probabilities
-            (used as given), of the student's shape; not differentiated.
-        temperature: T > 0, applied to the student and, for logits, to the teacher.
+        student_logits: float (N, C) or (N, C, H, W), finite, C >= 1.
+        teacher: finite teacher logits (softened here at ``temperature``) or teacher
+            probabilities (used as given), of the student's shape; not differentiated.
+        temperature: T > 0 with T**2 a normal float32 number (about 1e-19 to 1.8e19),
+            applied to the student and, for logits, to the teacher.
         teacher_kind: ``"logits"`` or ``"probs"``.
-        reduction: ``"mean"`` over samples (and pixels), ``"sum"``, or ``"none"``.
+        reduction: ``"mean"`` over samples (and pixels; needs at least one), ``"sum"``, or
+            ``"none"``.
 
     Returns:
-        A scalar, or (N,) / (N, H, W) for ``reduction="none"``.
+        A scalar, or (N,) / (N, H, W) for ``reduction="none"``; computed in at least float32.
     """
-    check_float("student_logits", student_logits)
-    check_ndim("student_logits", student_logits, (2, 4))
+    check_logits("student_logits", student_logits)
     check_float("teacher", teacher)
     check_choice("teacher_kind", teacher_kind, _TEACHER_KINDS)
     check_choice("reduction", reduction, _REDUCTIONS)
-    temperature = check_positive("temperature", temperature)
+    dtype = compute_dtype(student_logits.dtype)
+    temperature = check_temperature("temperature", temperature, dtype, squared=True)
     if teacher.shape != student_logits.shape:
         raise ValueError(f"teacher must have the student's shape {tuple(student_logits.shape)}, "
                          f"got {tuple(teacher.shape)}")
     teacher = teacher.detach()
     if teacher_kind == "logits":
-        teacher_probs = torch.softmax(teacher / temperature, dim=1)
+        check_logits("teacher", teacher)
+        teacher_probs = torch.softmax(tempered_logits(teacher, temperature), dim=1)
     else:
         teacher_probs = validate(teacher, name="teacher")
-    log_student = F.log_softmax(student_logits / temperature, dim=1)
-    # xlogy gives 0 log 0 = 0 where the teacher puts no mass.
-    kl = (torch.special.xlogy(teacher_probs, teacher_probs) - teacher_probs * log_student)
-    return _reduce(kl.sum(dim=1) * temperature**2, reduction)
+    teacher_probs = teacher_probs.to(dtype)
+    log_student = F.log_softmax(tempered_logits(student_logits, temperature), dim=1)
+    kl = _masked_product(teacher_probs, teacher_probs.log() - log_student).sum(dim=1)
+    loss = _reduce(kl * (temperature * temperature), reduction, "student_logits")
+    return _finite(loss, "student_logits")
 
 
 class SoftCrossEntropy(nn.Module):
@@ -101,7 +120,7 @@ class KDLoss(nn.Module):
     def __init__(self, temperature: float = 4.0, teacher_kind: str = "logits",
                  reduction: str = "mean") -> None:
         super().__init__()
-        self.temperature = check_positive("temperature", temperature)
+        self.temperature = check_temperature("temperature", temperature, squared=True)
         self.teacher_kind = check_choice("teacher_kind", teacher_kind, _TEACHER_KINDS)
         self.reduction = check_choice("reduction", reduction, _REDUCTIONS)
 
@@ -111,8 +130,33 @@ class KDLoss(nn.Module):
                        teacher_kind=self.teacher_kind, reduction=self.reduction)
 
 
-def _reduce(per_sample: Tensor, reduction: str) -> Tensor:
+def _masked_product(weight: Tensor, log_values: Tensor) -> Tensor:
+    """``weight * log_values``, exactly 0 where ``weight`` is 0 even if ``log_values`` is -inf.
+
+    The product is masked rather than clamped so that a class without target mass adds neither
+    a term nor a gradient.
+    """
+    return torch.where(weight > 0, weight * log_values, 0.0)
+
+
+def _finite(loss: Tensor, blamed: str) -> Tensor:
+    """``loss`` if every entry is finite, else a ``ValueError`` that names ``blamed``.
+
+    With finite, checked inputs the loss can only leave the float range through logits whose
+    spread over the classes overflows the dtype, so the message says that.
+    """
+    if loss.numel() and not bool(torch.isfinite(loss.detach()).all()):
+        raise ValueError(f"the loss is not finite although every input is: the spread of "
+                         f"{blamed} over the classes overflows {loss.dtype}; rescale them")
+    return loss
+
+
+def _reduce(per_sample: Tensor, reduction: str, name: str) -> Tensor:
     if reduction == "mean":
+        if per_sample.numel() == 0:
+            raise ValueError(f"reduction='mean' needs at least one sample, but {name} has none "
+                             f"(per-sample shape {tuple(per_sample.shape)}); use "
+                             f"reduction='sum' for a loss of 0")
         return per_sample.mean()
     if reduction == "sum":
         return per_sample.sum()

@@ -7,7 +7,7 @@ import math
 import torch
 from torch import Tensor
 
-from .._checks import check_hard_labels, check_ndim, check_tensor
+from .._checks import check_finite, check_hard_labels, check_logits, check_ndim, check_tensor
 
 __all__ = [
     "accuracy",
@@ -18,19 +18,32 @@ __all__ = [
 ]
 
 
-def accuracy(preds: Tensor, targets: Tensor) -> float:
+def accuracy(preds: Tensor, targets: Tensor, num_classes: int | None = None) -> float:
     """Fraction of correct predictions.
 
     Args:
-        preds: int64 (N,) predicted classes, or float (N, C) scores (argmax is taken).
+        preds: int64 (N,) predicted classes, or finite float (N, C) scores (argmax is taken).
         targets: int64 (N,) true classes.
+        num_classes: C. Classes of both ``preds`` and ``targets`` must lie in [0, C); when
+            omitted, C is the width of float scores, and for int64 predictions only negative
+            classes can be told apart from real ones (and are refused).
 
     Returns:
         Accuracy in [0, 1].
     """
-    predicted = _as_classes(preds, targets)
+    predicted = _as_classes(preds, targets, num_classes)
+    if num_classes is None and preds.is_floating_point():
+        num_classes = int(preds.shape[1])
     if predicted.numel() == 0:
         raise ValueError("accuracy of an empty batch is undefined (preds has no samples)")
+    if num_classes is None:
+        for name, classes in (("targets", targets), ("preds", predicted)):
+            if bool((classes < 0).any()):
+                raise ValueError(f"{name} must hold class indices >= 0, got "
+                                 f"{classes[classes < 0][:5].tolist()}")
+    else:
+        check_hard_labels("targets", targets, num_classes)
+        check_hard_labels("preds", predicted, num_classes)
     return float((predicted == targets).float().mean())
 
 
@@ -45,7 +58,7 @@ def confusion_matrix(preds: Tensor, targets: Tensor, num_classes: int) -> Tensor
     Returns:
         int64 (C, C); entry [i, j] counts samples of class i predicted as j.
     """
-    predicted = _as_classes(preds, targets)
+    predicted = _as_classes(preds, targets, num_classes)
     check_hard_labels("targets", targets, num_classes)
     check_hard_labels("preds", predicted, num_classes)
     flat = targets.cpu() * num_classes + predicted.cpu()
@@ -93,7 +106,7 @@ def nsd(classwise_acc: Tensor, correction: int = 1) -> float:
     Returns:
         NSD >= 0, or NaN when every class has accuracy 0 (the ratio is undefined).
     """
-    if correction not in (0, 1):
+    if isinstance(correction, bool) or correction not in (0, 1):
         raise ValueError(f"correction must be 0 or 1, got {correction}")
     present = _present(classwise_acc).double()
     if present.numel() <= correction:
@@ -105,14 +118,19 @@ def nsd(classwise_acc: Tensor, correction: int = 1) -> float:
     return float(present.std(correction=correction) / mean)
 
 
-def _as_classes(preds: Tensor, targets: Tensor) -> Tensor:
+def _as_classes(preds: Tensor, targets: Tensor, num_classes: int | None) -> Tensor:
+    """int64 (N,) predicted classes of ``preds``, on ``targets``' device."""
     check_tensor("preds", preds)
     check_tensor("targets", targets)
     if targets.dtype != torch.int64 or targets.ndim != 1:
         raise TypeError(f"targets must be a 1-D int64 tensor, got dtype {targets.dtype} and "
                         f"shape {tuple(targets.shape)}")
     if preds.is_floating_point():
-        check_ndim("preds", preds, (2,))
+        # The argmax of NaN scores is meaningless: report them instead of counting garbage.
+        check_logits("preds", preds, (2,))
+        if num_classes is not None and preds.shape[1] != num_classes:
+            raise ValueError(f"preds scores must have num_classes={num_classes} columns, got "
+                             f"shape {tuple(preds.shape)}")
         preds = preds.argmax(dim=1)
     elif preds.dtype != torch.int64:
         raise TypeError(f"preds must be int64 classes or float scores, got {preds.dtype}")
@@ -125,7 +143,14 @@ def _as_classes(preds: Tensor, targets: Tensor) -> Tensor:
 def _present(classwise_acc: Tensor) -> Tensor:
     check_tensor("classwise_acc", classwise_acc)
     check_ndim("classwise_acc", classwise_acc, (1,))
+    if not classwise_acc.is_floating_point():
+        raise TypeError(f"classwise_acc must be a floating-point tensor (NaN marks an absent "
+                        f"class), got {classwise_acc.dtype}")
     present = classwise_acc[~torch.isnan(classwise_acc)]
     if present.numel() == 0:
         raise ValueError("classwise_acc has no class with samples (all NaN or empty)")
+    check_finite("classwise_acc (its non-NaN entries)", present)
+    if float(present.min()) < 0 or float(present.max()) > 1:
+        raise ValueError(f"classwise_acc must hold accuracies in [0, 1] (or NaN), got values in "
+                         f"[{float(present.min()):.4g}, {float(present.max()):.4g}]")
     return present

@@ -51,6 +51,7 @@ from .._checks import (
     check_choice,
     check_finite,
     check_hard_labels,
+    check_ignore_index,
     check_positive_int,
     check_tensor,
 )
@@ -267,7 +268,7 @@ class SegmentationMetrics:
     def __init__(self, num_classes: int, ignore_index: int | None = None,
                  q: float = 5.0) -> None:
         self.num_classes = check_positive_int("num_classes", num_classes)
-        self.ignore_index = _check_ignore_index(ignore_index, num_classes)
+        self.ignore_index = check_ignore_index(ignore_index, num_classes)
         self.q = _check_q(q)
         self._tp: list[Tensor] = []
         self._fp: list[Tensor] = []
@@ -328,7 +329,7 @@ def _segmentation_update(pred: Tensor, target: Tensor, num_classes: int,
                          ignore_index: int | None, keep: Tensor | None) -> Counts:
     """int64 (B, C) TP, FP, FN of one batch, after checking every argument."""
     check_positive_int("num_classes", num_classes)
-    ignore_index = _check_ignore_index(ignore_index, num_classes)
+    ignore_index = check_ignore_index(ignore_index, num_classes)
     classes = _as_class_map(pred, target, num_classes)
     check_hard_labels("target", target, num_classes, ignore_index)
     mask = _kept_pixels(target, ignore_index, keep)
@@ -395,17 +396,6 @@ def _kept_pixels(target: Tensor, ignore_index: int | None,
         kept = target != ignore_index
         mask = kept if mask is None else mask & kept
     return mask
-
-
-def _check_ignore_index(ignore_index: object, num_classes: int) -> int | None:
-    if ignore_index is None:
-        return None
-    if isinstance(ignore_index, bool) or not isinstance(ignore_index, int):
-        raise TypeError(f"ignore_index must be an int or None, got {type(ignore_index).__name__}")
-    if 0 <= ignore_index < num_classes:
-        raise ValueError(f"ignore_index must lie outside the class range [0, {num_classes}) "
-                         f"(e.g. 255 or -1), got {ignore_index}")
-    return ignore_index
 
 
 def _check_q(q: object) -> float:

@@ -110,19 +110,20 @@ def check_probabilities(name: str, value: object, *, allow_partial: bool = False
     return probs
 
 
-def check_unit_interval(name: str, value: object) -> Tensor:
-    """Require a float tensor with every entry finite and in [0, 1] (images, in pixel space).
+def check_images(name: str, value: object) -> Tensor:
+    """Require float (N, C, H, W) images, every entry finite and in [0, 1] (pixel space).
 
     The finiteness test comes first: ``min()`` and ``max()`` of a tensor holding NaN are NaN,
     which passes both bound comparisons.
     """
     tensor = check_float(name, value)
+    check_ndim(name, tensor, (4,))
     check_finite(name, tensor)
     if tensor.numel():
         low, high = float(tensor.min()), float(tensor.max())
         if low < 0.0 or high > 1.0:
-            raise ValueError(f"{name} must hold values in [0, 1] (images in pixel space; models "
-                             f"normalise internally), got values in [{low:.4g}, {high:.4g}]")
+            raise ValueError(f"{name} must hold images in [0, 1] (models normalise "
+                             f"internally), got values in [{low:.4g}, {high:.4g}]")
     return tensor
 
 

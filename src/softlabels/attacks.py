@@ -6,7 +6,13 @@ epsilon is in pixel units (8/255 on CIFAR-10, 0.3 on MNIST). Every attack:
 * puts the model in eval mode while it runs and restores its mode afterwards;
 * differentiates only with respect to the input (``torch.autograd.grad``), so no gradient
   ever lands in the model's parameters' ``.grad``;
-* returns a detached tensor inside the epsilon ball around ``x`` and inside [0, 1].
+* returns a detached tensor inside the epsilon ball around ``x`` and inside [0, 1];
+* runs in the dtype of the model's parameters (a float16 or float64 ``x`` for a float32
+  model is converted for the forward passes) and returns the dtype of ``x``;
+* checks everything it is given before the first gradient step, including the model's
+  logits on ``x``: ``y`` must lie in [0, K) for a K-class model.
+
+``eps = 0`` is valid and returns ``x`` unchanged (after the checks).
 
 Losses the attacker maximises (summed over the batch, so each image's step does not depend on
 the batch size):
@@ -30,7 +36,16 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ._checks import check_choice, check_float, check_ndim, check_positive_int
+from ._checks import (
+    check_bool,
+    check_choice,
+    check_finite,
+    check_hard_labels,
+    check_images,
+    check_number,
+    check_positive_int,
+    check_tensor,
+)
 from .labels import validate
 from .metrics import classwise_accuracy, nsd, worst_class_accuracy
 from .runtime import resolve_device
@@ -63,7 +78,7 @@ def fgsm(model: nn.Module, x: Tensor, y: Tensor, eps: float, *, loss: str = "ce"
         model: maps (B, C, H, W) in [0, 1] to (B, K) logits.
         x: float (B, C, H, W) clean images in [0, 1].
         y: int64 (B,) true labels.
-        eps: L-inf radius >= 0.
+        eps: L-inf radius >= 0 (0 returns ``x`` unchanged).
         loss: see :data:`ATTACK_LOSSES`.
         target_probs: float (B, K) soft target, required for ``loss="kl"``.
         confidence: the CW margin's confidence.
@@ -84,9 +99,9 @@ def pgd(model: nn.Module, x: Tensor, y: Tensor, eps: float, alpha: float, steps:
     Args:
         model: maps (B, C, H, W) in [0, 1] to (B, K) logits.
         x: float (B, C, H, W) clean images in [0, 1].
-        y: int64 (B,) true labels (used by ``"ce"`` and ``"cw"``).
-        eps: radius >= 0 (L-inf: per pixel; L2: per image).
-        alpha: step size > 0.
+        y: int64 (B,) true labels in [0, K) (used by ``"ce"`` and ``"cw"``).
+        eps: radius >= 0 (L-inf: per pixel; L2: per image); 0 returns ``x`` unchanged.
+        alpha: step size > 0 (may be 0 when ``eps`` is 0).
         steps: number of steps >= 1.
         random_start: ``True`` or ``"uniform"`` (uniform in the ball, Madry et al.),
             ``"normal"`` (``x + 0.001 * N(0, I)``, TRADES/RSLAD), ``False`` or ``"none"``.
@@ -98,12 +113,14 @@ def pgd(model: nn.Module, x: Tensor, y: Tensor, eps: float, alpha: float, steps:
             same start on every device); ``None`` uses the global RNG on ``x``'s device.
 
     Returns:
-        float (B, C, H, W) adversarial images in [0, 1], detached, with
-        ``||x_adv - x|| <= eps`` in ``norm``.
+        float (B, C, H, W) adversarial images in [0, 1] in the dtype of ``x``, detached, with
+        ``||x_adv - x|| <= eps`` in ``norm`` (up to the rounding of that dtype).
 
     Raises:
-        ValueError: ``eps < 0``, ``alpha <= 0``, ``steps < 1``, inputs outside [0, 1],
-            mismatched shapes, ``loss="kl"`` without ``target_probs``.
+        ValueError: ``eps < 0``, ``alpha <= 0``, ``steps < 1``, inputs outside [0, 1] or not
+            finite, labels outside [0, K), mismatched shapes, ``loss="kl"`` without
+            ``target_probs``, a model whose logits are not a finite (B, K) tensor.
+        TypeError: a non-tensor, integer images or labels of another dtype than int64.
 
     Example:
         >>> model = nn.Sequential(nn.Flatten(), nn.Linear(4, 2))
@@ -116,23 +133,39 @@ def pgd(model: nn.Module, x: Tensor, y: Tensor, eps: float, alpha: float, steps:
     check_choice("loss", loss, ATTACK_LOSSES)
     check_choice("norm", norm, NORMS)
     start = _start_kind(random_start)
+    confidence = check_number("confidence", confidence)
+    if generator is not None and not isinstance(generator, torch.Generator):
+        raise TypeError(f"generator must be a torch.Generator or None, got "
+                        f"{type(generator).__name__}")
     if loss == "kl":
         if target_probs is None:
             raise ValueError('loss="kl" needs target_probs (the soft target to move away from)')
         validate(target_probs, name="target_probs")
-        if target_probs.shape[0] != x.shape[0]:
-            raise ValueError(f"target_probs has {target_probs.shape[0]} rows but x has "
-                             f"{x.shape[0]} images")
+        if target_probs.ndim != 2 or target_probs.shape[0] != x.shape[0]:
+            raise ValueError(f"target_probs must be (B, K) with B = {x.shape[0]} images, got "
+                             f"shape {tuple(target_probs.shape)}")
+    clean = x.detach().to(_model_dtype(model, x))
+    if target_probs is not None:
+        target_probs = target_probs.detach().to(clean.dtype)
     objective = partial(_attack_loss, loss, y=y, target_probs=target_probs,
                         confidence=confidence)
-    x = x.detach()
     with _eval_mode(model):
-        adv = _random_start(x, eps, start, norm, generator)
-        for _ in range(steps):
+        if eps == 0:
+            with torch.no_grad():
+                _check_logits_of(model(clean), y, target_probs)
+            return x.detach().clone()
+        adv = _random_start(clean, eps, start, norm, generator)
+        for step in range(steps):
             adv.requires_grad_(True)
-            (grad,) = torch.autograd.grad(objective(model(adv)), adv)
-            adv = _project(x, _ascend(adv.detach(), grad, alpha, norm), eps, norm)
-    return adv.detach()
+            logits = model(adv)
+            if step == 0:  # checked on the first step's forward: no extra pass
+                _check_logits_of(logits, y, target_probs)
+            (grad,) = torch.autograd.grad(objective(logits), adv)
+            adv = _project(clean, _ascend(adv.detach(), grad, alpha, norm), eps, norm)
+    if not bool(torch.isfinite(adv).all()):
+        raise ValueError("the attack produced non-finite images: the model's gradient with "
+                         "respect to x is not finite")
+    return adv.detach().to(x.dtype)
 
 
 @dataclass
@@ -166,7 +199,17 @@ def standard_attacks(eps: float, *, pgd_steps: int = 20, alpha: float | None = N
     ``clean`` (no attack, ``None``), ``fgsm`` (one ``eps`` step), ``pgd{N}`` (``N`` steps of
     ``alpha``, default ``eps / 4``, random start) and ``cw`` (PGD on the CW margin); with
     ``include_autoattack``, ``autoattack`` (standard version, through torchattacks).
+    ``eps = 0`` is valid: every attack then returns its input (a sanity baseline equal to
+    ``clean``). Every argument is checked here, before any attack runs.
     """
+    _check_radius(eps)
+    check_positive_int("pgd_steps", pgd_steps)
+    if alpha is not None:
+        _check_step(alpha, eps)
+    check_number("cw_confidence", cw_confidence)
+    if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
+        raise ValueError(f"seed must be an int >= 0, got {seed!r}")
+    check_bool("include_autoattack", include_autoattack)
     step = alpha if alpha is not None else eps / 4
     generator = torch.Generator().manual_seed(seed)
 
@@ -220,37 +263,58 @@ def robust_evaluate(model: nn.Module, images: Tensor, labels: Tensor,
 
     Args:
         model: maps (B, C, H, W) in [0, 1] to (B, K) logits.
-        images: float (N, C, H, W) in [0, 1].
+        images: float (N, C, H, W) in [0, 1], N >= 1 (converted to the model's dtype).
         labels: int64 (N,) in [0, K).
         attacks: ``{name: attack(model, x, y) -> x_adv}``; ``None`` scores the clean images
             (see :func:`standard_attacks`).
-        num_classes: K; read from the model's output when omitted.
+        num_classes: K; read from the model's output when omitted, checked against it when
+            given.
         batch_size: images per attack batch.
         device: where to run; the model's mode is restored afterwards.
 
     Returns:
         ``{name: RobustResult}`` in the order of ``attacks``.
+
+    Every argument, and the model's output on the first image, is checked before any attack
+    runs, so a bad label fails in a second rather than after the attacks.
     """
-    check_float("images", images)
-    check_ndim("images", images, (4,))
-    check_positive_int("batch_size", batch_size)
+    check_images("images", images)
+    if images.shape[0] == 0:
+        raise ValueError("images must hold at least one image, got shape "
+                         f"{tuple(images.shape)}")
+    check_tensor("labels", labels)
     if labels.dtype != torch.int64 or labels.shape != images.shape[:1]:
         raise ValueError(f"labels must be int64 with one label per image, got {labels.dtype} "
                          f"{tuple(labels.shape)}")
+    check_positive_int("batch_size", batch_size)
+    if not isinstance(attacks, Mapping):
+        raise TypeError(f"attacks must be a mapping of name -> attack or None, got "
+                        f"{type(attacks).__name__}")
+    for name, attack in attacks.items():
+        if attack is not None and not callable(attack):
+            raise TypeError(f"attacks[{name!r}] must be callable or None, got "
+                            f"{type(attack).__name__}")
     target = resolve_device(device)
     model.to(target)
+    dtype = _model_dtype(model, images)
+    with _eval_mode(model), torch.no_grad():
+        logits = model(images[:1].to(target, dtype))
+    _check_logits_of(logits, labels[:1].to(target), None)
+    width = int(logits.shape[1])
+    if num_classes is None:
+        num_classes = width
+    elif check_positive_int("num_classes", num_classes) != width:
+        raise ValueError(f"num_classes={num_classes} but the model outputs {width} logits")
+    check_hard_labels("labels", labels, num_classes)
     predictions: dict[str, list[Tensor]] = {name: [] for name in attacks}
     with _eval_mode(model):
         for start in range(0, images.shape[0], batch_size):
-            x = images[start:start + batch_size].to(target)
+            x = images[start:start + batch_size].to(target, dtype)
             y = labels[start:start + batch_size].to(target)
             for name, attack in attacks.items():
                 adv = x if attack is None else attack(model, x, y)
                 with torch.no_grad():
-                    predictions[name].append(model(adv).argmax(1).cpu())
-            if num_classes is None:
-                with torch.no_grad():
-                    num_classes = int(model(x[:1]).shape[1])
+                    predictions[name].append(model(adv.to(dtype)).argmax(1).cpu())
     results = {}
     for name, parts in predictions.items():
         predicted = torch.cat(parts)
@@ -275,21 +339,54 @@ def _eval_mode(model: nn.Module) -> Iterator[None]:
 
 
 def _check_attack_input(x: Tensor, y: Tensor, eps: float, alpha: float, steps: int) -> None:
-    check_float("x", x)
-    check_ndim("x", x, (4,))
+    check_images("x", x)
     if not isinstance(y, Tensor) or y.dtype != torch.int64 or y.shape != x.shape[:1]:
         raise ValueError(f"y must be int64 (B,) with B = {x.shape[0]}, got "
                          f"{getattr(y, 'dtype', type(y).__name__)} "
                          f"{tuple(getattr(y, 'shape', ()))}")
-    if not (isinstance(eps, int | float) and math.isfinite(eps) and eps >= 0):
-        raise ValueError(f"eps must be a finite number >= 0, got {eps!r}")
-    if not (isinstance(alpha, int | float) and math.isfinite(alpha) and alpha > 0):
-        raise ValueError(f"alpha (the step size) must be > 0, got {alpha!r}")
+    _check_radius(eps)
+    _check_step(alpha, eps)
     if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
         raise ValueError(f"steps must be an int >= 1, got {steps!r}")
-    if x.numel() and (float(x.min()) < 0.0 or float(x.max()) > 1.0):
-        raise ValueError(f"x must hold images in [0, 1] (models normalise internally), got "
-                         f"values in [{float(x.min()):.4g}, {float(x.max()):.4g}]")
+
+
+def _check_radius(eps: object) -> None:
+    if isinstance(eps, bool) or not (isinstance(eps, int | float) and math.isfinite(eps)
+                                     and eps >= 0):
+        raise ValueError(f"eps must be a finite number >= 0, got {eps!r}")
+
+
+def _check_step(alpha: object, eps: float) -> None:
+    # With eps = 0 every step is projected back onto x, so a zero step (eps / 4) is harmless.
+    smallest_ok = 0 if eps == 0 else None
+    if isinstance(alpha, bool) or not (
+        isinstance(alpha, int | float) and math.isfinite(alpha)
+        and (alpha > 0 or alpha == smallest_ok)
+    ):
+        raise ValueError(f"alpha (the step size) must be a finite number > 0, got {alpha!r}")
+
+
+def _model_dtype(model: nn.Module, like: Tensor) -> torch.dtype:
+    """The floating dtype of the model's first floating parameter or buffer, else ``like``'s."""
+    for tensor in (*model.parameters(), *model.buffers()):
+        if tensor.is_floating_point():
+            return tensor.dtype
+    return like.dtype
+
+
+def _check_logits_of(logits: object, y: Tensor, target_probs: Tensor | None) -> None:
+    """The model's output on the batch must be finite float (B, K) logits fitting y."""
+    if not isinstance(logits, Tensor) or not logits.is_floating_point() or logits.ndim != 2 or (
+        logits.shape[0] != y.shape[0] or logits.shape[1] < 1
+    ):
+        shape = tuple(logits.shape) if isinstance(logits, Tensor) else type(logits).__name__
+        raise ValueError(f"model must map x (B, C, H, W) to float logits (B, K) with B = "
+                         f"{y.shape[0]}, got {shape}")
+    check_finite("model(x) (the logits)", logits)
+    check_hard_labels("y", y, int(logits.shape[1]))
+    if target_probs is not None and target_probs.shape != logits.shape:
+        raise ValueError(f"target_probs must have the shape of the model's logits "
+                         f"{tuple(logits.shape)}, got {tuple(target_probs.shape)}")
 
 
 def _start_kind(random_start: bool | str) -> str:

@@ -2,9 +2,23 @@
 
 A store holds the dataset positions of the labelled images, their soft labels and where the
 labels came from. On disk it is one safetensors file (no pickle, so loading never runs code)
-whose safetensors metadata carries a JSON header with the format version, storage mode,
-provenance and a SHA-256 of the tensor bytes; a truncated, corrupt or foreign file raises
-``ValueError`` on load.
+whose safetensors metadata carries a JSON header with the format version, storage mode, class
+count, provenance and a SHA-256; a truncated, corrupt or foreign file raises ``ValueError`` on
+load.
+
+Format versions:
+
+* 2 (written now): the SHA-256 covers the whole header (everything but the checksum itself,
+  as canonical JSON), the dtype and shape of every tensor and the tensor bytes, so a changed
+  provenance or class count is detected like a changed label.
+* 1 (read for old files): the SHA-256 covers only the tensor bytes. Such a file still loads,
+  with an :class:`UnverifiedHeaderWarning` saying that its header is not verified; saving the
+  loaded store again writes version 2.
+
+A checksum detects damage, not a deliberate forgery (anyone can recompute it), so the tensors
+are also checked against the header and the data contracts on every load: the class count
+against the label width, top-k class indices in [0, C) and distinct within a row, shapes and
+dtypes per mode, and the labels themselves through the constructor.
 
 Storage modes, for N images and C classes (bytes per image of the labels, excluding the
 8-byte dataset index):
@@ -25,26 +39,29 @@ from __future__ import annotations
 import json
 import math
 import os
-import struct
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-import safetensors.torch
 import torch
 from torch import Tensor
 
-from . import __version__
-from ._checks import check_choice, check_positive, check_positive_int, check_tensor
-from ._io import atomic_write, tensor_digest
+from . import _store_format as _format
+from ._checks import check_choice, check_indices, check_positive, check_positive_int, check_tensor
+from ._io import atomic_write
+from ._store_format import UnverifiedHeaderWarning
 from .labels import validate
 
-__all__ = ["STORAGE_MODES", "EncodingReport", "LabelMetadata", "LabelStore"]
+__all__ = [
+    "STORAGE_MODES",
+    "EncodingReport",
+    "LabelMetadata",
+    "LabelStore",
+    "UnverifiedHeaderWarning",
+]
 
 STORAGE_MODES = ("fp32", "fp16", "topk")
-_FORMAT = "softlabels.label_store"
-_FORMAT_VERSION = 1
-_HEADER_KEY = "softlabels"
 
 
 @dataclass(frozen=True)
@@ -70,6 +87,12 @@ class LabelMetadata:
     extra: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
+        if not isinstance(self.source, str):
+            raise TypeError(f"source must be a str, got {type(self.source).__name__}")
+        for name in ("dataset", "split"):
+            value = getattr(self, name)
+            if value is not None and not isinstance(value, str):
+                raise TypeError(f"{name} must be a str or None, got {type(value).__name__}")
         if self.expert_epoch is not None and (
             isinstance(self.expert_epoch, bool) or not isinstance(self.expert_epoch, int)
             or self.expert_epoch < 0
@@ -77,11 +100,22 @@ class LabelMetadata:
             raise ValueError(f"expert_epoch must be an int >= 0 or None, got {self.expert_epoch!r}")
         if self.temperature is not None:
             check_positive("temperature", self.temperature)
+        # A bare string is a sequence too: tuple("abc") would be three class names.
+        if isinstance(self.class_names, str | bytes) or not isinstance(self.class_names,
+                                                                         Sequence):
+            raise TypeError(f"class_names must be a sequence of names, got "
+                            f"{type(self.class_names).__name__}")
         object.__setattr__(self, "class_names", tuple(str(n) for n in self.class_names))
+        if not isinstance(self.extra, dict):
+            raise TypeError(f"extra must be a dict, got {type(self.extra).__name__}")
         try:
-            json.dumps(self.extra)
-        except TypeError as err:
+            text = json.dumps(self.extra, allow_nan=False)
+        except (TypeError, ValueError) as err:
             raise TypeError(f"extra must be JSON-serialisable: {err}") from err
+        # What is saved must be what is loaded: int keys become strings, tuples lists.
+        if json.loads(text) != self.extra:
+            raise TypeError("extra must survive a JSON round trip unchanged (string keys, lists "
+                            f"rather than tuples), got {self.extra!r}")
 
 
 @dataclass(frozen=True)
@@ -177,13 +211,13 @@ class LabelStore:
         """Look up labels by dataset index.
 
         Args:
-            indices: int64 (K,) dataset positions, each present in the store.
+            indices: integer (K,) dataset positions (a tensor or a list of ints), each present
+                in the store. Floats are refused, not truncated.
 
         Returns:
             float32 (K, C).
         """
-        check_tensor("indices", indices)
-        wanted = indices.cpu().long()
+        wanted = check_indices("indices", indices).cpu()
         if len(self) == 0:
             if wanted.numel():
                 raise ValueError("indices not in the store: the store is empty")
@@ -212,19 +246,10 @@ class LabelStore:
             k: classes kept per image, required for ``"topk"`` (1 <= k <= C).
         """
         tensors = self._encode(mode, k)
-        header = {
-            "format": _FORMAT,
-            "format_version": _FORMAT_VERSION,
-            "softlabels_version": __version__,
-            "mode": mode,
-            "k": k,
-            "num_images": len(self),
-            "num_classes": self.num_classes,
-            "sha256": tensor_digest(tensors),
-            "metadata": asdict(self.metadata),
-        }
-        atomic_write(path, lambda tmp: safetensors.torch.save_file(
-            tensors, str(tmp), metadata={_HEADER_KEY: json.dumps(header)}))
+        header = _format.make_header(tensors, mode=mode, k=k, num_images=len(self),
+                                     num_classes=self.num_classes,
+                                     metadata=asdict(self.metadata))
+        atomic_write(path, lambda tmp: _format.write(tmp, tensors, header))
         report = self._report(mode, k, tensors)
         return EncodingReport(**{**asdict(report), "file_bytes": Path(path).stat().st_size})
 
@@ -234,30 +259,27 @@ class LabelStore:
 
         Raises:
             FileNotFoundError: no file at ``path``.
-            ValueError: the file is truncated, corrupt, not safetensors, or not a label store.
+            ValueError: the file is truncated, corrupt, not safetensors, not a label store, or
+                its tensors contradict its header or the label contracts.
+
+        Warns:
+            UnverifiedHeaderWarning: a format-version-1 file, whose checksum does not cover
+                its header (see the module docstring).
         """
         target = Path(path)
         if not target.is_file():
             raise FileNotFoundError(f"label store {str(target)!r} does not exist")
-        data = target.read_bytes()
-        header = _read_header(target, data)
+        what = f"label store {str(target)!r}"
+        header, tensors, labels = _format.read(target, what)
+        raw = header.get("metadata")
+        if not isinstance(raw, dict):
+            raise ValueError(f"{what} is corrupt: its metadata is not a JSON object")
         try:
-            tensors = safetensors.torch.load(data)
-        except Exception as err:  # safetensors raises its own error type for bad files
-            raise ValueError(f"label store {str(target)!r} is corrupt: {err}") from err
-        if tensor_digest(tensors) != header.get("sha256"):
-            raise ValueError(
-                f"label store {str(target)!r} is corrupt: its tensor bytes do not match the "
-                "checksum in its header"
-            )
-        labels = _decode(tensors, header, target)
-        raw = dict(header.get("metadata") or {})
-        raw["class_names"] = tuple(raw.get("class_names") or ())
-        try:
-            metadata = LabelMetadata(**raw)
-        except TypeError as err:
-            raise ValueError(f"label store {str(target)!r} has unknown metadata: {err}") from err
-        return cls(tensors["indices"], labels, metadata)
+            metadata = LabelMetadata(**{**raw, "class_names": raw.get("class_names") or ()})
+            return cls(tensors["indices"], labels, metadata)
+        except (TypeError, ValueError) as err:
+            raise ValueError(f"{what} is corrupt or was written by another program: {err}"
+                             ) from err
 
     def _encode(self, mode: str, k: int | None) -> dict[str, Tensor]:
         check_choice("mode", mode, STORAGE_MODES)
@@ -271,7 +293,8 @@ class LabelStore:
                                  f"got {k}")
             values, classes = self.labels.topk(k, dim=1)
             tensors["values"] = values.half().contiguous()
-            tensors["classes"] = classes.to(_class_index_dtype(self.num_classes)).contiguous()
+            index_dtype = _format.class_index_dtype(self.num_classes)
+            tensors["classes"] = classes.to(index_dtype).contiguous()
         else:
             if k is not None:
                 raise ValueError(f"k applies only to mode='topk', got k={k} with mode={mode!r}")
@@ -280,7 +303,7 @@ class LabelStore:
         return tensors
 
     def _report(self, mode: str, k: int | None, tensors: dict[str, Tensor]) -> EncodingReport:
-        decoded = _dense(tensors, self.num_classes)
+        decoded = _format.dense(tensors, self.num_classes)
         error = (decoded - self.labels).abs()
         label_bytes = sum(_nbytes(t) for name, t in tensors.items() if name != "indices")
         n = len(self)
@@ -293,56 +316,5 @@ class LabelStore:
         )
 
 
-def _class_index_dtype(num_classes: int) -> torch.dtype:
-    if num_classes <= 256:
-        return torch.uint8
-    return torch.int16 if num_classes <= 32768 else torch.int32
-
-
 def _nbytes(tensor: Tensor) -> int:
     return tensor.numel() * tensor.element_size()
-
-
-def _dense(tensors: dict[str, Tensor], num_classes: int) -> Tensor:
-    """Rebuild float32 (N, C) labels from stored tensors."""
-    values = tensors["values"].float()
-    if "classes" not in tensors:
-        return values
-    dense = torch.zeros(values.shape[0], num_classes)
-    return dense.scatter(1, tensors["classes"].long(), values)
-
-
-def _read_header(path: Path, data: bytes) -> dict[str, Any]:
-    """Parse the safetensors JSON header and return our own header from its metadata."""
-    what = f"label store {str(path)!r}"
-    if len(data) < 8:
-        raise ValueError(f"{what} is truncated or not a safetensors file ({len(data)} bytes)")
-    (length,) = struct.unpack("<Q", data[:8])
-    if length > len(data) - 8:
-        raise ValueError(f"{what} is truncated or not a safetensors file (header of {length} "
-                         f"bytes announced, {len(data) - 8} present)")
-    try:
-        outer = json.loads(data[8 : 8 + length])
-        header = json.loads(outer["__metadata__"][_HEADER_KEY])
-    except (UnicodeDecodeError, json.JSONDecodeError, KeyError, TypeError) as err:
-        raise ValueError(f"{what} is not a softlabels label store (no valid "
-                         f"'{_HEADER_KEY}' header)") from err
-    if not isinstance(header, dict) or header.get("format") != _FORMAT:
-        raise ValueError(f"{what} is not a softlabels label store")
-    if header.get("format_version") != _FORMAT_VERSION:
-        raise ValueError(f"{what} has format version {header.get('format_version')}; this "
-                         f"softlabels reads version {_FORMAT_VERSION}")
-    return header
-
-
-def _decode(tensors: dict[str, Tensor], header: dict[str, Any], path: Path) -> Tensor:
-    mode = header.get("mode")
-    expected = {"fp32": {"indices", "values"}, "fp16": {"indices", "values"},
-                "topk": {"indices", "values", "classes"}}.get(str(mode))
-    if expected is None or set(tensors) != expected:
-        raise ValueError(f"label store {str(path)!r} is corrupt: mode {mode!r} with tensors "
-                         f"{sorted(tensors)}")
-    num_classes = header.get("num_classes")
-    if not isinstance(num_classes, int) or num_classes < 1:
-        raise ValueError(f"label store {str(path)!r} has an invalid class count {num_classes!r}")
-    return _dense(tensors, num_classes)

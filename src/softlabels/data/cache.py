@@ -4,16 +4,21 @@ Layout, one entry per (dataset, split, root) in the cache folder::
 
     <name>-<split>-<root digest>-<content key>.images.npy   (N, C, H, W) uint8 or float32
     <name>-<split>-<root digest>-<content key>.labels.npy   (N,) int64
-    <name>-<split>-<root digest>-<content key>.json         meta: shapes, CRC32s, class names,
-                                                            channel mean/std, source
+    <name>-<split>-<root digest>-<content key>.json         meta: shapes, SHA-256s, class
+                                                            names, channel mean/std, source
 
 * The content key hashes the cache format version, the dataset name, the split, the resolved
   root, anything else the source says changes the result (class order), and a fingerprint of
   the source files: their relative paths, sizes and modification times. Editing, adding,
   removing or renaming a file gives a new key; the entry of the old key is then deleted.
 * Every file is written atomically (temporary file + rename) and the meta last, so a reader
-  never sees a half-written entry. The meta holds a CRC32 of both arrays: a truncated or
-  altered entry is detected, logged, deleted and rebuilt, never returned.
+  never sees a half-written entry. The meta holds the SHA-256 of both arrays and a SHA-256 of
+  itself (class names and statistics included), and a served entry must also meet the data
+  contracts (labels in [0, C), float images finite and in [0, 1], one finite mean and std >= 0
+  per channel). A truncated, altered or impossible entry, or one whose ``.npy`` header numpy
+  cannot parse, is detected, logged, deleted and rebuilt, never returned.
+* A checksum detects damage and edits, not a deliberate forgery: whoever can write the cache
+  folder can write a consistent entry. Keep the folder as private as the data it caches.
 * Folder: the ``cache_dir`` argument; ``None`` means ``$SOFTLABELS_CACHE`` if set and non-empty,
   else ``~/.cache/softlabels``; ``False`` disables caching.
 """
@@ -24,9 +29,9 @@ import contextlib
 import hashlib
 import json
 import logging
+import math
 import os
 import re
-import zlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -38,7 +43,8 @@ from .sources.base import RawSplit
 
 logger = logging.getLogger(__name__)
 
-CACHE_FORMAT = 1
+# 2: SHA-256 of the arrays and of the meta (1 had CRC32s of the arrays only).
+CACHE_FORMAT = 2
 CACHE_ENV = "SOFTLABELS_CACHE"
 
 CacheDir = str | os.PathLike[str] | Literal[False] | None
@@ -87,8 +93,32 @@ def _slug(text: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.-]+", "_", text)[:40] or "_"
 
 
-def _crc(array: np.ndarray) -> int:
-    return zlib.crc32(memoryview(np.ascontiguousarray(array)).cast("B"))
+def _sha256(array: np.ndarray) -> str:
+    return hashlib.sha256(memoryview(np.ascontiguousarray(array)).cast("B")).hexdigest()
+
+
+def _meta_digest(meta: dict[str, Any]) -> str:
+    """SHA-256 of the meta without its own ``sha256`` field, as canonical JSON."""
+    body = {key: value for key, value in meta.items() if key != "sha256"}
+    return hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()
+
+
+def read_array(path: Path, spec: object) -> np.ndarray:
+    """The array at ``path`` if it matches ``spec`` (shape, dtype, SHA-256), else ``ValueError``.
+
+    numpy's header parser raises ``tokenize.TokenError`` or ``SyntaxError`` for some damaged
+    headers; every failure to parse becomes a ``ValueError`` so that the caller rebuilds.
+    """
+    try:
+        array = np.load(path, allow_pickle=False)
+    except OSError:
+        raise
+    except Exception as err:
+        raise ValueError(f"{path.name} is not a readable .npy file ({type(err).__name__}: "
+                         f"{err})") from err
+    if not isinstance(array, np.ndarray) or _spec(array) != spec:
+        raise ValueError(f"{path.name}: shape, dtype or checksum differs from the meta")
+    return array
 
 
 @dataclass(frozen=True)
@@ -148,19 +178,13 @@ class CacheEntry:
         if meta is None:
             return None
         try:
-            images = np.load(self.images_path, allow_pickle=False)
-            labels = np.load(self.labels_path, allow_pickle=False)
-            expected = meta["images"], meta["labels"]
-            for array, spec in zip((images, labels), expected, strict=True):
-                if (
-                    list(array.shape) != spec["shape"]
-                    or str(array.dtype) != spec["dtype"]
-                    or _crc(array) != spec["crc32"]
-                ):
-                    raise ValueError("shape, dtype or checksum differs from the meta")
-            raw = RawSplit(
-                images=images, labels=labels, class_names=tuple(meta["class_names"])
-            )
+            if meta.get("sha256") != _meta_digest(meta):
+                raise ValueError("the meta does not match its checksum")
+            images = read_array(self.images_path, meta["images"])
+            labels = read_array(self.labels_path, meta["labels"])
+            raw = RawSplit(images=images, labels=labels,
+                           class_names=_class_names(meta["class_names"]))
+            _check_contents(raw, meta)
         except (OSError, ValueError, TypeError, KeyError, EOFError) as err:
             self._discard(f"corrupt entry ({err})")
             return None
@@ -181,6 +205,9 @@ class CacheEntry:
             "class_names": list(raw.class_names),
             **extra_meta,
         }
+        # Through JSON first, so that the digest is of exactly what a reader will parse.
+        meta = json.loads(json.dumps(meta, default=str))
+        meta["sha256"] = _meta_digest(meta)
         write_json(self.meta_path, meta)
         self._remove_stale()
 
@@ -202,4 +229,33 @@ class CacheEntry:
 
 
 def _spec(array: np.ndarray) -> dict[str, Any]:
-    return {"shape": list(array.shape), "dtype": str(array.dtype), "crc32": _crc(array)}
+    return {"shape": list(array.shape), "dtype": str(array.dtype), "sha256": _sha256(array)}
+
+
+def _class_names(names: object) -> tuple[str, ...]:
+    if not isinstance(names, list) or not names or not all(isinstance(n, str) for n in names):
+        raise ValueError(f"class_names must be a non-empty list of strings, got {names!r}")
+    return tuple(names)
+
+
+def _check_contents(raw: RawSplit, meta: dict[str, Any]) -> None:
+    """Raise ``ValueError`` unless the entry meets the data contracts of a decoded split."""
+    num_classes = len(raw.class_names)
+    if raw.labels.size and (raw.labels.min() < 0 or raw.labels.max() >= num_classes):
+        raise ValueError(f"labels outside [0, {num_classes})")
+    if raw.images.dtype == np.float32 and raw.images.size and not (
+        np.isfinite(raw.images).all() and raw.images.min() >= 0 and raw.images.max() <= 1
+    ):
+        raise ValueError("float images not finite or outside [0, 1]")
+    channels = raw.images.shape[1]
+    for name in ("mean", "std"):
+        if name not in meta:
+            continue
+        values = meta[name]
+        if not isinstance(values, list) or len(values) != channels or not all(
+            isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v)
+            for v in values
+        ):
+            raise ValueError(f"{name} must be {channels} finite numbers, got {values!r}")
+        if name == "std" and min(values) < 0:
+            raise ValueError(f"std must be >= 0, got {values!r}")

@@ -59,7 +59,13 @@ class TrainConfig:
         check_range("weight_decay", self.weight_decay, 0.0, float("inf"))
         check_choice("schedule", self.schedule, SCHEDULES)
         check_range("gamma", self.gamma, 0.0, 1.0)
-        object.__setattr__(self, "milestones", tuple(int(m) for m in self.milestones))
+        if not isinstance(self.milestones, tuple | list) or not all(
+            isinstance(m, int) and not isinstance(m, bool) for m in self.milestones
+        ):
+            # int(2.7) would silently decay at epoch 2.
+            raise TypeError(f"milestones must be a sequence of int epochs, got "
+                            f"{self.milestones!r}")
+        object.__setattr__(self, "milestones", tuple(self.milestones))
         if len(set(self.milestones)) != len(self.milestones):
             raise ValueError(f"milestones must be distinct (a repeat decays twice), got "
                              f"{list(self.milestones)}")

@@ -290,7 +290,7 @@ def test_modules_match_function() -> None:
         (lambda y: y, {"p": 3}, ValueError, "p must be 1 or 2"),
         (lambda y: y, {"levels": {"pixel": 1.0}}, ValueError, "unknown keys"),
         (lambda y: y, {"levels": {"dataset": 0.0}}, ValueError, "at least one > 0"),
-        (lambda y: y, {"smooth": 0.0}, ValueError, "smooth must be > 0"),
+        (lambda y: y, {"smooth": -1.0}, ValueError, "smooth must be in"),
         (lambda y: y, {"mode": "binary"}, ValueError, "one channel"),
         (lambda y: y, {"active_classes": "some"}, ValueError, "active_classes must be"),
     ],

@@ -1,121 +1,187 @@
-"""Fused per-image, per-class sums for the metric losses with p = 1.
+"""Per-image, per-class cardinalities of the metric losses on the PyTorch path (any device).
 
 Autograd through ``softmax -> gather/scatter -> sums`` keeps several (B, C, N) tensors alive
-and walks them many times. These functions return the few (B, C) sums a metric loss needs and
-compute their gradient directly: for sums S_k = sum_i w_k(x_i, y_i) of the probabilities x, the
-gradient with respect to x is sum_k dL/dS_k * dw_k/dx, and the softmax backward
-``x * (g - <x, g>)`` is folded in. Only the probabilities (and the labels the caller already
-holds) are saved for backward.
+and walks them many times. For p = 1 the functions here return the few (B, C) sums a metric
+loss needs and compute their gradient directly: for sums S_k = sum_i w_k(x_i, y_i) of the
+probabilities x, the gradient with respect to x is sum_k dL/dS_k * dw_k/dx, and the softmax
+backward ``x * (g - <x, g>)`` is folded in. Only the probabilities (and the labels the caller
+already holds) are saved for backward. Cross-entropy can ride along (``with_ce``): it shares
+the softmax, and its gradient ``x - onehot`` folds into the same backward.
+
+No float atomics anywhere, so two calls give identical bits: per-label sums use
+``scatter_add`` on the CPU, where each row is summed in order by one thread, and a compare
+and a plain reduction elsewhere; the scatter in the backward writes one class per pixel.
 """
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, NamedTuple
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor
 from torch.autograd.function import FunctionCtx, once_differentiable
 
-__all__ = ["hard_sums", "soft_sums"]
+__all__ = ["Counts", "counts_from_sums", "hard_counts", "soft_counts"]
 
-ACTIVATIONS = ("softmax", "sigmoid", "none")
 _FACTOR_CHUNKS = 4
 
 
-def _activate(scores: Tensor, activation: str) -> Tensor:
-    if activation == "softmax":
-        return scores.softmax(dim=1)
-    if activation == "sigmoid":
-        return scores.sigmoid()
-    return scores
+class Counts(NamedTuple):
+    """tp, fp, fn and present, each (B, C); ce: (B,) cross-entropy summed over kept pixels."""
+
+    tp: Tensor
+    fp: Tensor
+    fn: Tensor
+    present: Tensor
+    ce: Tensor | None
 
 
-def _activation_backward(grad: Tensor, probs: Tensor, activation: str) -> Tensor:
-    """Turn d loss / d probs (B, C, N) into d loss / d scores, reusing ``grad``'s memory."""
+def counts_from_sums(variant: str, total: Tensor, y_total: Tensor, present: Tensor,
+                     ce: Tensor | None, *, hits: Tensor | None = None,
+                     prod: Tensor | None = None, dist: Tensor | None = None,
+                     excess: Tensor | None = None, shortfall: Tensor | None = None) -> Counts:
+    """tp/fp/fn from per-class sums (p = 1): ``hits`` for hard labels, else the variant's.
+
+    total = sum x, y_total = sum y, hits = sum of x on pixels labelled c, prod = sum x*y,
+    dist = sum |x - y|, excess / shortfall = sum relu(x - y) / relu(y - x); all over kept
+    pixels. With hard labels every variant has tp = hits.
+    """
+    if hits is not None:
+        tp = hits
+    elif variant == "jml1":
+        tp = (total + y_total - dist) / 2
+    elif variant == "jml2":
+        return Counts(prod, excess, shortfall, present, ce)
+    else:
+        tp = prod
+    return Counts(tp, total - tp, y_total - tp, present, ce)
+
+
+def activate(scores: Tensor, activation: str, dtype: torch.dtype) -> Tensor:
+    """Probabilities in ``dtype`` (half logits are not copied to float32 first)."""
     if activation == "softmax":
-        # x * (g - <x, g>) = x*g - x * sum_c(x*g), computed in place in three passes.
-        grad.mul_(probs)
-        return grad.addcmul_(probs, grad.sum(1, keepdim=True), value=-1)
+        return scores.softmax(dim=1, dtype=dtype)
     if activation == "sigmoid":
-        return grad.mul_(probs).mul_(1 - probs)
+        return scores.to(dtype).sigmoid()
+    return scores.to(dtype)
+
+
+def per_label_sum(values: Tensor, labels: Tensor, num_classes: int) -> Tensor:
+    """(B, C): sum of ``values`` (B, N) over the pixels of each label (B, N); differentiable."""
+    if values.device.type == "cpu":
+        zeros = values.new_zeros(values.shape[0], num_classes)
+        return zeros.scatter_add(1, labels, values)
+    # On a GPU scatter_add uses float atomics (run-to-run differences): compare and reduce.
+    classes = torch.arange(num_classes, device=labels.device).view(1, -1, 1)
+    return torch.where(labels.unsqueeze(1) == classes, values.unsqueeze(1), 0).sum(-1)
+
+
+def _log_probs_and_ce(scores: Tensor, target: Tensor, keep: Tensor | None, hard: bool,
+                      dtype: torch.dtype) -> tuple[Tensor, Tensor]:
+    """log softmax (B, C, N) and the cross-entropy summed over each image's kept pixels (B,)."""
+    logp = scores.log_softmax(dim=1, dtype=dtype)
+    per_pixel = (logp.gather(1, target.unsqueeze(1)).squeeze(1) if hard
+                 else (target * logp).sum(1))
+    if keep is not None:
+        per_pixel = per_pixel * keep
+    return logp, per_pixel.sum(-1).neg()
+
+
+def _softmax_backward(grad: Tensor, probs: Tensor, ce_scale: Tensor | None,
+                      target: Tensor | None) -> Tensor:
+    """x * (g - <x, g>) in place over ``grad``, plus the soft cross-entropy's c * (x s - y).
+
+    s = sum_c y; c = d loss / d ce per pixel ((B, 1, N) or (B, 1, 1)).
+    """
+    grad.mul_(probs)
+    inner = grad.sum(1, keepdim=True)
+    if ce_scale is not None:
+        inner = inner - ce_scale * target.sum(1, keepdim=True)
+    grad.addcmul_(probs, inner, value=-1)
+    if ce_scale is not None:
+        grad.addcmul_(target, ce_scale, value=-1)
     return grad
 
 
 class _HardSums(torch.autograd.Function):
-    """(T, X): T[b, c] = sum of kept x_ic over pixels labelled c; X[b, c] = sum of kept x_ic."""
+    """hits[b, c] (x on pixels labelled c), total[b, c] (x), count[b, c] and ce[b]."""
 
     @staticmethod
     def forward(ctx: FunctionCtx, scores: Tensor, labels: Tensor, keep: Tensor | None,
-                activation: str) -> tuple[Tensor, Tensor]:
-        probs = _activate(scores, activation)
-        ctx.save_for_backward(probs, labels, keep)
+                activation: str, with_ce: bool
+                ) -> tuple[Tensor, Tensor, Tensor, Tensor | None]:
+        dtype = torch.promote_types(scores.dtype, torch.float32)
+        ce = None
+        if with_ce:
+            logp, ce = _log_probs_and_ce(scores, labels, keep, True, dtype)
+            probs = logp.exp_()
+        else:
+            probs = activate(scores, activation, dtype)
+        num_classes = probs.shape[1]
         on_label = probs.gather(1, labels.unsqueeze(1)).squeeze(1)  # (B, N)
         if keep is not None:
             on_label = on_label * keep
             total = torch.bmm(probs, keep.unsqueeze(-1)).squeeze(-1)
         else:
             total = probs.sum(-1)
-        hits = probs.new_zeros(total.shape).scatter_add_(1, labels, on_label)
-        ctx.activation = activation
-        return hits, total
+        weight = keep if keep is not None else torch.ones_like(on_label)
+        hits = per_label_sum(on_label, labels, num_classes)
+        count = per_label_sum(weight, labels, num_classes)
+        ctx.mark_non_differentiable(count)
+        ctx.save_for_backward(probs, labels, keep)
+        ctx.activation, ctx.with_ce, ctx.dtype = activation, with_ce, scores.dtype
+        return hits, total, count, ce
 
     @staticmethod
     @once_differentiable
-    def backward(ctx: Any, grad_hits: Tensor, grad_total: Tensor
-                 ) -> tuple[Tensor, None, None, None]:
+    def backward(ctx: Any, grad_hits: Tensor, grad_total: Tensor, _grad_count: Tensor,
+                 grad_ce: Tensor | None) -> tuple[Tensor, None, None, None, None]:
         probs, labels, keep = ctx.saved_tensors
         # d loss / d x[b, c, i] = keep_i * g[b, c, i] with
         # g[b, c, i] = grad_total[b, c] + [labels_i = c] * grad_hits[b, c].
+        index = labels.unsqueeze(1)
         hit_grad = grad_hits.gather(1, labels).unsqueeze(1)  # (B, 1, N)
         if ctx.activation == "softmax":
             # Softmax backward x * (g - <x, g>), written over the saved probabilities x (the
             # function is once-differentiable, so nothing reads them again; a second backward
             # through a retained graph fails autograd's version check instead of going wrong).
-            # No (B, C, N) tensor is allocated in the backward at all.
             grad = probs
-            label_term = grad.gather(1, labels.unsqueeze(1)) * hit_grad  # x_iy * g_hits
+            label_term = grad.gather(1, index) * hit_grad  # x_iy * g_hits
             inner = torch.bmm(grad_total.unsqueeze(1), grad) + label_term  # <x, g>, (B, 1, N)
+            if ctx.with_ce and grad_ce is not None:
+                # Cross-entropy adds c * (x - onehot): -c inside the factor, -c at the label.
+                ce_grad = grad_ce.view(-1, 1, 1)
+                inner, label_term = inner - ce_grad, label_term - ce_grad
             # The factor (g_total - <x, g>) is (B, C, N); built a quarter of the pixels at a
             # time it costs a quarter of the memory, in four vectorised steps.
             step = max(1, -(-grad.shape[2] // _FACTOR_CHUNKS))
             for start in range(0, grad.shape[2], step):
                 window = slice(start, start + step)
                 grad[:, :, window].mul_(grad_total.unsqueeze(-1) - inner[:, :, window])
-            grad.scatter_add_(1, labels.unsqueeze(1), label_term)
+            grad.scatter_(1, index, grad.gather(1, index) + label_term)
         else:
             grad = grad_total.unsqueeze(-1).expand_as(probs).clone()
-            grad.scatter_add_(1, labels.unsqueeze(1), hit_grad)
-            grad = _activation_backward(grad, probs, ctx.activation)
+            grad.scatter_(1, index, grad.gather(1, index) + hit_grad)
         if keep is not None:
             grad.mul_(keep.unsqueeze(1))
-        return grad, None, None, None
-
-
-def hard_sums(scores: Tensor, labels: Tensor, keep: Tensor | None,
-              activation: str) -> tuple[Tensor, Tensor]:
-    """Per-image, per-class sums of the probabilities for hard labels.
-
-    Args:
-        scores: float (B, C, N) logits (or probabilities with ``activation="none"``).
-        labels: int64 (B, N) in [0, C); ignored pixels may hold any valid class.
-        keep: float (B, N) of 0/1, or None when every pixel counts.
-        activation: ``"softmax"``, ``"sigmoid"`` or ``"none"``.
-
-    Returns:
-        (hits, total), each (B, C): the kept probability mass on pixels labelled c, and the
-        kept probability mass of class c over all pixels.
-    """
-    return _HardSums.apply(scores, labels, keep, activation)
+        return grad.to(ctx.dtype), None, None, None, None
 
 
 class _SoftSums(torch.autograd.Function):
-    """Sums over kept pixels of x, x*y, |x - y|, relu(x - y) and relu(y - x)."""
+    """Sums over kept pixels of x, x*y, |x - y|, relu(x - y), relu(y - x); ce[b]."""
 
     @staticmethod
     def forward(ctx: FunctionCtx, scores: Tensor, target: Tensor, keep: Tensor | None,
-                activation: str, needed: tuple[bool, bool, bool, bool]
-                ) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
-        probs = _activate(scores, activation)
+                activation: str, needed: tuple[bool, bool, bool, bool], with_ce: bool
+                ) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor, Tensor | None]:
+        dtype = torch.promote_types(scores.dtype, torch.float32)
+        ce = None
+        if with_ce:
+            logp, ce = _log_probs_and_ce(scores, target, keep, False, dtype)
+            probs = logp.exp_()
+        else:
+            probs = activate(scores, activation, dtype)
         weight = keep.unsqueeze(1) if keep is not None else None
         want_t, want_d, want_p, want_n = needed
         kept = probs * weight if weight is not None else probs
@@ -131,13 +197,15 @@ class _SoftSums(torch.autograd.Function):
         excess = diff.clamp_min(0).sum(-1) if want_p else zeros
         shortfall = diff.clamp_max(0).sum(-1).neg() if want_n else zeros
         ctx.save_for_backward(probs, target, keep, diff)
-        ctx.activation, ctx.needed = activation, needed
-        return total, prod, dist, excess, shortfall
+        ctx.activation, ctx.needed, ctx.with_ce, ctx.dtype = (activation, needed, with_ce,
+                                                              scores.dtype)
+        return total, prod, dist, excess, shortfall, ce
 
     @staticmethod
     @once_differentiable
     def backward(ctx: Any, g_total: Tensor, g_prod: Tensor, g_dist: Tensor, g_excess: Tensor,
-                 g_short: Tensor) -> tuple[Tensor | None, Tensor | None, None, None, None]:
+                 g_short: Tensor, g_ce: Tensor | None
+                 ) -> tuple[Tensor | None, Tensor | None, None, None, None, None]:
         probs, target, keep, diff = ctx.saved_tensors
         want_t, want_d, want_p, want_n = ctx.needed
         target_grad = None
@@ -155,7 +223,7 @@ class _SoftSums(torch.autograd.Function):
             if keep is not None:
                 target_grad.mul_(keep.unsqueeze(1))
         if not ctx.needs_input_grad[0]:
-            return None, target_grad, None, None, None
+            return None, target_grad, None, None, None, None
         # Subgradients at x = y are 0, as autograd's abs and relu give, so that a loss
         # minimised at x = y has a zero gradient there.
         if want_d and not (want_t or want_p or want_n):
@@ -173,24 +241,86 @@ class _SoftSums(torch.autograd.Function):
                 grad.addcmul_(g_short.unsqueeze(-1), (diff < 0).to(probs.dtype), value=-1)
         if keep is not None:
             grad.mul_(keep.unsqueeze(1))
-        return _activation_backward(grad, probs, ctx.activation), target_grad, None, None, None
+        if ctx.activation == "softmax":
+            ce_scale = None
+            if ctx.with_ce and g_ce is not None:
+                ce_scale = g_ce.view(-1, 1, 1)
+                if keep is not None:
+                    ce_scale = ce_scale * keep.unsqueeze(1)
+            grad = _softmax_backward(grad, probs, ce_scale, target)
+        elif ctx.activation == "sigmoid":
+            grad.mul_(probs).mul_(1 - probs)
+        return grad.to(ctx.dtype), target_grad, None, None, None, None
 
 
-def soft_sums(scores: Tensor, target: Tensor, keep: Tensor | None, activation: str,
-              needed: tuple[bool, bool, bool, bool]
-              ) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
-    """Per-image, per-class sums of the probabilities x against a soft target y.
+def hard_counts(scores: Tensor, labels: Tensor, keep: Tensor | None, variant: str, p: int,
+                activation: str, with_ce: bool) -> Counts:
+    """Counts for hard labels.
 
     Args:
-        scores: float (B, C, N) logits (or probabilities with ``activation="none"``).
-        target: float (B, C, N) labels in [0, 1].
-        keep: float (B, N) of 0/1, or None.
-        activation: ``"softmax"``, ``"sigmoid"`` or ``"none"``.
-        needed: which of (sum x*y, sum |x - y|, sum relu(x - y), sum relu(y - x)) to
-            compute; the others are returned as zeros.
-
-    Returns:
-        (sum x, sum x*y, sum |x - y|, sum relu(x - y), sum relu(y - x)), each (B, C), over
-        kept pixels.
+        scores: float (B, C, N) logits (probabilities with ``activation="none"``).
+        labels: int64 (B, N) in [0, C); masked pixels may hold any valid class.
+        keep: float (B, N) of 0/1 in the compute dtype, or None when every pixel counts.
+        variant, p: as in ``jaccard_metric_loss``.
+        activation: ``"softmax"`` or ``"none"``.
+        with_ce: also return the summed cross-entropy (softmax only).
     """
-    return _SoftSums.apply(scores, target, keep, activation, needed)
+    num_classes = scores.shape[1]
+    if p == 1:
+        hits, total, count, ce = _HardSums.apply(scores, labels, keep, activation, with_ce)
+        return counts_from_sums(variant, total, count, count > 0, ce, hits=hits)
+    dtype = torch.promote_types(scores.dtype, torch.float32)
+    ce = _log_probs_and_ce(scores, labels, keep, True, dtype)[1] if with_ce else None
+    x = activate(scores, activation, dtype)
+    keep_f = keep if keep is not None else torch.ones_like(labels, dtype=dtype)
+    y_card = per_label_sum(keep_f, labels, num_classes)
+    true_prob = x.gather(1, labels.unsqueeze(1)).squeeze(1)  # (B, N): x at the label's class
+
+    def per_label(values: Tensor) -> Tensor:
+        return per_label_sum(values * keep_f, labels, num_classes)
+
+    # bmm sums over pixels without materialising x * keep.
+    x_card = torch.bmm(x.pow(p), keep_f.unsqueeze(-1)).squeeze(-1)
+    tp = per_label(true_prob)
+    if variant == "sjl":
+        return Counts(tp, x_card - tp, y_card - tp, y_card > 0, ce)
+    x_on_label = per_label(true_prob.pow(p))
+    miss_on_label = per_label((1 - true_prob).pow(p))
+    if variant == "jml2":
+        return Counts(tp, x_card - x_on_label, miss_on_label, y_card > 0, ce)
+    tp = (x_card + y_card - (x_card - x_on_label + miss_on_label)) / 2
+    return Counts(tp, x_card - tp, y_card - tp, y_card > 0, ce)
+
+
+def soft_counts(scores: Tensor, y: Tensor, keep: Tensor | None, variant: str, p: int,
+                threshold: float, activation: str, with_ce: bool) -> Counts:
+    """Counts for soft labels: scores and y (B, C, N) in the compute dtype, keep (B, N)."""
+    kept_y = y * keep.unsqueeze(1) if keep is not None else y
+    present = kept_y.amax(-1) > threshold
+    y_card = kept_y.sum(-1) if p == 1 else kept_y.pow(p).sum(-1)
+    # Learned labels differentiate the cross-entropy in y too: then it is computed apart.
+    fuse_ce = with_ce and p == 1 and not y.requires_grad
+    ce = _log_probs_and_ce(scores, y, keep, False, y.dtype)[1] if with_ce and not fuse_ce \
+        else None
+    if p == 1:
+        jml2 = variant == "jml2"
+        needed = (variant != "jml1", variant == "jml1", jml2, jml2)
+        total, prod, dist, excess, shortfall, fused = _SoftSums.apply(
+            scores, y, keep, activation, needed, fuse_ce)
+        return counts_from_sums(variant, total, y_card, present, fused if fuse_ce else ce,
+                                prod=prod, dist=dist, excess=excess, shortfall=shortfall)
+    x = activate(scores, activation, y.dtype)
+    if keep is not None:
+        x = x * keep.unsqueeze(1)
+
+    def card(values: Tensor) -> Tensor:
+        return values.pow(p).sum(-1)
+
+    if variant == "jml1":
+        x_card = card(x)
+        tp = (x_card + y_card - card((x - kept_y).abs())) / 2
+        return Counts(tp, x_card - tp, y_card - tp, present, ce)
+    tp = (x * kept_y).sum(-1)
+    if variant == "jml2":
+        return Counts(tp, card(F.relu(x - kept_y)), card(F.relu(kept_y - x)), present, ce)
+    return Counts(tp, card(x) - tp, y_card - tp, present, ce)

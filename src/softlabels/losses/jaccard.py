@@ -9,9 +9,9 @@ raised to the power p, and |.| the p-norm:
 - ``jml2``: tp = <x, y>, fp = |relu(x - y)|, fn = |relu(y - x)|, so fp + fn = |x - y|.
 
 score = (tp + smooth) / (tp + alpha fp + beta fn + smooth); loss = 1 - score (or -log score),
-raised to ``gamma``. alpha = beta = 1 is Jaccard, 0.5 is Dice, anything else Tversky. With
-hard labels and p = 1 the three variants coincide; JML1 and JML2 are zero iff x = y and are
-metrics on [0, 1]^n (Wang, Ning, Blaschko, NeurIPS 2023).
+raised to ``gamma``. alpha = beta = 1 is Jaccard, 0.5 is Dice, anything else
+Tversky. With hard labels and p = 1 the three variants coincide; JML1 and JML2 are zero iff
+x = y and are metrics on [0, 1]^n (Wang, Ning, Blaschko, NeurIPS 2023).
 
 Levels (refs: "Revisiting Evaluation Metrics for Semantic Segmentation"):
 
@@ -22,28 +22,44 @@ Levels (refs: "Revisiting Evaluation Metrics for Semantic Segmentation"):
   then over classes.
 
 Hard labels never become a one-hot tensor: <x, y> is a gather of the true class's probability
-and |y| a per-class pixel count.
+and |y| a per-class pixel count. On a GPU with triton installed, multiclass softmax losses with
+p = 1 run as two fused kernels (``_jaccard_triton``); everything else, and the CPU, takes the
+PyTorch path (``_cardinalities``). Neither synchronises with the host when ``validate=False``.
 """
 
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping, Sequence
+from typing import Any, cast
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor
 
-from .._checks import check_choice, check_finite, check_float, check_range, check_tensor
-from ._cardinalities import _activate, hard_sums, soft_sums
+from .._checks import check_finite, check_float
+from . import _jaccard_triton as triton_path
+from ._cardinalities import Counts, hard_counts, soft_counts
+from ._distributed import check_process_group
+from ._jaccard_checks import (
+    LEVELS,
+    MODES,
+    VARIANTS,
+    DeferredChecks,
+    MetricOptions,
+    binary_labels,
+    check_hard_shape,
+    class_weight_tensor,
+    hard_label_flag,
+    hard_label_report,
+    is_hard,
+    keep_mask,
+    level_weights,
+    probability_flag,
+    soft_label_flags,
+    soft_label_report,
+)
+from ._jaccard_reduce import reduce_levels
 
-__all__ = ["LEVELS", "MODES", "VARIANTS", "jaccard_metric_loss"]
-
-VARIANTS = ("jml1", "jml2", "sjl")
-MODES = ("multiclass", "binary", "multilabel")
-LEVELS = ("dataset", "image", "class")
-ACTIVE_CLASSES = ("present", "all")
-_SUM_TOLERANCE = 1e-3
+__all__ = ["LEVELS", "MODES", "VARIANTS", "ce_jaccard_metric_loss", "jaccard_metric_loss"]
 
 
 def jaccard_metric_loss(
@@ -58,13 +74,17 @@ def jaccard_metric_loss(
     alpha: float = 1.0,
     beta: float = 1.0,
     gamma: float = 1.0,
-    smooth: float = 1e-3,
+    smooth: float | tuple[float, float] = 1e-3,
     log_loss: bool = False,
     class_weights: Tensor | Sequence[float] | None = None,
     active_classes: str | None = None,
+    class_mean: str = "active",
     threshold: float = 0.01,
     ignore_index: int | None = None,
     keep: Tensor | None = None,
+    validate: bool = True,
+    sync_dist: bool = False,
+    backend: str = "auto",
 ) -> Tensor:
     """Jaccard metric loss (JML) and its Dice/Tversky relatives, for hard or soft labels.
 
@@ -84,17 +104,37 @@ def jaccard_metric_loss(
         alpha: weight of false positives (1 Jaccard, 0.5 Dice).
         beta: weight of false negatives.
         gamma: >= 1; the per-class loss is raised to this power (focuses on bad classes).
-        smooth: > 0 added to numerator and denominator.
+        smooth: >= 0 added to numerator and denominator, or a pair (numerator, denominator)
+            (MONAI's ``smooth_nr``, ``smooth_dr``). A zero term is replaced by a floor of
+            1e-7 under the denominator (and, with ``log_loss``, under the score), as in SMP,
+            so ``smooth=0`` (SMP's default) is safe: a class absent from both prediction and
+            label then scores 0 (loss 1, no gradient), where with ``smooth > 0`` it scores 1
+            (loss 0). Such a class is never active under ``active_classes="present"``.
         log_loss: use -log(score) instead of 1 - score.
-        class_weights: (C,) non-negative per-class weights multiplying each class's loss.
+        class_weights: (C,) non-negative per-class weights multiplying each class's loss; a
+            tensor on the logits' device avoids a copy per call.
         active_classes: ``"present"`` (a class counts where its label exceeds ``threshold``)
             or ``"all"``; default ``"present"`` for hard and ``"all"`` for soft labels. In
             binary mode with hard labels, "present" means an image without foreground adds
             nothing to the loss, so false positives there go unpunished; pass ``"all"`` to
             count them.
+        class_mean: ``"active"`` averages over the active classes; ``"all"`` divides their
+            sum by C, inactive classes adding 0 (the convention of segmentation_models_pytorch).
         threshold: label value above which a class is present.
         ignore_index: a hard-label value whose pixels are left out.
         keep: bool (B, *spatial), False for pixels to leave out (works for any label).
+        validate: check the values of labels, soft targets, probabilities and logits (NaN).
+            The checks run on the device beside the loss and are read back in one host
+            synchronisation per call (none in the backward). ``False`` skips them and makes
+            the call free of host synchronisations (CUDA graphs, ``torch.compile``); then a
+            label outside [0, C) is undefined behaviour (an indexing error, a device-side
+            assert, or a pixel silently dropped) and NaN logits give a NaN loss.
+        sync_dist: sum the per-class sums over the default process group, so that the loss
+            on every rank is the loss of the global batch and DDP's averaged gradients are
+            the single-process gradients of that batch (all levels). Every rank must call
+            the loss with the same C and options.
+        backend: ``"auto"`` (Triton kernels for multiclass softmax with p = 1 on a CUDA
+            device when triton is installed, else PyTorch), ``"torch"`` or ``"triton"``.
 
     Half-precision logits are accumulated in float32; the result has the logits' dtype.
 
@@ -103,283 +143,170 @@ def jaccard_metric_loss(
         gradient, never NaN.
 
     Note:
-        To save memory the hard-label backward writes the gradient over the probabilities it
-        saved, so a graph can be backpropagated once: a second ``backward`` through a graph
-        kept with ``retain_graph=True`` raises a RuntimeError; compute the loss again instead.
+        To save memory the PyTorch path's hard-label backward writes the gradient over the
+        probabilities it saved, so a graph can be backpropagated once: a second ``backward``
+        through a graph kept with ``retain_graph=True`` raises a RuntimeError; compute the
+        loss again instead.
     """
-    check_choice("variant", variant, VARIANTS)
-    check_choice("mode", mode, MODES)
-    if p not in (1, 2):
-        raise ValueError(f"p must be 1 or 2, got {p!r}")
-    weights = _level_weights(levels)
-    check_range("alpha", alpha, 0.0, float("inf"))
-    check_range("beta", beta, 0.0, float("inf"))
-    check_range("gamma", gamma, 1.0, float("inf"))
-    check_range("threshold", threshold, 0.0, 1.0)
-    if not smooth > 0:
-        raise ValueError(f"smooth must be > 0, got {smooth}")
+    options = MetricOptions(
+        variant=variant, mode=mode, from_logits=from_logits, p=p, levels=level_weights(levels),
+        alpha=alpha, beta=beta, gamma=gamma, smooth=smooth, log_loss=log_loss,
+        active_classes=active_classes, class_mean=class_mean, threshold=threshold,
+        ignore_index=ignore_index, validate=validate, sync_dist=sync_dist, backend=backend)
+    return metric_loss(logits, target, options, class_weights, keep)[0]
+
+
+def ce_jaccard_metric_loss(logits: Tensor, target: Tensor, *,
+                           class_weights: Tensor | Sequence[float] | None = None,
+                           keep: Tensor | None = None, levels: Mapping[str, float] | None = None,
+                           **options: Any) -> tuple[Tensor, Tensor]:
+    """Cross-entropy and the metric loss of the same logits, computed in one pass.
+
+    Users pair the two (the paper's recipe is ``0.25 * ce + 0.75 * metric``); together they
+    share the softmax and, on the fused paths, one backward.
+
+    Args:
+        logits: float (B, C, *spatial) scores (multiclass, ``from_logits=True``).
+        target: int64 (B, *spatial) hard labels or float (B, C, *spatial) soft labels.
+        class_weights, keep, levels, **options: as in :func:`jaccard_metric_loss`; class
+            weights apply to the metric loss only.
+
+    Returns:
+        (ce, metric): scalars. ``ce`` is the mean over kept pixels of -sum_c y_c log x_c
+        (``F.cross_entropy`` with ``ignore_index`` for hard labels; 0 when no pixel is kept);
+        under ``sync_dist`` it is the mean over the global batch, like the metric loss.
+    """
+    parsed = MetricOptions(levels=level_weights(levels), **options)
+    if parsed.mode != "multiclass" or not parsed.from_logits:
+        raise ValueError(f"ce_jaccard_metric_loss takes multiclass logits, got mode="
+                         f"{parsed.mode!r}, from_logits={parsed.from_logits}")
+    loss, ce = metric_loss(logits, target, parsed, class_weights, keep, with_ce=True)
+    return cast(Tensor, ce), loss
+
+
+def metric_loss(logits: Tensor, target: Tensor, options: MetricOptions,
+                class_weights: Tensor | Sequence[float] | None = None,
+                keep: Tensor | None = None, with_ce: bool = False
+                ) -> tuple[Tensor, Tensor | None]:
+    """(metric loss, cross-entropy or None): the shared body of the functions and modules."""
     check_float("logits", logits)
     if logits.ndim < 2:
         raise ValueError(f"logits must be (B, C, *spatial), got shape {tuple(logits.shape)}")
     num_classes = logits.shape[1]
-    if mode == "binary" and num_classes != 1:
+    if options.mode == "binary" and num_classes != 1:
         raise ValueError(f"binary mode takes logits with one channel, got C = {num_classes}")
-    hard = _is_hard(target, mode)
-    mask = _keep_mask(logits, target, keep, ignore_index, hard, mode)
-    activation = _activation(logits, mode, from_logits)
-    # Sums over many pixels overflow or lose counts in half precision: accumulate in float32.
-    compute_dtype = torch.promote_types(logits.dtype, torch.float32)
-    scores = logits.flatten(2).to(compute_dtype)
-    keep_f = mask.flatten(1).to(compute_dtype) if mask is not None else None
-    if hard and mode == "multiclass":
-        labels = _check_hard(target, logits, num_classes, ignore_index).flatten(1)
-        if mask is not None:
-            labels = labels.where(mask.flatten(1), 0)  # any valid class; the pixel is masked
-        tp, fp, fn, present = _hard_counts(scores, labels, keep_f, variant, p, activation)
+    if options.sync_dist:
+        check_process_group()
+    hard = is_hard(target, options.mode)
+    checks = DeferredChecks(options.validate)
+    mask = keep_mask(logits, target, keep, options.ignore_index, hard, options.mode)
+    if not options.from_logits:
+        activation = "none"
+        probability_flag(logits, checks)
     else:
-        soft = _soft_target(target, logits, mode, hard, ignore_index, mask).flatten(2)
-        soft = soft.to(compute_dtype)
-        tp, fp, fn, present = _soft_counts(scores, soft, keep_f, variant, p, threshold,
-                                           activation)
-    mode_active = active_classes or ("present" if hard else "all")
-    check_choice("active_classes", mode_active, ACTIVE_CLASSES)
-    active = present if mode_active == "present" else torch.ones_like(present)
-    class_w = _class_weights(class_weights, num_classes, scores)
+        activation = "softmax" if options.mode == "multiclass" else "sigmoid"
 
-    def loss_of(tp: Tensor, fp: Tensor, fn: Tensor) -> Tensor:
-        return _per_class_loss(tp, fp, fn, alpha, beta, gamma, smooth, log_loss, class_w)
-
-    total = 0.0 * tp.sum()  # a zero that keeps the graph when nothing is active
-    if weights["dataset"]:
-        per_class = loss_of(tp.sum(0), fp.sum(0), fn.sum(0))
-        total = total + weights["dataset"] * _masked_mean(per_class, active.any(0))
-    if weights["image"] or weights["class"]:
-        per_image_class = loss_of(tp, fp, fn)
-        total = total + weights["image"] * _mean_of_means(per_image_class, active, dim=1)
-        total = total + weights["class"] * _mean_of_means(per_image_class, active, dim=0)
-    if not bool(torch.isfinite(total)):
-        # Checked here rather than up front: one scalar test instead of a pass over the logits.
+    def logits_report() -> None:
         check_finite("logits", logits)
-    return total.to(logits.dtype)
+
+    scores = logits.flatten(2)
+    flat_mask = mask.flatten(1) if mask is not None else None
+    if hard and options.mode == "multiclass":
+        check_hard_shape(target, logits)
+        report = hard_label_report(target, num_classes, options.ignore_index)
+        counts = _hard(scores, target.flatten(1), flat_mask, options, activation, with_ce,
+                       checks, report, logits_report)
+    else:
+        from_hard = options.mode == "binary" and hard
+        if from_hard:
+            target = binary_labels(target, logits, options.ignore_index, checks)
+        if target.shape != logits.shape:
+            raise ValueError(f"target must have the shape of logits {tuple(logits.shape)}, "
+                             f"got {tuple(target.shape)}")
+        counts = _soft(scores, target.flatten(2), flat_mask, options, activation, with_ce,
+                       checks, not from_hard, logits_report)
+    mode_active = options.active_classes or ("present" if hard else "all")
+    active = counts.present if mode_active == "present" else torch.ones_like(counts.present)
+    weights = class_weight_tensor(class_weights, num_classes, counts.tp, checks)
+    extra = []
+    if with_ce:
+        kept = (flat_mask.sum().to(counts.tp) if flat_mask is not None
+                else counts.tp.new_full((), float(scores.shape[0] * scores.shape[2])))
+        extra += [counts.ce.sum().view(1), kept.view(1)]
+    payload = checks.payload() if options.sync_dist else None
+    if payload is not None:
+        extra.append(payload)
+    total, summed = reduce_levels(counts.tp, counts.fp, counts.fn, active, options, weights,
+                                  extra)
+    checks.verdict(summed[-1] if payload is not None else None)
+    ce = (summed[0] / summed[1].clamp_min(1)).squeeze(0).to(logits.dtype) if with_ce else None
+    return total.to(logits.dtype), ce
 
 
-def _level_weights(levels: Mapping[str, float] | None) -> dict[str, float]:
-    if levels is None:
-        return {"dataset": 1.0, "image": 0.0, "class": 0.0}
-    if not isinstance(levels, Mapping):
-        raise TypeError(f"levels must be a mapping of level -> weight, got "
-                        f"{type(levels).__name__}")
-    unknown = sorted(set(levels) - set(LEVELS))
-    if unknown:
-        raise ValueError(f"levels has unknown keys {unknown}; valid: {list(LEVELS)}")
-    weights = {level: float(levels.get(level, 0.0)) for level in LEVELS}
-    if (any(not math.isfinite(w) or w < 0 for w in weights.values())
-            or not any(weights.values())):
-        raise ValueError(f"levels weights must be >= 0 with at least one > 0, got {weights}")
-    return weights
-
-
-def _is_hard(target: Tensor, mode: str) -> bool:
-    check_tensor("target", target)
-    if target.dtype == torch.int64:
-        return True
-    if target.is_floating_point():
+def _use_triton(scores: Tensor, target: Tensor, options: MetricOptions, activation: str
+                ) -> bool:
+    supported = (activation == "softmax" and options.p == 1
+                 and scores.dtype in (torch.float16, torch.bfloat16, torch.float32)
+                 and scores.shape[1] <= triton_path.MAX_CLASSES and not target.requires_grad)
+    if options.backend == "torch":
         return False
-    raise TypeError(f"target must be int64 hard labels or floating-point soft labels for mode "
-                    f"{mode!r}, got {target.dtype}")
+    if options.backend == "triton":
+        if not supported:
+            raise ValueError("backend='triton' runs multiclass softmax losses with p = 1 on "
+                             "float16/bfloat16/float32 logits of at most "
+                             f"{triton_path.MAX_CLASSES} classes, against targets that need "
+                             "no gradient; use backend='auto' or 'torch'")
+        if not triton_path.available():
+            raise ValueError("backend='triton' needs the triton package")
+        return True
+    return supported and scores.is_cuda and triton_path.available()
 
 
-def _keep_mask(logits: Tensor, target: Tensor, keep: Tensor | None, ignore_index: int | None,
-               hard: bool, mode: str) -> Tensor | None:
-    """bool (B, *spatial): pixels that count, or None when all count."""
-    spatial_shape = logits.shape[:1] + logits.shape[2:]
-    mask = None
-    if keep is not None:
-        check_tensor("keep", keep)
-        if keep.dtype != torch.bool:
-            raise TypeError(f"keep must be a bool tensor, got {keep.dtype}")
-        if keep.shape != spatial_shape:
-            raise ValueError(f"keep must have shape {tuple(spatial_shape)}, got "
-                             f"{tuple(keep.shape)}")
-        mask = keep.to(logits.device)
-    if ignore_index is not None:
-        if not hard or mode == "multilabel":
-            raise ValueError("ignore_index applies to multiclass or binary hard labels; pass a "
-                             "bool keep mask to leave out pixels of other labels")
-        if target.shape == spatial_shape:  # a wrong shape is reported by the label check
-            kept = target != ignore_index
-            mask = kept if mask is None else mask & kept
-    return mask
+def _hard(scores: Tensor, labels: Tensor, mask: Tensor | None, options: MetricOptions,
+          activation: str, with_ce: bool, checks: DeferredChecks, report: Any,
+          logits_report: Any) -> Counts:
+    """Counts for multiclass hard labels (B, N) and scores (B, C, N)."""
+    num_classes, ignore = scores.shape[1], options.ignore_index
+    if _use_triton(scores, labels, options, activation):
+        counts, bad_labels, bad_logits = triton_path.hard_counts(scores, labels, mask, ignore)
+        checks.add(bad_labels, report)
+        checks.add(bad_logits, logits_report)
+        return counts
+    index = labels.where(labels != ignore, 0) if ignore is not None else labels
+    if checks.enabled:
+        checks.add(hard_label_flag(index, num_classes), report)
+        # Until the verdict, an invalid label must not reach an indexing kernel.
+        index = index.clamp(0, num_classes - 1)
+    dtype = torch.promote_types(scores.dtype, torch.float32)
+    keep_f = mask.to(dtype) if mask is not None else None
+    counts = hard_counts(scores, index, keep_f, options.variant, options.p, activation,
+                         with_ce)
+    if checks.enabled:
+        checks.add(~torch.isfinite((counts.tp + counts.fp).sum()), logits_report)
+    return counts
 
 
-def _activation(logits: Tensor, mode: str, from_logits: bool) -> str:
-    """How scores become probabilities: softmax, sigmoid, or none (already probabilities)."""
-    if not from_logits:
-        if float(logits.detach().min()) < 0 or float(logits.detach().max()) > 1:
-            raise ValueError("logits must hold probabilities in [0, 1] when from_logits=False")
-        return "none"
-    return "softmax" if mode == "multiclass" else "sigmoid"
+def _soft(scores: Tensor, target: Tensor, mask: Tensor | None, options: MetricOptions,
+          activation: str, with_ce: bool, checks: DeferredChecks, check_target: bool,
+          logits_report: Any) -> Counts:
+    """Counts for a float (or binary 0/1) target (B, C, N) and scores (B, C, N).
 
-
-def _check_hard(target: Tensor, logits: Tensor, num_classes: int,
-                ignore_index: int | None) -> Tensor:
-    expected = logits.shape[:1] + logits.shape[2:]
-    if target.shape != expected:
-        raise ValueError(f"hard target must have shape {tuple(expected)} for logits "
-                         f"{tuple(logits.shape)}, got {tuple(target.shape)}")
-    if target.numel() == 0:
-        return target
-    low, high = (int(v) for v in torch.aminmax(target))
-    if low >= 0 and high < num_classes:
-        return target  # one pass proves every label valid, the common case
-    valid = (target >= 0) & (target < num_classes)
-    if ignore_index is not None:
-        valid |= target == ignore_index
-    if not bool(valid.all()):
-        bad = target[~valid]
-        allowed = f"[0, {num_classes})" + (f" or ignore_index={ignore_index}"
-                                           if ignore_index is not None else "")
-        raise ValueError(f"target must hold class indices in {allowed}, got {bad.numel()} "
-                         f"values outside (e.g. {bad[:5].tolist()}); labels are never clamped")
-    return target
-
-
-def _soft_target(target: Tensor, logits: Tensor, mode: str, hard: bool,
-                 ignore_index: int | None, mask: Tensor | None) -> Tensor:
-    """float (B, C, *spatial) label for the soft path (binary/multilabel hard labels too)."""
-    if mode == "binary" and hard:
-        labels = _check_hard(target, logits, 2, ignore_index)
-        if ignore_index is not None:
-            labels = labels.where(labels != ignore_index, 0)  # masked out by ``mask``
-        target = labels.unsqueeze(1)
-    if target.shape != logits.shape:
-        raise ValueError(f"target must have the shape of logits {tuple(logits.shape)}, got "
-                         f"{tuple(target.shape)}")
-    target = target.to(logits.dtype)
-    # Per-pixel summaries keep the checks cheap: only kept pixels are judged, and a NaN or
-    # infinity anywhere in a pixel's label makes its sum non-finite.
-    sums = target.detach().sum(1)
-    if mask is None:
-        lows, highs = torch.aminmax(target.detach())  # a contiguous reduction: the fast case
-    else:
-        sums = sums[mask]
-        lows, highs = target.detach().amin(1)[mask], target.detach().amax(1)[mask]
-    if sums.numel() == 0:
-        return target
-    check_finite("target", sums)
-    low, high = float(lows.detach().min()), float(highs.detach().max())
-    if low < 0 or high > 1:
-        raise ValueError(f"target values must lie in [0, 1], got range [{low:.4g}, {high:.4g}]")
-    if mode == "multiclass" and float((sums - 1).abs().max()) > _SUM_TOLERANCE:
-        raise ValueError(f"soft target must sum to 1 over classes (dim 1, tolerance "
-                         f"{_SUM_TOLERANCE}), got sums in [{float(sums.min()):.4f}, "
-                         f"{float(sums.max()):.4f}]")
-    return target
-
-
-def _hard_counts(scores: Tensor, labels: Tensor, keep: Tensor | None, variant: str, p: int,
-                 activation: str) -> tuple[Tensor, Tensor, Tensor, Tensor]:
-    """tp, fp, fn, present, each (B, C), from scores (B, C, N) and int64 labels (B, N)."""
-    batch, num_classes, _ = scores.shape
-    keep_f = keep if keep is not None else torch.ones_like(labels, dtype=scores.dtype)
-    y_card = scores.new_zeros(batch, num_classes).scatter_add_(1, labels, keep_f)
-    if p == 1:
-        # With p = 1 and binary y every variant has tp = sum of x on the labelled pixels.
-        tp, x_card = hard_sums(scores, labels, keep, activation)
-        return tp, x_card - tp, y_card - tp, y_card > 0
-    x = _activate(scores, activation)
-    true_prob = x.gather(1, labels.unsqueeze(1)).squeeze(1)  # (B, N): x at the label's class
-
-    def per_label_class(values: Tensor) -> Tensor:
-        return x.new_zeros(batch, num_classes).scatter_add(1, labels, values * keep_f)
-
-    # bmm sums over pixels without materialising x * keep.
-    x_card = torch.bmm(x.pow(p), keep_f.unsqueeze(-1)).squeeze(-1)
-    tp = per_label_class(true_prob)
-    if variant == "sjl":
-        fp, fn = x_card - tp, y_card - tp
-    else:
-        x_on_label = per_label_class(true_prob.pow(p))
-        miss_on_label = per_label_class((1 - true_prob).pow(p))
-        if variant == "jml1":
-            tp = (x_card + y_card - (x_card - x_on_label + miss_on_label)) / 2
-            fp, fn = x_card - tp, y_card - tp
-        else:
-            fp, fn = x_card - x_on_label, miss_on_label
-    return tp, fp, fn, y_card > 0
-
-
-def _soft_counts(scores: Tensor, y: Tensor, keep: Tensor | None, variant: str, p: int,
-                 threshold: float, activation: str) -> tuple[Tensor, Tensor, Tensor, Tensor]:
-    """tp, fp, fn, present, each (B, C), from scores and y (B, C, N) and keep (B, N)."""
-    kept_y = y * keep.unsqueeze(1) if keep is not None else y
-    present = kept_y.amax(-1) > threshold
-    if p == 1:
-        y_card = kept_y.sum(-1)
-        jml2 = variant == "jml2"
-        needed = (variant != "jml1", variant == "jml1", jml2, jml2)
-        x_card, prod, dist, excess, shortfall = soft_sums(scores, y, keep, activation, needed)
-        if variant == "jml1":
-            tp = (x_card + y_card - dist) / 2
-            return tp, x_card - tp, y_card - tp, present
-        if jml2:
-            return prod, excess, shortfall, present
-        return prod, x_card - prod, y_card - prod, present
-    x = _activate(scores, activation)
-    if keep is not None:
-        x = x * keep.unsqueeze(1)
-    y = kept_y
-
-    def card(values: Tensor) -> Tensor:
-        return (values if p == 1 else values.pow(p)).sum(-1)
-
-    if variant == "jml1":
-        x_card, y_card = card(x), card(y)
-        tp = (x_card + y_card - card((x - y).abs())) / 2
-        fp, fn = x_card - tp, y_card - tp
-    elif variant == "jml2":
-        tp = (x * y).sum(-1)
-        fp, fn = card(F.relu(x - y)), card(F.relu(y - x))
-    else:
-        tp = (x * y).sum(-1)
-        fp, fn = card(x) - tp, card(y) - tp
-    return tp, fp, fn, present
-
-
-def _class_weights(class_weights: Tensor | Sequence[float] | None, num_classes: int,
-                   like: Tensor) -> Tensor | None:
-    if class_weights is None:
-        return None
-    weights = torch.as_tensor(class_weights, dtype=like.dtype, device=like.device)
-    if weights.shape != (num_classes,):
-        raise ValueError(f"class_weights must have shape ({num_classes},), got "
-                         f"{tuple(weights.shape)}")
-    if not bool(torch.isfinite(weights).all()) or float(weights.min()) < 0:
-        raise ValueError("class_weights must be finite and non-negative")
-    return weights
-
-
-def _per_class_loss(tp: Tensor, fp: Tensor, fn: Tensor, alpha: float, beta: float,
-                    gamma: float, smooth: float, log_loss: bool,
-                    weights: Tensor | None) -> Tensor:
-    score = (tp + smooth) / (tp + alpha * fp + beta * fn + smooth)
-    loss = -torch.log(score) if log_loss else 1.0 - score
-    if gamma != 1.0:
-        # clamp: rounding can push 1 - score a hair below zero, and a fractional power of a
-        # negative number is NaN.
-        loss = loss.clamp_min(0).pow(gamma)
-    return loss * weights if weights is not None else loss
-
-
-def _masked_mean(values: Tensor, active: Tensor) -> Tensor:
-    count = active.sum()
-    return (values * active).sum() / count.clamp_min(1)
-
-
-def _mean_of_means(values: Tensor, active: Tensor, dim: int) -> Tensor:
-    """Mean over ``dim`` of active entries, then mean over the rows that had any."""
-    active_f = active.to(values.dtype)
-    counts = active_f.sum(dim)
-    row_means = (values * active_f).sum(dim) / counts.clamp_min(1)
-    rows = counts > 0
-    return (row_means * rows).sum() / rows.sum().clamp_min(1)
+    ``check_target``: False when the target came from hard labels, checked as such.
+    """
+    if _use_triton(scores, target, options, activation):
+        counts, bad_target, bad_logits = triton_path.soft_counts(
+            scores, target, mask, options.variant, options.threshold,
+            options.mode == "multiclass")
+        if check_target:
+            checks.add(bad_target, soft_label_report(target, mask, options.mode))
+        checks.add(bad_logits, logits_report)
+        return counts
+    if check_target:
+        soft_label_flags(target, mask, options.mode, checks)
+    dtype = torch.promote_types(scores.dtype, torch.float32)
+    keep_f = mask.to(dtype) if mask is not None else None
+    counts = soft_counts(scores, target.to(dtype), keep_f, options.variant, options.p,
+                         options.threshold, activation, with_ce)
+    if checks.enabled:
+        checks.add(~torch.isfinite((counts.tp + counts.fp).sum()), logits_report)
+    return counts

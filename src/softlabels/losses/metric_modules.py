@@ -2,16 +2,18 @@
 
 from __future__ import annotations
 
+import dataclasses
+import math
 from collections.abc import Mapping, Sequence
 from typing import Any
 
 import torch
 from torch import Tensor, nn
 
-from .._checks import check_choice
-from .jaccard import ACTIVE_CLASSES, MODES, VARIANTS, _level_weights, jaccard_metric_loss
+from ._jaccard_checks import MetricOptions, level_weights
+from .jaccard import metric_loss
 
-__all__ = ["DiceMetricLoss", "JaccardMetricLoss", "TverskyMetricLoss"]
+__all__ = ["CEJaccardMetricLoss", "DiceMetricLoss", "JaccardMetricLoss", "TverskyMetricLoss"]
 
 
 class TverskyMetricLoss(nn.Module):
@@ -19,49 +21,32 @@ class TverskyMetricLoss(nn.Module):
 
     Call as ``loss(logits, target, keep=None)`` with logits (B, C, *spatial) and target int64
     (B, *spatial) or float (B, C, *spatial). ``class_weights`` is a buffer, so it follows the
-    module to the input's device.
+    module to the input's device. Every option is checked here, at construction.
     """
 
-    def __init__(self, alpha: float = 0.5, beta: float = 0.5, *, variant: str = "jml1",
-                 mode: str = "multiclass", from_logits: bool = True, p: int = 1,
-                 levels: Mapping[str, float] | None = None, gamma: float = 1.0,
-                 smooth: float = 1e-3, log_loss: bool = False,
+    def __init__(self, alpha: float = 0.5, beta: float = 0.5, *,
+                 levels: Mapping[str, float] | None = None,
                  class_weights: Tensor | Sequence[float] | None = None,
-                 active_classes: str | None = None, threshold: float = 0.01,
-                 ignore_index: int | None = None) -> None:
+                 **options: Any) -> None:
         super().__init__()
-        check_choice("variant", variant, VARIANTS)
-        check_choice("mode", mode, MODES)
-        if active_classes is not None:
-            check_choice("active_classes", active_classes, ACTIVE_CLASSES)
-        self.options: dict[str, Any] = {
-            "variant": variant, "mode": mode, "from_logits": from_logits, "p": p,
-            "levels": _level_weights(levels), "alpha": alpha, "beta": beta, "gamma": gamma,
-            "smooth": smooth, "log_loss": log_loss, "active_classes": active_classes,
-            "threshold": threshold, "ignore_index": ignore_index,
-        }
-        weights = (torch.as_tensor(class_weights, dtype=torch.float32)
-                   if class_weights is not None else None)
-        if weights is not None and (weights.ndim != 1 or not bool(torch.isfinite(weights).all())
-                                    or float(weights.min()) < 0):
-            raise ValueError(f"class_weights must be a 1-D sequence of finite non-negative "
-                             f"numbers, got {weights.tolist()}")
+        self.options = MetricOptions(alpha=alpha, beta=beta, levels=level_weights(levels),
+                                     **options)
+        weights = None
+        if class_weights is not None:
+            weights = torch.as_tensor(class_weights, dtype=torch.float32)
+            if weights.ndim != 1 or not all(math.isfinite(w) and w >= 0
+                                            for w in weights.tolist()):
+                raise ValueError(f"class_weights must be a 1-D sequence of finite "
+                                 f"non-negative numbers, got {weights.tolist()}")
         self.register_buffer("class_weights", weights)
-        # Fail at construction on bad numbers rather than at the first batch: one tiny call
-        # with a target of the kind this mode takes.
-        channels = 1 if mode == "binary" else 2
-        probe_target = (torch.full((1, channels, 1), 0.5) if mode == "multilabel"
-                        else torch.zeros(1, 1, dtype=torch.int64))
-        jaccard_metric_loss(torch.zeros(1, channels, 1), probe_target,
-                            **{**self.options, "levels": {"dataset": 1.0}})
 
     def forward(self, logits: Tensor, target: Tensor, keep: Tensor | None = None) -> Tensor:
         """Scalar loss for logits (B, C, *spatial) and a hard or soft target."""
-        return jaccard_metric_loss(logits, target, class_weights=self.class_weights, keep=keep,
-                                   **self.options)
+        return metric_loss(logits, target, self.options, self.class_weights, keep)[0]
 
     def extra_repr(self) -> str:
-        return ", ".join(f"{k}={v!r}" for k, v in self.options.items())
+        return ", ".join(f"{field.name}={getattr(self.options, field.name)!r}"
+                         for field in dataclasses.fields(self.options))
 
 
 class JaccardMetricLoss(TverskyMetricLoss):
@@ -76,3 +61,40 @@ class DiceMetricLoss(TverskyMetricLoss):
 
     def __init__(self, **kwargs: Any) -> None:
         super().__init__(alpha=0.5, beta=0.5, **kwargs)
+
+
+class CEJaccardMetricLoss(TverskyMetricLoss):
+    """``ce_weight * CE + metric_weight * metric loss`` in one pass (multiclass logits).
+
+    Defaults are the paper's recipe (0.25 CE + 0.75 JML, alpha = beta = 1); the other
+    arguments are those of :class:`TverskyMetricLoss`. :meth:`terms` returns both terms,
+    weighted, for logging.
+    """
+
+    def __init__(self, ce_weight: float = 0.25, metric_weight: float = 0.75,
+                 alpha: float = 1.0, beta: float = 1.0, **kwargs: Any) -> None:
+        super().__init__(alpha, beta, **kwargs)
+        if self.options.mode != "multiclass" or not self.options.from_logits:
+            raise ValueError("CEJaccardMetricLoss takes multiclass logits (mode='multiclass', "
+                             "from_logits=True)")
+        for name, value in (("ce_weight", ce_weight), ("metric_weight", metric_weight)):
+            if isinstance(value, bool) or not isinstance(value, int | float) \
+                    or not math.isfinite(value) or value < 0:
+                raise ValueError(f"{name} must be a finite number >= 0, got {value!r}")
+        self.ce_weight, self.metric_weight = float(ce_weight), float(metric_weight)
+
+    def terms(self, logits: Tensor, target: Tensor, keep: Tensor | None = None
+              ) -> dict[str, Tensor]:
+        """``{"ce": ce_weight * ce, "metric": metric_weight * metric}``."""
+        metric, ce = metric_loss(logits, target, self.options, self.class_weights, keep,
+                                 with_ce=True)
+        return {"ce": self.ce_weight * ce, "metric": self.metric_weight * metric}
+
+    def forward(self, logits: Tensor, target: Tensor, keep: Tensor | None = None) -> Tensor:
+        """The weighted sum of the two terms, a scalar."""
+        terms = self.terms(logits, target, keep)
+        return terms["ce"] + terms["metric"]
+
+    def extra_repr(self) -> str:
+        return f"ce_weight={self.ce_weight}, metric_weight={self.metric_weight}, " + \
+            super().extra_repr()

@@ -1,0 +1,160 @@
+"""Triton kernels for the multiclass metric losses (softmax, p = 1), cross-entropy included.
+
+Forward: one pass over pixel tiles computes each pixel's softmax and accumulates in registers,
+per image and class, every sum the losses need, the cross-entropy and the value checks; each
+program writes its partial sums and a plain ``sum`` over programs finishes them: a two-stage
+reduction in a fixed order, so two calls give identical bits (no atomics). Backward: one pass
+recomputes the softmax and writes the gradient of the logits in their dtype. Half-precision
+logits are read as they are and upcast in registers, never copied whole to float32.
+
+The kernels are built on first use, so that ``TRITON_INTERPRET=1`` set by then runs them on
+the CPU (the tests do); the PyTorch path in ``_cardinalities`` is the reference.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+from typing import Any
+
+import torch
+from torch import Tensor
+from torch.autograd.function import FunctionCtx, once_differentiable
+
+from ._cardinalities import Counts, counts_from_sums
+from ._jaccard_checks import SUM_TOLERANCE
+
+__all__ = ["MAX_CLASSES", "available", "hard_counts", "soft_counts"]
+
+#: Beyond this many classes a pixel tile no longer fits in registers: the PyTorch path runs.
+MAX_CLASSES = 1024
+_TILE = 4096  # elements of a (classes x pixels) tile
+_PROGRAMS = 1024  # forward programs over the batch: a few per streaming multiprocessor
+# Rows of the partial sums; the last holds the checks' counts in its first columns.
+_HARD_ROWS = 5  # hits, total, count, ce, checks (labels, logits)
+_SOFT_ROWS = 9  # total, prod, dist, excess, shortfall, y_total, above, ce, checks (4)
+_HARD_GRAD_ROWS, _SOFT_GRAD_ROWS = [0, 1, 3], [0, 1, 2, 3, 4, 7]  # rows depending on logits
+
+
+def available() -> bool:
+    """Whether the triton package can be imported."""
+    return importlib.util.find_spec("triton") is not None
+
+
+def _kernels() -> Any:
+    """The kernel module, imported on first use (triton reads TRITON_INTERPRET then)."""
+    return importlib.import_module("softlabels.losses._jaccard_kernels")
+
+
+def _launch_shape(batch: int, num_classes: int, pixels: int) -> tuple[int, int, int, int]:
+    """(BLOCK_C, BLOCK_N, forward programs per image, pixels per forward program).
+
+    Depends on the shapes only, so the order of every sum, and the bits, repeat.
+    """
+    import triton
+
+    block_c = max(4, triton.next_power_of_2(num_classes))  # 4: room for the check columns
+    block_n = max(16, min(1024, _TILE // block_c))
+    tiles = triton.cdiv(pixels, block_n)
+    programs = max(1, min(tiles, _PROGRAMS // batch))
+    chunk = triton.cdiv(tiles, programs) * block_n
+    return block_c, block_n, triton.cdiv(pixels, chunk), chunk
+
+
+def _warps(block_c: int, block_n: int) -> int:
+    return 8 if block_c * block_n > 2048 else 4
+
+
+class _TritonSums(torch.autograd.Function):
+    """Per-class sums (B, R, C) from logits (B, C, N) against hard or soft targets."""
+
+    @staticmethod
+    def forward(ctx: FunctionCtx, logits: Tensor, target: Tensor, keep: Tensor | None,
+                ignore_index: int | None, threshold: float, check_sum: bool) -> Tensor:
+        batch, num_classes, pixels = logits.shape
+        hard = not target.is_floating_point()
+        kernels = _kernels()
+        block_c, block_n, programs, chunk = _launch_shape(batch, num_classes, pixels)
+        rows = _HARD_ROWS if hard else _SOFT_ROWS
+        partial = logits.new_empty(batch, programs, rows, block_c, dtype=torch.float32)
+        keep_arg = keep.view(torch.uint8) if keep is not None else logits
+        common = {"HAS_KEEP": keep is not None, "BLOCK_C": block_c, "BLOCK_N": block_n,
+                  "num_warps": _warps(block_c, block_n)}
+        if hard:
+            kernels.hard_forward[(batch, programs)](
+                logits, target, keep_arg, partial, num_classes, pixels,
+                ignore_index if ignore_index is not None else 0, chunk,
+                HAS_IGNORE=ignore_index is not None, **common)
+        else:
+            kernels.soft_forward[(batch, programs)](
+                logits, target, keep_arg, partial, num_classes, pixels, threshold,
+                SUM_TOLERANCE, chunk, CHECK_SUM=check_sum, **common)
+        ctx.save_for_backward(logits, target, keep)
+        ctx.ignore_index, ctx.common = ignore_index, common
+        return partial.sum(1)
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx: Any, grad: Tensor) -> tuple[Tensor, None, None, None, None, None]:
+        logits, target, keep = ctx.saved_tensors
+        batch, num_classes, pixels = logits.shape
+        hard = not target.is_floating_point()
+        kernels = _kernels()
+        # Gradients of the rows that depend on the logits, (B, rows, C); the cross-entropy's
+        # is the same in every column (its sum over classes is the loss term).
+        rows = _HARD_GRAD_ROWS if hard else _SOFT_GRAD_ROWS
+        coef = grad[:, rows, :num_classes].float().contiguous()
+        dz = torch.empty_like(logits)
+        common = ctx.common
+        grid = (batch, -(-pixels // common["BLOCK_N"]))
+        keep_arg = keep.view(torch.uint8) if keep is not None else logits
+        if hard:
+            ignore = ctx.ignore_index
+            kernels.hard_backward[grid](
+                logits, target, keep_arg, coef, dz, num_classes, pixels,
+                ignore if ignore is not None else 0, HAS_IGNORE=ignore is not None, **common)
+        else:
+            kernels.soft_backward[grid](logits, target, keep_arg, coef, dz, num_classes,
+                                           pixels, **common)
+        return dz, None, None, None, None, None
+
+
+def _sums(logits: Tensor, target: Tensor, keep: Tensor | None, ignore_index: int | None,
+          threshold: float, check_sum: bool) -> tuple[Tensor, Tensor]:
+    """Sums (B, rows, C) and the checks' counts (B, 4)."""
+    batch, num_classes, pixels = logits.shape
+    if pixels == 0:  # nothing to launch; a zero that keeps the graph
+        rows = _HARD_ROWS if not target.is_floating_point() else _SOFT_ROWS
+        sums = logits.new_zeros(batch, rows, max(4, num_classes), dtype=torch.float32)
+        sums = sums + 0 * logits.sum()
+    else:
+        sums = _TritonSums.apply(logits.contiguous(), target.contiguous(), keep,
+                                 ignore_index, threshold, check_sum)
+    return sums[:, :-1, :num_classes], sums[:, -1, :4]
+
+
+def hard_counts(logits: Tensor, labels: Tensor, keep: Tensor | None,
+                ignore_index: int | None) -> tuple[Counts, Tensor, Tensor]:
+    """Counts (with ce) for logits (B, C, N) and int64 labels (B, N); keep bool (B, N).
+
+    Returns the counts and two 0-dim flags: labels outside [0, C) (not ignored), and
+    non-finite logits.
+    """
+    sums, bad = _sums(logits, labels, keep, ignore_index, 0.0, False)
+    hits, total, count, ce = sums.unbind(1)
+    ce = ce.sum(1)
+    return (counts_from_sums("jml1", total, count, count > 0, ce, hits=hits),
+            bad[:, 0].sum() > 0, bad[:, 1].sum() > 0)
+
+
+def soft_counts(logits: Tensor, target: Tensor, keep: Tensor | None, variant: str,
+                threshold: float, check_sum: bool) -> tuple[Counts, Tensor, Tensor]:
+    """Counts (with ce) for logits and a soft target (B, C, N) of any float dtype.
+
+    Returns the counts and two 0-dim flags: a kept pixel's target is not finite, outside
+    [0, 1] or (``check_sum``) not summing to 1; non-finite logits.
+    """
+    sums, bad = _sums(logits, target, keep, None, threshold, check_sum)
+    total, prod, dist, excess, shortfall, y_total, above, ce = sums.unbind(1)
+    counts = counts_from_sums(variant, total, y_total, above > 0, ce.sum(1), prod=prod,
+                              dist=dist, excess=excess, shortfall=shortfall)
+    return counts, bad[:, :3].sum() > 0, bad[:, 3].sum() > 0

@@ -11,17 +11,82 @@ import dataclasses
 import json
 import types
 import typing
+import warnings
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
 import yaml
 
-__all__ = ["add_config_arguments", "build_config", "field_help", "load_config_file"]
+__all__ = ["add_config_arguments", "build_config", "check_fields", "field_help",
+           "load_config_file"]
 
 
-def field_help(text: str, **extra: Any) -> dict[str, Any]:
-    """Metadata of a config dataclass field: its CLI ``help`` (and e.g. ``choices``)."""
-    return {"help": text, **extra}
+def field_help(text: str, *, choices: Sequence[Any] | None = None, low: float | None = None,
+               high: float | None = None, low_open: bool = False, high_open: bool = False,
+               nonempty: bool = False, unique: bool = False) -> dict[str, Any]:
+    """Metadata of a config dataclass field: its CLI ``help`` and the constraints on its value.
+
+    Args:
+        text: the ``--help`` text.
+        choices: allowed values (of each element, for a tuple field); listed in ``--help``.
+        low, high: bounds of a number (of each element, for a tuple field); inclusive unless
+            ``low_open`` / ``high_open``. NaN is never inside a bound.
+        nonempty: a tuple field must hold at least one value.
+        unique: a tuple field must not repeat a value.
+
+    :func:`check_fields` enforces all of them in one place, so a study config only checks
+    what involves several fields.
+    """
+    meta: dict[str, Any] = {"help": text}
+    for key, value in (("choices", choices), ("low", low), ("high", high)):
+        if value is not None:
+            meta[key] = tuple(value) if key == "choices" else value
+    for key, flag in (("low_open", low_open), ("high_open", high_open),
+                      ("nonempty", nonempty), ("unique", unique)):
+        if flag:
+            meta[key] = True
+    return meta
+
+
+def check_fields(config: Any) -> None:
+    """Check every field of the dataclass instance ``config`` against its metadata.
+
+    Raises:
+        ValueError: a value breaks its field's constraint; the message names the field, the
+            rule and the value.
+    """
+    for item in dataclasses.fields(config):
+        meta, value = item.metadata, getattr(config, item.name)
+        if value is None:
+            continue
+        if isinstance(value, tuple):
+            if meta.get("nonempty") and not value:
+                hint = f" of {list(meta['choices'])}" if "choices" in meta else ""
+                raise ValueError(f"{item.name} must name at least one value{hint}, got none")
+            if meta.get("unique") and len(set(value)) != len(value):
+                raise ValueError(f"{item.name} must not repeat a value, got {list(value)}")
+            for element in value:
+                _check_value(item.name, element, meta)
+        else:
+            _check_value(item.name, value, meta)
+
+
+def _check_value(name: str, value: Any, meta: Any) -> None:
+    if "choices" in meta and value not in meta["choices"]:
+        raise ValueError(f"{name} must be one of {list(meta['choices'])}, got {value!r}")
+    low, high = meta.get("low"), meta.get("high")
+    if low is None and high is None:
+        return
+    below = low is not None and not (value > low if meta.get("low_open") else value >= low)
+    above = high is not None and not (value < high if meta.get("high_open") else value <= high)
+    if below or above or value != value:  # value != value: NaN is outside every bound
+        rule = " and ".join(
+            part for part in (
+                None if low is None else f"{'>' if meta.get('low_open') else '>='} {low}",
+                None if high is None else f"{'<' if meta.get('high_open') else '<='} {high}")
+            if part)
+        raise ValueError(f"{name} must be {rule}, got {value!r}")
 
 C = TypeVar("C")
 
@@ -51,6 +116,10 @@ def add_config_arguments(parser: argparse.ArgumentParser, cls: type) -> None:
             if is_list:
                 kwargs["nargs"] = "+"
         parser.add_argument(flag, **kwargs)
+    for old, new in getattr(cls, "RENAMED", {}).items():
+        kind, _ = _base_type(hints[new])
+        parser.add_argument("--" + old.replace("_", "-"), dest=old, default=argparse.SUPPRESS,
+                            type=kind, help=argparse.SUPPRESS)
 
 
 def load_config_file(path: str | Path) -> dict[str, Any]:
@@ -81,11 +150,28 @@ def build_config(cls: type[C], *layers: dict[str, Any]) -> C:
     hints = typing.get_type_hints(cls)
     merged: dict[str, Any] = {}
     for layer in layers:
+        layer = _renamed(cls, layer)
         unknown = sorted(set(layer) - names)
         if unknown:
             raise ValueError(f"unknown config field(s) {unknown}; valid fields: {sorted(names)}")
         merged.update(layer)
     return cls(**{name: _coerce(name, value, hints[name]) for name, value in merged.items()})
+
+
+def _renamed(cls: type, layer: dict[str, Any]) -> dict[str, Any]:
+    """``layer`` with the old field names of ``cls.RENAMED`` mapped to their new names."""
+    renamed: dict[str, str] = getattr(cls, "RENAMED", {})
+    layer = dict(layer)
+    for old, new in renamed.items():
+        if old not in layer:
+            continue
+        if new in layer:
+            raise ValueError(f"give {new!r} or its old name {old!r}, not both")
+        warnings.warn(f"config field {old!r} is deprecated and will be removed in the next "
+                      f"release; use {new!r} (--{new.replace('_', '-')})", FutureWarning,
+                      stacklevel=3)
+        layer[new] = layer.pop(old)
+    return layer
 
 
 def _coerce(name: str, value: Any, hint: Any) -> Any:

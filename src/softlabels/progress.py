@@ -1,7 +1,13 @@
-"""Progress reporting: a live bar with ETA on a terminal, plain log lines otherwise."""
+"""Progress reporting: a live bar with ETA on a terminal, plain log lines otherwise.
+
+Bars nest: a bar opened while another is live (a cell's training epochs under the sweep's
+cell count) becomes a second line of the same display, removed when it ends. Inside
+:func:`labelled`, every bar's label starts with the name given there (the cell being run).
+"""
 
 from __future__ import annotations
 
+import contextvars
 import sys
 import time
 from collections.abc import Iterator
@@ -16,9 +22,15 @@ from rich.progress import (
     TimeRemainingColumn,
 )
 
-__all__ = ["ProgressReporter", "progress"]
+__all__ = ["ProgressReporter", "labelled", "progress"]
 
 _LOG_EVERY = 10.0
+# Labels and statuses are cut so that a bar fits an 80-column terminal.
+_LABEL_WIDTH, _STATUS_WIDTH = 28, 24
+
+_PREFIX: contextvars.ContextVar[str] = contextvars.ContextVar("softlabels_progress_prefix",
+                                                              default="")
+_LIVE: list[Progress] = []  # the display bars of this process share, while one is open
 
 
 class ProgressReporter:
@@ -30,6 +42,12 @@ class ProgressReporter:
         self._first = self._done = start
         self._start = self._last_line = time.perf_counter()
 
+    def set_total(self, total: int) -> None:
+        """Change the number of units (a sweep whose later cells became known)."""
+        self._total = total
+        if self._bar is not None and self._task is not None:
+            self._bar.update(self._task, total=total)
+
     def advance(self, status: str = "") -> None:
         """Mark one unit of work done; ``status`` is shown beside the bar or logged.
 
@@ -38,7 +56,7 @@ class ProgressReporter:
         """
         self._done += 1
         if self._bar is not None and self._task is not None:
-            self._bar.update(self._task, advance=1, status=status)
+            self._bar.update(self._task, advance=1, status=_cut(status, _STATUS_WIDTH))
             return
         now = time.perf_counter()
         if self._done < self._total and now - self._last_line < _LOG_EVERY:
@@ -48,6 +66,16 @@ class ProgressReporter:
         eta = elapsed / (self._done - self._first) * (self._total - self._done)
         print(f"[{self._label}] {self._done}/{self._total} {status} "
               f"(elapsed {elapsed:.1f}s, eta {eta:.1f}s)", file=sys.stderr, flush=True)
+
+
+@contextmanager
+def labelled(name: str) -> Iterator[None]:
+    """Prefix the label of every bar opened inside with ``name`` (e.g. a sweep cell)."""
+    token = _PREFIX.set(name)
+    try:
+        yield
+    finally:
+        _PREFIX.reset(token)
 
 
 @contextmanager
@@ -62,18 +90,37 @@ def progress(total: int, label: str, enabled: bool | None = None,
             terminal and, otherwise, a log line on stderr every 10 s and at the end.
         start: units already done (a resumed run).
     """
+    prefix = _PREFIX.get()
+    label = f"{prefix} {label}" if prefix else label
     if enabled is False:
         yield _Silent(total, label)
         return
     if enabled is None and not sys.stderr.isatty():
         yield ProgressReporter(None, None, total, label, start)
         return
-    columns = (TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
-               TimeElapsedColumn(), TextColumn("eta"), TimeRemainingColumn(),
-               TextColumn("{task.fields[status]}"))
+    if _LIVE:
+        bar = _LIVE[-1]
+        task = bar.add_task(_cut(label, _LABEL_WIDTH), total=total, completed=start, status="")
+        try:
+            yield ProgressReporter(bar, task, total, label)
+        finally:
+            bar.remove_task(task)
+        return
+    columns = (TextColumn("[bold]{task.description}"), BarColumn(bar_width=16),
+               MofNCompleteColumn(), TimeElapsedColumn(), TextColumn("eta"),
+               TimeRemainingColumn(), TextColumn("{task.fields[status]}"))
     with Progress(*columns, transient=False) as bar:
-        task = bar.add_task(label, total=total, completed=start, status="")
-        yield ProgressReporter(bar, task, total, label)
+        _LIVE.append(bar)
+        try:
+            task = bar.add_task(_cut(label, _LABEL_WIDTH), total=total, completed=start,
+                                status="")
+            yield ProgressReporter(bar, task, total, label)
+        finally:
+            _LIVE.pop()
+
+
+def _cut(text: str, width: int) -> str:
+    return text if len(text) <= width else text[:width - 1] + "…"
 
 
 class _Silent(ProgressReporter):

@@ -32,7 +32,7 @@ from torch import Tensor, nn
 from ..attacks import pgd
 from ..runtime import follow_device
 from .temperatures import ClassTemperatures
-from .training import AttackConfig
+from .training import AttackConfig, GeneratorState
 
 __all__ = ["ABSLD", "ARD", "RSLAD", "Distiller"]
 
@@ -40,7 +40,7 @@ __all__ = ["ABSLD", "ARD", "RSLAD", "Distiller"]
 _ADV_WEIGHT, _NAT_WEIGHT = 5.0 / 6.0, 1.0 / 6.0
 
 
-class Distiller(nn.Module):
+class Distiller(GeneratorState, nn.Module):
     """Student + frozen teacher; subclasses define :meth:`forward` ``(x, y) -> terms``.
 
     Args:
@@ -208,12 +208,14 @@ class ABSLD(RSLAD):
                 "tau_nat_max": float(self.nat_temperatures.values.max())}
 
     def extra_state(self) -> dict[str, Any]:
-        """Temperatures and the risk gathered so far, for a resumable checkpoint."""
-        return {"adv": self.adv_temperatures.state_dict(),
+        """Temperatures, the risk gathered so far and the attack generator, for a resumable
+        checkpoint."""
+        return {**super().extra_state(), "adv": self.adv_temperatures.state_dict(),
                 "nat": self.nat_temperatures.state_dict(), "risk": self._risk.clone()}
 
     def load_extra_state(self, state: dict[str, Any]) -> None:
         """Restore from :meth:`extra_state`."""
+        super().load_extra_state(state)
         self.adv_temperatures.load_state_dict(state["adv"])
         self.nat_temperatures.load_state_dict(state["nat"])
         self._risk = state["risk"].clone()

@@ -8,6 +8,7 @@ Each is a callable ``objective(model, x, y) -> {term: scalar}`` for
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -15,7 +16,27 @@ from torch import Tensor, nn
 
 from ..attacks import pgd
 
-__all__ = ["AttackConfig", "NaturalObjective", "PGDATObjective", "TRADESObjective"]
+__all__ = ["AttackConfig", "GeneratorState", "NaturalObjective", "PGDATObjective",
+           "TRADESObjective"]
+
+
+class GeneratorState:
+    """``fit`` hook methods that keep ``self.generator`` (the attacks' random starts) in the
+    training checkpoint, so that a resumed run draws the same starts as an uninterrupted one.
+
+    Pass the object in ``fit(..., hooks=[...])``.
+    """
+
+    generator: torch.Generator | None
+
+    def extra_state(self) -> dict[str, Any]:
+        """The generator's state (empty without a generator)."""
+        return {} if self.generator is None else {"generator": self.generator.get_state()}
+
+    def load_extra_state(self, state: dict[str, Any]) -> None:
+        """Restore :meth:`extra_state`; a checkpoint of an older version may lack it."""
+        if self.generator is not None and "generator" in state:
+            self.generator.set_state(state["generator"])
 
 
 @dataclass(frozen=True)
@@ -48,7 +69,7 @@ class NaturalObjective:
         return {"ce": F.cross_entropy(model(x), y)}
 
 
-class PGDATObjective:
+class PGDATObjective(GeneratorState):
     """Madry et al.: cross-entropy on PGD examples (uniform random start)."""
 
     def __init__(self, attack: AttackConfig, generator: torch.Generator | None = None) -> None:
@@ -61,7 +82,7 @@ class PGDATObjective:
         return {"adv_ce": F.cross_entropy(model(adv), y)}
 
 
-class TRADESObjective:
+class TRADESObjective(GeneratorState):
     """Zhang et al.: ``CE(f(x), y) + beta * KL(f(x) || f(x_adv))``, attack on that KL.
 
     The attack starts at ``x + 0.001 * N(0, I)`` and ascends ``KL(softmax(f(x)) ||

@@ -15,95 +15,25 @@ import re
 import sys
 import time
 import traceback
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import markdown
 
-from .._checks import check_choice
 from .._io import write_json, write_text
-from ..configuration import build_config, field_help
-from . import distill, robust, seg
-from .robust_report import method_summary
+from ..configuration import build_config, check_fields, field_help
+from ..results import Table
+from .executors import ExecutorConfig
+from .registry import STUDIES
+from .sweep import Results, run_sweep
 
-__all__ = ["FULL", "STUDIES", "ReproduceConfig", "StudyFailedError", "run"]
+__all__ = ["HELP", "ReproduceConfig", "StudyFailedError", "run"]
 
+HELP = "run the three studies (quick on embedded data, or --full) into one report"
 
-@dataclass(frozen=True)
-class _Study:
-    config_cls: type
-    quick: dict[str, Any]
-    run: Callable[..., list[dict[str, Any]]]
-    headline: Callable[[list[dict[str, Any]]], list[str]]
-
-
-def _distill_headline(rows: list[dict[str, Any]]) -> list[str]:
-    tests = [r for r in rows if r["phase"] == "test" and r["images"] == "random"]
-    lines = []
-    for ipc in sorted({r["ipc"] for r in tests}):
-        cells = {r["labels"]: r for r in tests if r["ipc"] == ipc
-                 and r["labels"] in ("hard", "expert")}
-        if cells:
-            lines.append(f"IPC {ipc}: " + ", ".join(
-                f"{mode} {100 * cells[mode]['best_mean']:.1f}%" for mode in sorted(cells)))
-    return lines
-
-
-def _seg_headline(rows: list[dict[str, Any]]) -> list[str]:
-    return [f"{e['labels']} {e['loss']}: mIoU^D {e['miou_dataset'][0]:.1f}%"
-            for e in seg.summary_rows(rows)]
-
-
-def _robust_headline(rows: list[dict[str, Any]]) -> list[str]:
-    lines = []
-    for method, per_attack in method_summary(rows).items():
-        name = next(a for a in per_attack if a.startswith("pgd"))
-        score = per_attack[name]
-        lines.append(f"{method}: {name} {100 * score['accuracy'][0]:.1f}%, worst class "
-                     f"{100 * score['worst_class_accuracy'][0]:.1f}%, NSD "
-                     f"{score['nsd'][0]:.3f}")
-    return lines
-
-
-STUDIES: dict[str, _Study] = {
-    "distill": _Study(distill.DistillStudyConfig, distill.QUICK, distill.run,
-                      _distill_headline),
-    "seg": _Study(seg.SegStudyConfig, seg.QUICK, seg.run, _seg_headline),
-    "robust": _Study(robust.RobustStudyConfig, robust.QUICK, robust.run, _robust_headline),
-}
-
-_DISTILL_CIFAR10 = {
-    "dataset": "cifar10", "model_args": ("width=64",), "expert_epochs": 20,
-    "expert_epoch": (2, 5, 10, 20), "select_epoch": True, "seeds": (0, 1, 2),
-    "student_epochs": 300, "eval_every": 150, "dm_iterations": 1000,
-}
-
-#: ``full``: per study, the dataset folder it needs under ``data_root`` and the configs it runs
-#: in order (later ones extend the sweep of earlier ones in the same folder). These are the
-#: settings behind ``docs/results.md``.
-FULL: dict[str, tuple[str, list[dict[str, Any]]]] = {
-    "distill": ("cifar10", [
-        {**_DISTILL_CIFAR10, "images": ("random", "dm"), "ipc": (1, 10),
-         "labels": ("hard", "expert")},
-        {**_DISTILL_CIFAR10, "images": ("random", "dm"), "ipc": (1, 10),
-         "labels": ("hard", "expert", "smooth", "topk", "swap", "shuffle"), "k": (1, 2, 3, 5)},
-        {**_DISTILL_CIFAR10, "images": ("random", "dm"), "ipc": (50,),
-         "labels": ("hard", "expert", "topk"), "k": (1, 2, 3, 5)},
-    ]),
-    "seg": ("camvid", [
-        {"dataset": "camvid", "losses": ("ce", "ce+jml", "ce+sjl"),
-         "labels": ("hard", "ls", "kd"), "seeds": (0, 1, 2), "epochs": 8, "crop": 128,
-         "teacher_args": ("base_width=24",)},
-    ]),
-    "robust": ("mnist", [
-        {"dataset": "mnist", "source_split": "test", "test_fraction": 0.2, "eps": 0.3,
-         "alpha": 0.04, "train_steps": 10, "eval_steps": 20, "eval_alpha": 0.03,
-         "teacher_args": ("width=32",), "model_args": ("width=16",), "teacher_epochs": 10,
-         "epochs": 10, "select_every": 2, "seeds": (0, 1, 2), "autoattack_images": 100},
-    ]),
-}
+#: The studies ``reproduce`` runs: those that declare a ``--full`` preset (not ``train``).
+REPRODUCED = tuple(name for name, study in STUDIES.items() if study.full is not None)
 
 
 class StudyFailedError(ValueError):
@@ -118,33 +48,33 @@ class ReproduceConfig:
         "run the real-data studies of docs/results.md (needs --data-root; hours on a CPU)"))
     data_root: str | None = field(default=None, metadata=field_help(
         "folder holding cifar10/, camvid/ and mnist/ (with --full)"))
-    studies: tuple[str, ...] = field(default=tuple(STUDIES), metadata=field_help(
-        "studies to run", choices=tuple(STUDIES)))
+    studies: tuple[str, ...] = field(default=REPRODUCED, metadata=field_help(
+        "studies to run", choices=REPRODUCED, nonempty=True, unique=True))
     device: str = field(default="auto", metadata=field_help("auto, cpu or cuda"))
     out: str = field(default="runs/reproduce", metadata=field_help("output folder"))
 
     def __post_init__(self) -> None:
-        if not self.studies:
-            raise ValueError(f"studies must name at least one of {list(STUDIES)}")
-        for name in self.studies:
-            check_choice("studies", name, tuple(STUDIES))
+        check_fields(self)
         if self.full and self.data_root is None:
             raise ValueError("--full needs --data-root, the folder holding "
-                             + ", ".join(f"{FULL[s][0]}/ (for {s})" for s in self.studies))
+                             + ", ".join(f"{_full(s)[0]}/ (for {s})" for s in self.studies))
 
 
-#: ``--quick`` changes nothing: the default already is the quick form of every study.
-QUICK: dict[str, Any] = {}
+def _full(name: str) -> tuple[str, tuple[dict[str, Any], ...]]:
+    full = STUDIES[name].full
+    assert full is not None  # REPRODUCED holds only studies with a --full preset
+    return full[0], tuple(dict(layer) for layer in full[1])
 
 
-def run(config: ReproduceConfig, *, show_progress: bool | None = None
-        ) -> list[dict[str, Any]]:
+def run(config: ReproduceConfig, executor: ExecutorConfig | None = None, *,
+        show_progress: bool | None = None) -> Results:
     """Run the chosen studies, then write the combined report; one summary row per study.
 
     Raises:
         ValueError: ``full`` and a dataset folder is missing (before anything runs).
         StudyFailedError: a study raised; the others ran and the report names the failure.
     """
+    began = time.perf_counter()
     out = Path(config.out)
     if config.full:
         _check_data_root(config)
@@ -152,7 +82,7 @@ def run(config: ReproduceConfig, *, show_progress: bool | None = None
     summaries = []
     for number, name in enumerate(config.studies, start=1):
         print(f"[reproduce] {name} ({number}/{len(config.studies)})", file=sys.stderr)
-        summaries.append(_run_study(config, name, out / name, show_progress))
+        summaries.append(_run_study(config, name, out / name, executor, show_progress))
         _write_reports(out, config, summaries)
     write_json(out / "summary.json", summaries)
     failed = [s for s in summaries if s["status"] != "ok"]
@@ -161,13 +91,21 @@ def run(config: ReproduceConfig, *, show_progress: bool | None = None
                                          for s in failed)
                                + f" (the other studies' results and the report are in "
                                  f"{str(out)!r})")
-    return summaries
+    table = Table("softlabels reproduce: " + ("full" if config.full else "quick"),
+                  ("study", "status", "seconds", "headline"), text_columns=2,
+                  notes=[f"report: {out}/report.md and {out}/report.html"])
+    for s in summaries:
+        table.rows.append((s["study"], s["status"], f"{s['seconds']:.0f}",
+                           "\n".join(s["headline"])))
+    return Results("reproduce", config, out, summaries, [table],
+                   [line for s in summaries for line in s["headline"]],
+                   time.perf_counter() - began)
 
 
 def _check_data_root(config: ReproduceConfig) -> None:
     root = Path(config.data_root)  # type: ignore[arg-type]
-    missing = [f"{root / FULL[s][0]} (needed by {s})" for s in config.studies
-               if not (root / FULL[s][0]).is_dir()]
+    missing = [f"{root / _full(s)[0]} (needed by {s})" for s in config.studies
+               if not (root / _full(s)[0]).is_dir()]
     if missing:
         raise ValueError("--data-root is missing " + ", ".join(missing))
 
@@ -176,23 +114,24 @@ def _study_configs(config: ReproduceConfig, name: str, folder: Path) -> list[Any
     study = STUDIES[name]
     common = {"out": str(folder), "device": config.device}
     if not config.full:
-        return [build_config(study.config_cls, study.quick, common)]
-    dataset, layers = FULL[name]
+        return [build_config(study.config_cls, dict(study.quick), common)]
+    dataset, layers = _full(name)
     root = str(Path(config.data_root) / dataset)  # type: ignore[arg-type]
     return [build_config(study.config_cls, layer, {**common, "data_root": root})
             for layer in layers]
 
 
 def _run_study(config: ReproduceConfig, name: str, folder: Path,
-               show_progress: bool | None) -> dict[str, Any]:
+               executor: ExecutorConfig | None, show_progress: bool | None) -> dict[str, Any]:
     began = time.perf_counter()
     summary: dict[str, Any] = {"study": name, "folder": str(folder), "status": "ok",
                                "error": None, "headline": []}
     try:
-        rows: list[dict[str, Any]] = []
+        headline: list[str] = []
         for study_config in _study_configs(config, name, folder):
-            rows = STUDIES[name].run(study_config, show_progress=show_progress)
-        summary["headline"] = STUDIES[name].headline(rows)
+            headline = run_sweep(STUDIES[name], study_config, executor,
+                                 show_progress=show_progress).headline
+        summary["headline"] = headline
     except Exception as err:  # one study's failure must not stop the others
         summary["status"] = "failed"
         summary["error"] = f"{type(err).__name__}: {err}"

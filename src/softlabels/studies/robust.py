@@ -13,9 +13,10 @@ into training and test parts with ``source_split`` and ``test_fraction``.
 
 from __future__ import annotations
 
+import functools
 import importlib.util
-import json
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -23,15 +24,13 @@ from typing import Any
 import torch
 from torch import nn
 
-from .._checks import check_choice
-from .._io import torch_save, write_json
+from .._io import torch_save
 from ..attacks import robust_evaluate, standard_attacks
 from ..configuration import field_help
 from ..data import ImageDataset, augmentation, list_augmentations, load_dataset
 from ..data.split import sample_per_class, train_val_split
 from ..engine import TrainConfig, fit, load_epoch_checkpoint
-from ..models import create_model
-from ..results import ResultsLog
+from ..results import Table
 from ..robust import (
     ABSLD,
     ARD,
@@ -42,103 +41,84 @@ from ..robust import (
     PGDATObjective,
     TRADESObjective,
 )
-from .robust_report import write_report
-from .run_folder import prepare_run_folder
-from .train import parse_model_args
+from .common import StudyConfig, build_model, like
+from .robust_report import attack_order, method_summary, write_report
+from .sweep import Cell, Stage, Study
 
-__all__ = ["METHODS", "QUICK", "TEACHER_METHODS", "RobustStudyConfig", "run"]
+__all__ = ["METHODS", "QUICK", "STUDY", "TEACHER_METHODS", "RobustStudyConfig"]
 
 METHODS = ("rslad", "absld", "ard")
 TEACHER_METHODS = ("trades", "pgd_at", "natural")
 
 
 @dataclass(frozen=True)
-class RobustStudyConfig:
+class RobustStudyConfig(StudyConfig):
     """Settings of ``softlabels robust``; each field is the CLI flag of the same name."""
 
-    dataset: str = field(default="digits", metadata=field_help("dataset name"))
-    data_root: str | None = field(default=None, metadata=field_help("dataset folder"))
     source_split: str | None = field(default=None, metadata=field_help(
         "split both parts come from (e.g. test for the MNIST test set); default: the "
         "dataset's own train and test splits"))
     test_fraction: float = field(default=0.2, metadata=field_help(
-        "share of --source-split held out as the test part"))
+        "share of --source-split held out as the test part", low=0.0, high=1.0,
+        low_open=True, high_open=True))
     val_fraction: float = field(default=0.1, metadata=field_help(
-        "share of the training part held out to choose each student's checkpoint"))
-    eps: float = field(default=0.3, metadata=field_help("L-inf radius in pixel units"))
+        "share of the training part held out to choose each student's checkpoint", low=0.0,
+        high=1.0, low_open=True, high_open=True))
+    eps: float = field(default=0.3, metadata=field_help("L-inf radius in pixel units",
+                                                        low=0.0))
     alpha: float = field(default=0.01, metadata=field_help("PGD step used in training"))
     train_steps: int = field(default=10, metadata=field_help("PGD steps used in training"))
-    eval_steps: int = field(default=20, metadata=field_help("PGD/CW steps used in evaluation"))
+    eval_steps: int = field(default=20, metadata=field_help(
+        "PGD/CW steps used in evaluation", low=1))
     eval_alpha: float | None = field(default=None, metadata=field_help(
-        "PGD/CW step used in evaluation (default eps / 4)"))
+        "PGD/CW step used in evaluation (default eps / 4)", low=0.0, low_open=True))
     autoattack: bool = field(default=True, metadata=field_help(
         "also evaluate AutoAttack when torchattacks is installed"))
     autoattack_images: int = field(default=500, metadata=field_help(
         "test images (the same number per class) AutoAttack runs on; its Square attack "
-        "costs thousands of forward passes per image"))
+        "costs thousands of forward passes per image", low=1))
     teacher_method: str = field(default="trades", metadata=field_help(
         "how the teacher is trained", choices=TEACHER_METHODS))
     teacher_model: str = field(default="convnet", metadata=field_help("teacher model"))
     teacher_args: tuple[str, ...] = field(default=("width=64",), metadata=field_help(
         "teacher model options as KEY=VALUE"))
-    teacher_epochs: int = field(default=20, metadata=field_help("teacher epochs"))
-    model: str = field(default="convnet", metadata=field_help("student model"))
-    model_args: tuple[str, ...] = field(default=("width=16",), metadata=field_help(
-        "student model options as KEY=VALUE"))
+    teacher_epochs: int = field(default=20, metadata=field_help("teacher epochs", low=1))
+    model: str = like("model", "convnet", "student model")
+    model_args: tuple[str, ...] = like("model_args", ("width=16",),
+                                       "student model options as KEY=VALUE")
     methods: tuple[str, ...] = field(default=METHODS, metadata=field_help(
-        "distillation methods", choices=METHODS))
-    seeds: tuple[int, ...] = field(default=(0, 1, 2), metadata=field_help("student seeds"))
-    epochs: int = field(default=20, metadata=field_help("student epochs"))
-    batch_size: int = field(default=128, metadata=field_help("batch size"))
-    lr: float = field(default=0.05, metadata=field_help("SGD learning rate (teacher and student)"))
-    weight_decay: float = field(default=2e-4, metadata=field_help("weight decay"))
-    augment: str = field(default="none", metadata=field_help("batch augmentation"))
+        "distillation methods", choices=METHODS, nonempty=True, unique=True))
+    seeds: tuple[int, ...] = like("seeds", (0, 1, 2), "student seeds, one cell each")
+    epochs: int = field(default=20, metadata=field_help("student epochs", low=1))
+    batch_size: int = field(default=128, metadata=field_help("batch size", low=1))
+    lr: float = field(default=0.05, metadata=field_help(
+        "SGD learning rate (teacher and student)", low=0.0, low_open=True))
+    weight_decay: float = field(default=2e-4, metadata=field_help("weight decay", low=0.0))
+    augment: str = field(default="none", metadata=field_help(
+        "batch augmentation", choices=tuple(list_augmentations())))
     select_every: int = field(default=2, metadata=field_help(
-        "keep and score a student checkpoint every N epochs (and the last)"))
-    tau_min: float = field(default=0.5, metadata=field_help("ABSLD temperature lower bound"))
+        "keep and score a student checkpoint every N epochs (and the last)", low=1))
+    tau_min: float = field(default=0.5, metadata=field_help(
+        "ABSLD temperature lower bound", low=0.0, low_open=True))
     tau_max: float = field(default=5.0, metadata=field_help("ABSLD temperature upper bound"))
-    tau_rate: float = field(default=0.1, metadata=field_help("ABSLD temperature step"))
+    tau_rate: float = field(default=0.1, metadata=field_help("ABSLD temperature step",
+                                                             low=0.0))
     official_product: bool = field(default=False, metadata=field_help(
         "ABSLD as the official code: both labels divided by tau_adv * tau_nat"))
-    ard_temperature: float = field(default=30.0, metadata=field_help("ARD temperature"))
-    ard_alpha: float = field(default=1.0, metadata=field_help("ARD distillation weight"))
-    trades_beta: float = field(default=6.0, metadata=field_help("TRADES beta"))
-    device: str = field(default="auto", metadata=field_help("auto, cpu or cuda"))
-    out: str = field(default="runs/robust", metadata=field_help("output folder"))
+    ard_temperature: float = field(default=30.0, metadata=field_help(
+        "ARD temperature", low=0.0, low_open=True))
+    ard_alpha: float = field(default=1.0, metadata=field_help(
+        "ARD distillation weight", low=0.0, high=1.0))
+    trades_beta: float = field(default=6.0, metadata=field_help("TRADES beta", low=0.0))
+    out: str = like("out", "runs/robust")
 
-    def __post_init__(self) -> None:
-        if not self.methods:
-            raise ValueError(f"methods must name at least one of {list(METHODS)}")
-        for method in self.methods:
-            check_choice("methods", method, METHODS)
-        for name in ("methods", "seeds"):
-            values = getattr(self, name)
-            if not values:
-                raise ValueError(f"{name} is empty")
-            if len(set(values)) != len(values):
-                raise ValueError(f"{name} must not repeat a value, got {list(values)}")
-        if self.eps < 0:
-            raise ValueError(f"eps must be >= 0, got {self.eps}")
-        if self.eval_steps < 1:
-            raise ValueError(f"eval_steps must be >= 1, got {self.eval_steps}")
-        if self.eval_alpha is not None and self.eval_alpha <= 0:
-            raise ValueError(f"eval_alpha must be > 0, got {self.eval_alpha}")
+    def check(self) -> None:
         if self.tau_min > self.tau_max:
             raise ValueError(f"tau_min must be <= tau_max, got tau_min={self.tau_min} > "
                              f"tau_max={self.tau_max}")
-        for name in ("test_fraction", "val_fraction"):
-            if not 0 < getattr(self, name) < 1:
-                raise ValueError(f"{name} must be in (0, 1), got {getattr(self, name)}")
-        if self.autoattack_images < 1:
-            raise ValueError(f"autoattack_images must be >= 1, got {self.autoattack_images}")
-        if self.select_every < 1:
-            raise ValueError(f"select_every must be >= 1, got {self.select_every}")
-        check_choice("augment", self.augment, list_augmentations())
         self.attack()
         self.train_config(0, self.epochs)
         self.train_config(0, self.teacher_epochs)
-        parse_model_args(self.model_args)
-        parse_model_args(self.teacher_args)
 
     def attack(self) -> AttackConfig:
         """The PGD used inside training."""
@@ -163,6 +143,17 @@ QUICK: dict[str, Any] = {
     "batch_size": 64, "select_every": 2, "autoattack": False,
 }
 
+#: ``reproduce --full``: the MNIST run of ``docs/results.md``.
+FULL: tuple[str, tuple[dict[str, Any], ...]] = ("mnist", (
+    {"dataset": "mnist", "source_split": "test", "test_fraction": 0.2, "eps": 0.3,
+     "alpha": 0.04, "train_steps": 10, "eval_steps": 20, "eval_alpha": 0.03,
+     "teacher_args": ("width=32",), "model_args": ("width=16",), "teacher_epochs": 10,
+     "epochs": 10, "select_every": 2, "seeds": (0, 1, 2), "autoattack_images": 100},
+))
+
+# Seed of the teacher's initialisation and of its attacks, apart from the students' seeds.
+_TEACHER_SEED = 0
+
 
 @dataclass
 class _Data:
@@ -171,88 +162,77 @@ class _Data:
     test: ImageDataset
 
 
-def run(config: RobustStudyConfig, *, show_progress: bool | None = None
-        ) -> list[dict[str, Any]]:
-    """Train the teacher and every (method, seed) student; write results, report, figures."""
-    folder = prepare_run_folder(config, config.out, sweep_fields=("methods", "seeds",
-                                                                  "autoattack"))
-    log = ResultsLog(folder / "results.jsonl", key_fields=("method", "seed"))
-    done = {log.key(row): row for row in log.rows()}
+def plan(config: RobustStudyConfig, rows: Sequence[dict[str, Any]]) -> list[Stage]:
+    """The teacher, then every (method, seed) student."""
+    students = tuple(Cell({"method": method, "seed": seed}, f"{method}-s{seed}")
+                     for seed in config.seeds for method in config.methods)
+    return [Stage("teacher", (Cell({"phase": "teacher"}, "teacher"),)),
+            Stage("students", students)]
+
+
+def run_cell(config: RobustStudyConfig, cell: Cell, folder: Path, *,
+             show_progress: bool | None = None) -> dict[str, Any]:
+    """Train (or load) the teacher and score it, or distil and score one student."""
+    began = time.perf_counter()
     data = _load(config)
-    attacks = _attacks(config)
     teacher = _teacher(config, folder, data, show_progress)
-    teacher_row = _teacher_scores(config, folder, teacher, data, attacks)
-    rows: list[dict[str, Any]] = []
-    for seed in config.seeds:
-        for method in config.methods:
-            key = log.key({"method": method, "seed": seed})
-            if key not in done:
-                done[key] = _student_cell(config, folder, data, teacher, attacks, method,
-                                          seed, show_progress)
-                log.append(done[key])
-                write_report(folder, config, [*rows, done[key]], teacher_row)
-            rows.append(done[key])
-    write_report(folder, config, rows, teacher_row, figures=True)
-    return rows
+    if cell.key.get("phase") == "teacher":
+        return {"teacher_method": config.teacher_method,
+                "scores": _scores(teacher, data.test, config, _TEACHER_SEED),
+                "seconds": time.perf_counter() - began}
+    return {**_student(config, folder, data, teacher, cell.key["method"], cell.key["seed"],
+                       show_progress), "seconds": time.perf_counter() - began}
 
 
-def _load(config: RobustStudyConfig) -> _Data:
-    if config.source_split is not None:
-        source = load_dataset(config.dataset, config.data_root, split=config.source_split)
-        train_part, test_part = train_val_split(source.labels, config.test_fraction, seed=0)
+@functools.lru_cache(maxsize=4)
+def _load_parts(dataset: str, data_root: str | None, source_split: str | None,
+                test_fraction: float, val_fraction: float) -> _Data:
+    if source_split is not None:
+        source = load_dataset(dataset, data_root, split=source_split)
+        train_part, test_part = train_val_split(source.labels, test_fraction, seed=0)
         train, test = source.subset(train_part), source.subset(test_part)
     else:
-        train = load_dataset(config.dataset, config.data_root, split="train")
-        test = load_dataset(config.dataset, config.data_root, split="test")
-    fit_part, val_part = train_val_split(train.labels, config.val_fraction, seed=1)
+        train = load_dataset(dataset, data_root, split="train")
+        test = load_dataset(dataset, data_root, split="test")
+    fit_part, val_part = train_val_split(train.labels, val_fraction, seed=1)
     return _Data(train.subset(fit_part), train.subset(val_part), test)
 
 
-def _attacks(config: RobustStudyConfig) -> dict[str, Any]:
+def _load(config: RobustStudyConfig) -> _Data:
+    """Training, validation and test parts, loaded once per process."""
+    return _load_parts(config.dataset, config.data_root, config.source_split,
+                       config.test_fraction, config.val_fraction)
+
+
+def _attacks(config: RobustStudyConfig, seed: int) -> dict[str, Any]:
+    """The evaluation attacks, their random starts drawn from ``seed`` alone: a score does not
+    depend on which evaluations ran before it in the process."""
     with_autoattack = config.autoattack and importlib.util.find_spec("torchattacks") is not None
     return standard_attacks(config.eps, pgd_steps=config.eval_steps, alpha=config.eval_alpha,
-                            include_autoattack=with_autoattack)
-
-
-def _build(config: RobustStudyConfig, data: _Data, name: str, args: tuple[str, ...],
-           seed: int) -> nn.Module:
-    torch.manual_seed(seed)
-    info = data.train.info
-    return create_model(name, data.train.num_classes, data.train.in_channels,
-                        data.train.image_size, mean=info.mean, std=info.std,
-                        **parse_model_args(args))
+                            seed=seed, include_autoattack=with_autoattack)
 
 
 def _teacher(config: RobustStudyConfig, folder: Path, data: _Data,
              show_progress: bool | None) -> nn.Module:
-    teacher = _build(config, data, config.teacher_model, config.teacher_args, 0)
-    generator = torch.Generator().manual_seed(0)
+    """The robust teacher, trained once (a finished one loads from its checkpoint)."""
+    teacher = build_model(config.teacher_model, config.teacher_args, data.train, _TEACHER_SEED)
+    generator = torch.Generator().manual_seed(_TEACHER_SEED)
     objective = {"trades": lambda: TRADESObjective(config.attack(), config.trades_beta,
                                                    generator),
                  "pgd_at": lambda: PGDATObjective(config.attack(), generator),
                  "natural": NaturalObjective}[config.teacher_method]()
     fit(teacher, data.train.images, data.train.labels,
-        config.train_config(0, config.teacher_epochs), objective=objective,
-        augment=augmentation(config.augment, min(data.train.image_size)),
+        config.train_config(_TEACHER_SEED, config.teacher_epochs), objective=objective,
+        hooks=[objective], augment=augmentation(config.augment, min(data.train.image_size)),
         checkpoint_dir=folder / "checkpoints" / "teacher", device=config.device,
         show_progress=show_progress)
     return teacher.eval()
 
 
-def _teacher_scores(config: RobustStudyConfig, folder: Path, teacher: nn.Module, data: _Data,
-                    attacks: dict[str, Any]) -> dict[str, Any]:
-    path = folder / "teacher_scores.json"
-    if path.exists():
-        return json.loads(path.read_text(encoding="utf-8"))
-    scores = _scores(teacher, data.test, attacks, config)
-    row = {"method": f"teacher ({config.teacher_method})", "scores": scores}
-    write_json(path, row)
-    return row
-
-
-def _scores(model: nn.Module, data: ImageDataset, attacks: dict[str, Any],
-            config: RobustStudyConfig) -> dict[str, dict[str, Any]]:
+def _scores(model: nn.Module, data: ImageDataset, config: RobustStudyConfig, seed: int
+            ) -> dict[str, dict[str, Any]]:
     """Scores under every attack; AutoAttack on a class-balanced subset of the images."""
+    attacks = _attacks(config, seed)
     cheap = {name: attack for name, attack in attacks.items() if name != "autoattack"}
     results = robust_evaluate(model, data.images, data.labels, cheap,
                               num_classes=data.num_classes, device=config.device)
@@ -284,11 +264,10 @@ def _distiller(config: RobustStudyConfig, method: str, student: nn.Module,
                  official_product=config.official_product, generator=generator)
 
 
-def _student_cell(config: RobustStudyConfig, folder: Path, data: _Data, teacher: nn.Module,
-                  attacks: dict[str, Any], method: str, seed: int,
-                  show_progress: bool | None) -> dict[str, Any]:
-    began = time.perf_counter()
-    student = _build(config, data, config.model, config.model_args, seed)
+def _student(config: RobustStudyConfig, folder: Path, data: _Data, teacher: nn.Module,
+             method: str, seed: int, show_progress: bool | None) -> dict[str, Any]:
+    """Distil, choose the checkpoint on validation PGD, score it on the test part."""
+    student = build_model(config.model, config.model_args, data.train, seed)
     distiller = _distiller(config, method, student, teacher, data.train.num_classes, seed)
     recipe = config.train_config(seed, config.epochs)
     checkpoints = folder / "checkpoints" / f"{method}-s{seed}"
@@ -298,12 +277,11 @@ def _student_cell(config: RobustStudyConfig, folder: Path, data: _Data, teacher:
     final = checkpoints / f"epoch_{config.epochs:04d}.pt"
     if not final.exists():  # the last epoch is a candidate even off the select_every grid
         torch_save(final, student.state_dict())
-    selection = _select_checkpoint(config, data, student, checkpoints, attacks)
+    selection = _select_checkpoint(config, data, student, checkpoints, seed)
     student.load_state_dict(load_epoch_checkpoint(checkpoints, selection["epoch"]))
-    row: dict[str, Any] = {"method": method, "seed": seed, "selected_epoch": selection["epoch"],
+    row: dict[str, Any] = {"selected_epoch": selection["epoch"],
                            "selection": selection["scores"],
-                           "scores": _scores(student, data.test, attacks, config),
-                           "seconds": time.perf_counter() - began}
+                           "scores": _scores(student, data.test, config, seed)}
     if isinstance(distiller, ABSLD):
         row["temperatures"] = {"adv": distiller.adv_temperatures.history,
                                "nat": distiller.nat_temperatures.history}
@@ -311,18 +289,52 @@ def _student_cell(config: RobustStudyConfig, folder: Path, data: _Data, teacher:
 
 
 def _select_checkpoint(config: RobustStudyConfig, data: _Data, student: nn.Module,
-                       checkpoints: Path, attacks: dict[str, Any]) -> dict[str, Any]:
-    """The saved epoch with the best validation PGD average + worst-class accuracy."""
-    pgd_name = next(name for name in attacks if name.startswith("pgd"))
+                       checkpoints: Path, seed: int) -> dict[str, Any]:
+    """The saved epoch with the best validation PGD average + worst-class accuracy; every
+    candidate meets the same attack starts (drawn from ``seed``)."""
+    pgd_name = f"pgd{config.eval_steps}"
     epochs = sorted(set(range(config.select_every, config.epochs + 1,
-                                      config.select_every)) | {config.epochs})
+                              config.select_every)) | {config.epochs})
     scores = {}
     for epoch in epochs:
         student.load_state_dict(load_epoch_checkpoint(checkpoints, epoch))
+        attack = _attacks(config, seed)[pgd_name]
         result = robust_evaluate(student, data.val.images, data.val.labels,
-                                 {pgd_name: attacks[pgd_name]},
-                                 num_classes=data.val.num_classes, device=config.device)
+                                 {pgd_name: attack}, num_classes=data.val.num_classes,
+                                 device=config.device)
         scores[str(epoch)] = result[pgd_name].accuracy + result[pgd_name].worst_class_accuracy
     best = max(scores, key=lambda e: (scores[e], int(e)))
     return {"epoch": int(best), "scores": scores}
 
+
+def summary(config: RobustStudyConfig, rows: Sequence[dict[str, Any]]) -> list[Table]:
+    """Accuracy / worst class / NSD under each attack, mean over seeds, per method."""
+    methods = method_summary(rows)
+    scored = [r for r in rows if "method" in r]
+    attacks = attack_order(list(scored[0]["scores"])) if scored else []
+    table = Table(f"{config.dataset}: accuracy (%) / worst class (%) / NSD, mean over seeds",
+                  ("method", *attacks), notes=[f"report: {config.out}/report.md"])
+    for method, per_attack in methods.items():
+        table.rows.append((method, *(f"{100 * per_attack[a]['accuracy'][0]:.1f} / "
+                                     f"{100 * per_attack[a]['worst_class_accuracy'][0]:.1f} / "
+                                     f"{per_attack[a]['nsd'][0]:.3f}" for a in attacks)))
+    return [table]
+
+
+def headline(rows: Sequence[dict[str, Any]]) -> list[str]:
+    """PGD accuracy, worst class and NSD of each method."""
+    lines = []
+    for method, per_attack in method_summary(rows).items():
+        name = next(a for a in per_attack if a.startswith("pgd"))
+        score = per_attack[name]
+        lines.append(f"{method}: {name} {100 * score['accuracy'][0]:.1f}%, worst class "
+                     f"{100 * score['worst_class_accuracy'][0]:.1f}%, NSD "
+                     f"{score['nsd'][0]:.3f}")
+    return lines
+
+
+STUDY = Study(name="robust",
+              help="adversarial robustness distillation: ARD, RSLAD and anti-bias ABSLD",
+              config_cls=RobustStudyConfig, quick=QUICK, plan=plan, run_cell=run_cell,
+              report=write_report, summary=summary, headline=headline,
+              sweep_fields=("methods", "seeds", "autoattack"), full=FULL)

@@ -38,10 +38,12 @@ def _mean_std(values: Sequence[float]) -> tuple[float, float]:
 
 
 def method_summary(rows: Sequence[Row]) -> dict[str, dict[str, dict[str, tuple[float, float]]]]:
-    """``{method: {attack: {measure: (mean, std)}}}`` over the seeds of each method."""
+    """``{method: {attack: {measure: (mean, std)}}}`` over the seeds of each method (the
+    student rows; the teacher's row has no method)."""
     by_method: dict[str, list[Row]] = {}
     for row in rows:
-        by_method.setdefault(row["method"], []).append(row)
+        if "method" in row:
+            by_method.setdefault(row["method"], []).append(row)
     summary: dict[str, dict[str, dict[str, tuple[float, float]]]] = {}
     for method, members in by_method.items():
         attacks = members[0]["scores"]
@@ -52,26 +54,34 @@ def method_summary(rows: Sequence[Row]) -> dict[str, dict[str, dict[str, tuple[f
     return summary
 
 
-def write_report(folder: Path, config: Any, rows: Sequence[Row], teacher: Row, *,
-                 figures: bool = False) -> None:
-    """Write ``report.md`` (and, with ``figures``, the PNG figures) into ``folder``."""
+def write_report(config: Any, folder: Path, rows: Sequence[Row], figures: bool) -> None:
+    """Write ``report.md`` (and, with ``figures``, the PNG figures) into ``folder`` from the
+    rows: the teacher's (``phase = "teacher"``, when present) and the students'."""
+    teachers = [r for r in rows if r.get("phase") == "teacher"]
+    rows = [r for r in rows if "method" in r]
     made = _figures(folder, rows) if figures else []
-    attacks = attack_order(list(teacher["scores"]))
+    if not teachers and not rows:
+        write_text(folder / "report.md", f"# Robust distillation on {config.dataset}\n\n"
+                                         "No cell has finished yet.\n")
+        return
+    scored = teachers[0] if teachers else rows[0]
+    attacks = attack_order(list(scored["scores"]))
     lines = [f"# Robust distillation on {config.dataset} (eps = {config.eps:g})", "",
              "Accuracy in %, mean ± sample std over seeds "
              f"{sorted({r['seed'] for r in rows})}; Worst = worst-class accuracy; NSD = "
              "sample std / mean of the class-wise accuracies (lower is fairer)."
-             + (f" AutoAttack runs on {teacher['scores']['autoattack']['images']} "
+             + (f" AutoAttack runs on {scored['scores']['autoattack']['images']} "
                 "class-balanced test images, the other attacks on the whole test split."
-                if "autoattack" in teacher["scores"] else ""), ""]
+                if "autoattack" in scored["scores"] else ""), ""]
     header = "| method | " + " | ".join(f"{a} {t}" for a in attacks for _, t in _MEASURES) + " |"
     lines += [header, "|---" * (1 + len(attacks) * len(_MEASURES)) + "|"]
-    cells = []
-    for attack in attacks:
-        score = teacher["scores"][attack]
-        cells += [f"{100 * score['accuracy']:.1f}", f"{100 * score['worst_class_accuracy']:.1f}",
-                  f"{score['nsd']:.3f}"]
-    lines.append(f"| {teacher['method']} | " + " | ".join(cells) + " |")
+    for teacher in teachers:
+        cells = []
+        for attack in attacks:
+            score = teacher["scores"][attack]
+            cells += [f"{100 * score['accuracy']:.1f}",
+                      f"{100 * score['worst_class_accuracy']:.1f}", f"{score['nsd']:.3f}"]
+        lines.append(f"| teacher ({teacher['teacher_method']}) | " + " | ".join(cells) + " |")
     for method, per_attack in method_summary(rows).items():
         cells = []
         for attack in attacks:

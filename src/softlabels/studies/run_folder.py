@@ -11,7 +11,7 @@ from typing import Any
 from .. import __version__
 from .._io import write_json
 
-__all__ = ["FolderInUseError", "prepare_run_folder"]
+__all__ = ["FolderInUseError", "prepare_run_folder", "read_run_config"]
 
 
 class FolderInUseError(ValueError):
@@ -42,8 +42,8 @@ def _lock(folder: Path) -> None:
 _RESUMABLE_CHANGES = frozenset({"device", "out", "data_root"})
 
 
-def prepare_run_folder(config: Any, out: str | Path,
-                       sweep_fields: tuple[str, ...] = ()) -> Path:
+def prepare_run_folder(config: Any, out: str | Path, sweep_fields: tuple[str, ...] = (),
+                       study: str | None = None) -> Path:
     """Create ``out`` and write ``config.json``; refuse a folder that holds another run.
 
     The folder is locked (``flock`` on ``.lock``) for the rest of this process, so a second
@@ -53,18 +53,23 @@ def prepare_run_folder(config: Any, out: str | Path,
     (the axes of a sweep, such as seeds or label modes: extending them adds cells next to the
     finished ones, whose settings are unchanged). Any other difference
     would mix results of different settings, so it raises ``ValueError`` naming the fields.
+    ``study`` is recorded too (``softlabels report`` reads it), and a folder of another study
+    is refused.
     """
     folder = Path(out)
+    if folder.exists() and not folder.is_dir():
+        raise ValueError(f"output folder {str(folder)!r} is an existing file; choose a folder "
+                         "with --out")
     folder.mkdir(parents=True, exist_ok=True)
     _lock(folder)
     current = dataclasses.asdict(config)
     path = folder / "config.json"
     if path.exists():
-        try:
-            stored = json.loads(path.read_text(encoding="utf-8"))["config"]
-        except (json.JSONDecodeError, KeyError, TypeError) as err:
-            raise ValueError(f"{str(path)!r} is not a softlabels config file; use another "
-                             "--out folder") from err
+        stored_file = read_run_config(folder)
+        stored = stored_file["config"]
+        if study is not None and stored_file.get("study", study) != study:
+            raise ValueError(f"output folder {str(folder)!r} holds a run of study "
+                             f"{stored_file['study']!r}, not {study!r}; use another --out")
         normalised = json.loads(json.dumps(current))
         free = _RESUMABLE_CHANGES | set(sweep_fields)
         # A field added by a later version is absent from an older run's config; at its
@@ -78,5 +83,30 @@ def prepare_run_folder(config: Any, out: str | Path,
             raise ValueError(
                 f"output folder {str(folder)!r} holds a run with a different config (fields "
                 f"{differing}); use a new --out folder or delete that one")
-    write_json(path, {"softlabels_version": __version__, "config": current})
+    record: dict[str, Any] = {"softlabels_version": __version__, "config": current}
+    if study is not None:
+        record["study"] = study
+    write_json(path, record)
     return folder
+
+
+def read_run_config(folder: str | Path) -> dict[str, Any]:
+    """The ``config.json`` of a run folder: ``{"config": {...}, "study": ..., ...}``.
+
+    Raises:
+        FileNotFoundError: the folder has no ``config.json``.
+        ValueError: the file is not UTF-8 JSON of that shape; the message names it.
+    """
+    path = Path(folder) / "config.json"
+    if not path.is_file():
+        raise FileNotFoundError(f"{str(Path(folder))!r} is not a softlabels run folder (no "
+                                "config.json)")
+    try:
+        stored = json.loads(path.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise ValueError(f"{str(path)!r} is not a softlabels config file ({err}); use another "
+                         "--out folder") from None
+    if not isinstance(stored, dict) or not isinstance(stored.get("config"), dict):
+        raise ValueError(f"{str(path)!r} is not a softlabels config file (no 'config' "
+                         "mapping); use another --out folder")
+    return stored

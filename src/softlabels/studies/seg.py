@@ -4,16 +4,19 @@ One cell = (loss, label mode, seed): a segmentation model trained with
 ``w_ce * CE + w_metric * metric loss`` on hard, boundary-smoothed (``ls``), distilled (``kd``)
 or semi-supervised (``semi``) labels, then scored on the test split with mIoU at dataset,
 image and class level, worst-case mIoU, and ECE. Teachers (for ``kd`` and ``semi``) are
-trained once per seed with boundary-smoothed labels and CE + JML, as in the paper. Finished
-cells are read back from ``results.jsonl``; interrupted training resumes from its checkpoint.
+trained once per seed with boundary-smoothed labels and CE + JML, as in the paper, in a
+first stage of cells (their test scores are rows with ``phase = "teacher"``). Finished cells
+are read back from ``results.jsonl``; interrupted training resumes from its checkpoint.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import statistics
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -23,15 +26,12 @@ import torch
 from matplotlib.figure import Figure
 from torch import Tensor, nn
 
-from .._checks import check_choice, check_range
 from .._io import torch_load, write_text
 from ..configuration import field_help
 from ..data import PairedAugment, SegmentationDataset, load_segmentation
 from ..data.segmentation import PairedFlip, PairedRandomCrop
-from ..engine import TrainConfig, fit
-from ..models import create_model
-from ..results import ResultsLog
-from ..runtime import seed_everything
+from ..engine import OPTIMIZERS, TrainConfig, fit
+from ..results import Table
 from ..seg import (
     LABEL_MODES,
     LOSSES,
@@ -41,84 +41,62 @@ from ..seg import (
     evaluate_segmentation,
     predict_segmentation,
 )
-from .run_folder import prepare_run_folder
-from .train import parse_model_args
+from .common import StudyConfig, build_model, like
+from .sweep import Cell, Stage, Study
 
-__all__ = ["QUICK", "SegStudyConfig", "run"]
+__all__ = ["QUICK", "STUDY", "SegStudyConfig"]
 
 
 @dataclass(frozen=True)
-class SegStudyConfig:
+class SegStudyConfig(StudyConfig):
     """Settings of ``softlabels seg``; each field is the CLI flag of the same name."""
 
-    dataset: str = field(default="digit_scenes", metadata=field_help(
-        "segmentation dataset: digit_scenes (embedded) or camvid"))
-    data_root: str | None = field(default=None, metadata=field_help("dataset folder (camvid)"))
-    model: str = field(default="unet", metadata=field_help("student model"))
-    model_args: tuple[str, ...] = field(default=("base_width=16",), metadata=field_help(
-        "student model options as KEY=VALUE"))
+    dataset: str = like("dataset", "digit_scenes",
+                        "segmentation dataset: digit_scenes (embedded) or camvid")
+    model: str = like("model", "unet", "student model")
+    model_args: tuple[str, ...] = like("model_args", ("base_width=16",),
+                                       "student model options as KEY=VALUE")
     teacher_model: str = field(default="unet", metadata=field_help("teacher model (kd, semi)"))
     teacher_args: tuple[str, ...] = field(default=("base_width=32",), metadata=field_help(
         "teacher model options as KEY=VALUE"))
     losses: tuple[str, ...] = field(default=("ce", "ce+jml"), metadata=field_help(
-        "losses to compare", choices=LOSSES))
+        "losses to compare", choices=LOSSES, nonempty=True, unique=True))
     labels: tuple[str, ...] = field(default=("hard", "ls", "kd"), metadata=field_help(
-        "label modes", choices=LABEL_MODES))
-    seeds: tuple[int, ...] = field(default=(0,), metadata=field_help("seeds, one cell each"))
-    epochs: int = field(default=30, metadata=field_help("student epochs"))
+        "label modes", choices=LABEL_MODES, nonempty=True, unique=True))
+    epochs: int = field(default=30, metadata=field_help("student epochs", low=1))
     teacher_epochs: int | None = field(default=None, metadata=field_help(
-        "teacher epochs (default: the student's)"))
-    batch_size: int = field(default=8, metadata=field_help("batch size"))
-    optimizer: str = field(default="adamw", metadata=field_help("sgd or adamw",
-                                                            choices=("sgd", "adamw")))
-    lr: float = field(default=3e-3, metadata=field_help("initial learning rate"))
-    weight_decay: float = field(default=1e-4, metadata=field_help("weight decay"))
-    w_ce: float = field(default=0.25, metadata=field_help("weight of cross-entropy"))
-    w_metric: float = field(default=0.75, metadata=field_help("weight of the metric loss"))
-    eps: float = field(default=0.5, metadata=field_help("boundary label smoothing eps (ls)"))
-    kernel: int = field(default=3, metadata=field_help("boundary neighbourhood size (ls)"))
-    temperature: float = field(default=1.0, metadata=field_help("distillation temperature"))
+        "teacher epochs (default: the student's)", low=1))
+    batch_size: int = field(default=8, metadata=field_help("batch size", low=1))
+    optimizer: str = field(default="adamw", metadata=field_help("optimiser",
+                                                            choices=OPTIMIZERS))
+    lr: float = field(default=3e-3, metadata=field_help(
+        "initial learning rate", low=0.0, low_open=True))
+    weight_decay: float = field(default=1e-4, metadata=field_help("weight decay", low=0.0))
+    w_ce: float = field(default=0.25, metadata=field_help("weight of cross-entropy", low=0.0))
+    w_metric: float = field(default=0.75, metadata=field_help(
+        "weight of the metric loss", low=0.0))
+    eps: float = field(default=0.5, metadata=field_help(
+        "boundary label smoothing eps (ls)", low=0.0, high=1.0))
+    kernel: int = field(default=3, metadata=field_help(
+        "boundary neighbourhood size (ls), odd", low=1))
+    temperature: float = field(default=1.0, metadata=field_help(
+        "distillation temperature", low=0.0, low_open=True))
     labeled_fraction: float = field(default=0.25, metadata=field_help(
-        "share of training images that keep their annotation (semi)"))
+        "share of training images that keep their annotation (semi)", low=0.0, high=1.0,
+        low_open=True, high_open=True))
     confidence: float = field(default=0.5, metadata=field_help(
-        "minimum teacher confidence for a pseudo-labelled pixel (semi)"))
-    crop: int = field(default=0, metadata=field_help("random square crop size (0 = none)"))
-    figure_images: int = field(default=4, metadata=field_help("test images in the figure"))
-    device: str = field(default="auto", metadata=field_help("auto, cpu or cuda"))
-    out: str = field(default="runs/seg", metadata=field_help("output folder"))
+        "minimum teacher confidence for a pseudo-labelled pixel (semi)", low=0.0, high=1.0))
+    crop: int = field(default=0, metadata=field_help(
+        "random square crop size (0 = none)", low=0))
+    figure_images: int = field(default=4, metadata=field_help(
+        "test images in the figure", low=0))
+    out: str = like("out", "runs/seg")
 
-    def __post_init__(self) -> None:
-        for name, values, choices in (("losses", self.losses, LOSSES),
-                                      ("labels", self.labels, LABEL_MODES)):
-            if not values:
-                raise ValueError(f"{name} must name at least one of {list(choices)}")
-            for value in values:
-                check_choice(name, value, choices)
-        if not self.seeds:
-            raise ValueError("seeds must hold at least one seed")
-        for name in ("losses", "labels", "seeds"):
-            values = getattr(self, name)
-            if len(set(values)) != len(values):
-                raise ValueError(f"{name} must not repeat a value, got {list(values)}")
-        if self.teacher_epochs is not None and self.teacher_epochs <= 0:
-            raise ValueError(f"teacher_epochs must be > 0, got {self.teacher_epochs}")
-        check_range("eps", self.eps, 0.0, 1.0)
-        check_range("confidence", self.confidence, 0.0, 1.0)
-        if self.temperature <= 0:
-            raise ValueError(f"temperature must be > 0, got {self.temperature}")
-        if self.kernel < 1 or self.kernel % 2 == 0:
+    def check(self) -> None:
+        if self.kernel % 2 == 0:
             raise ValueError(f"kernel must be an odd int >= 1, got {self.kernel}")
-        if self.figure_images < 0:
-            raise ValueError(f"figure_images must be >= 0, got {self.figure_images}")
-        check_range("labeled_fraction", self.labeled_fraction, 0.0, 1.0)
-        if not 0 < self.labeled_fraction < 1:
-            raise ValueError(f"labeled_fraction must be in (0, 1), got {self.labeled_fraction}")
-        if self.crop < 0:
-            raise ValueError(f"crop must be >= 0, got {self.crop}")
         self.train_config(0)  # validates the training fields
         SegLoss(w_ce=self.w_ce, w_metric=self.w_metric)
-        parse_model_args(self.model_args)
-        parse_model_args(self.teacher_args)
 
     def train_config(self, seed: int, epochs: int | None = None) -> TrainConfig:
         """The engine's recipe for one model."""
@@ -133,39 +111,66 @@ QUICK: dict[str, Any] = {"out": "runs/seg-quick", "epochs": 4, "teacher_epochs":
                          "model_args": ("base_width=8",), "teacher_args": ("base_width=8",),
                          "batch_size": 16, "figure_images": 3}
 
+#: ``reproduce --full``: the CamVid run of ``docs/results.md``.
+FULL: tuple[str, tuple[dict[str, Any], ...]] = ("camvid", (
+    {"dataset": "camvid", "losses": ("ce", "ce+jml", "ce+sjl"),
+     "labels": ("hard", "ls", "kd"), "seeds": (0, 1, 2), "epochs": 8, "crop": 128,
+     "teacher_args": ("base_width=24",)},
+))
 
-def run(config: SegStudyConfig, *, show_progress: bool | None = None) -> list[dict[str, Any]]:
-    """Train and score every (loss, label mode, seed) cell; write results, report, figure."""
-    folder = prepare_run_folder(config, config.out,
-                                sweep_fields=("losses", "labels", "seeds", "figure_images"))
-    log = ResultsLog(folder / "results.jsonl", key_fields=("loss", "labels", "seed"))
-    done = {log.key(row): row for row in log.rows()}
-    options = {"num_images": 256} if config.dataset == "digit_scenes" else {}
-    train = load_segmentation(config.dataset, config.data_root, "train", **options)
-    test = load_segmentation(config.dataset, config.data_root, "test")
-    rows: list[dict[str, Any]] = []
-    for seed in config.seeds:
-        for labels in config.labels:
-            for loss in config.losses:
-                key = log.key({"loss": loss, "labels": labels, "seed": seed})
-                if key not in done:
-                    done[key] = _run_cell(config, folder, train, test, loss, labels, seed,
-                                          show_progress)
-                    log.append(done[key])
-                    # Kept current after every cell, so a sweep cut short still reports.
-                    write_text(folder / "report.md", _report(config, list(done.values())))
-                rows.append(done[key])
-    write_text(folder / "report.md", _report(config, rows))
-    if config.figure_images:
-        _figure(config, folder, test)
-    return rows
+_TEACHER_MODES = ("kd", "semi")
 
 
-def _build(config: SegStudyConfig, data: SegmentationDataset, name: str,
-           args: tuple[str, ...], seed: int) -> nn.Module:
-    seed_everything(seed)
-    return create_model(name, data.num_classes, data.in_channels, data.image_size,
-                        mean=data.info.mean, std=data.info.std, **parse_model_args(args))
+def plan(config: SegStudyConfig, rows: Sequence[dict[str, Any]]) -> list[Stage]:
+    """Teachers (kd, semi) first, then every (loss, label mode, seed) student."""
+    teachers = tuple(Cell({"phase": "teacher", "labels": labels, "seed": seed},
+                          f"teacher-{labels}-s{seed}")
+                     for seed in config.seeds for labels in config.labels
+                     if labels in _TEACHER_MODES)
+    students = tuple(Cell({"loss": loss, "labels": labels, "seed": seed},
+                          _cell_name(loss, labels, seed))
+                     for seed in config.seeds for labels in config.labels
+                     for loss in config.losses)
+    return [Stage("teachers", teachers), Stage("students", students)]
+
+
+@functools.lru_cache(maxsize=4)
+def _load(dataset: str, data_root: str | None
+          ) -> tuple[SegmentationDataset, SegmentationDataset]:
+    """(train, test), loaded once per process."""
+    options = {"num_images": 256} if dataset == "digit_scenes" else {}
+    return (load_segmentation(dataset, data_root, "train", **options),
+            load_segmentation(dataset, data_root, "test"))
+
+
+def run_cell(config: SegStudyConfig, cell: Cell, folder: Path, *,
+             show_progress: bool | None = None) -> dict[str, Any]:
+    """Train and score one teacher or one student; returns its row."""
+    began = time.perf_counter()
+    train, test = _load(config.dataset, config.data_root)
+    labels, seed = cell.key["labels"], cell.key["seed"]
+    if cell.key.get("phase") == "teacher":
+        teacher = _teacher(config, folder, train, labels, seed, show_progress)
+        return {**evaluate_segmentation(teacher, test, device=config.device),
+                "seconds": time.perf_counter() - began}
+    loss = cell.key["loss"]
+    teacher = (_teacher(config, folder, train, labels, seed, show_progress)
+               if labels in _TEACHER_MODES else None)
+    masks = train.masks
+    if labels == "semi":
+        labelled = _labelled_split(train, config.labeled_fraction, seed)
+        masks = torch.where(labelled[:, None, None], masks, UNLABELLED)
+    objective = SegObjective(_seg_loss(config, train, loss), labels, teacher=teacher,
+                             eps=config.eps, kernel=config.kernel,
+                             temperature=config.temperature, confidence=config.confidence)
+    model = build_model(config.model, config.model_args, train, seed)
+    result = fit(model, train.images, masks, config.train_config(seed), objective=objective,
+                 paired_augment=_augment(config, train),
+                 checkpoint_dir=folder / "checkpoints" / cell.name,
+                 device=config.device, show_progress=show_progress)
+    scores = evaluate_segmentation(model, test, device=config.device)
+    return {**scores, "train_loss": result.history[-1]["loss"],
+            "seconds": time.perf_counter() - began}
 
 
 def _augment(config: SegStudyConfig, data: SegmentationDataset) -> PairedAugment:
@@ -195,7 +200,7 @@ def _teacher(config: SegStudyConfig, folder: Path, train: SegmentationDataset, l
     if labels == "semi":
         data = train.subset(torch.nonzero(_labelled_split(train, config.labeled_fraction,
                                                           seed)).flatten())
-    teacher = _build(config, train, config.teacher_model, config.teacher_args, seed)
+    teacher = build_model(config.teacher_model, config.teacher_args, train, seed)
     objective = SegObjective(_seg_loss(config, train, "ce+jml"), "ls", eps=config.eps,
                              kernel=config.kernel)
     fit(teacher, data.images, data.masks, config.train_config(seed, config.teacher_epochs),
@@ -203,30 +208,6 @@ def _teacher(config: SegStudyConfig, folder: Path, train: SegmentationDataset, l
         checkpoint_dir=folder / "checkpoints" / f"teacher-{labels}-s{seed}",
         device=config.device, show_progress=show_progress)
     return teacher
-
-
-def _run_cell(config: SegStudyConfig, folder: Path, train: SegmentationDataset,
-              test: SegmentationDataset, loss: str, labels: str, seed: int,
-              show_progress: bool | None) -> dict[str, Any]:
-    began = time.perf_counter()
-    teacher = (_teacher(config, folder, train, labels, seed, show_progress)
-               if labels in ("kd", "semi") else None)
-    masks = train.masks
-    if labels == "semi":
-        labelled = _labelled_split(train, config.labeled_fraction, seed)
-        masks = torch.where(labelled[:, None, None], masks, UNLABELLED)
-    objective = SegObjective(_seg_loss(config, train, loss), labels, teacher=teacher,
-                             eps=config.eps, kernel=config.kernel,
-                             temperature=config.temperature, confidence=config.confidence)
-    model = _build(config, train, config.model, config.model_args, seed)
-    result = fit(model, train.images, masks, config.train_config(seed), objective=objective,
-                 paired_augment=_augment(config, train),
-                 checkpoint_dir=folder / "checkpoints" / _cell_name(loss, labels, seed),
-                 device=config.device, show_progress=show_progress)
-    scores = evaluate_segmentation(model, test, device=config.device)
-    return {"loss": loss, "labels": labels, "seed": seed, **scores,
-            "train_loss": result.history[-1]["loss"],
-            "seconds": time.perf_counter() - began}
 
 
 def _cell_name(loss: str, labels: str, seed: int) -> str:
@@ -238,11 +219,13 @@ _REPORT_COLUMNS = (("miou_dataset", "mIoU^D"), ("miou_image", "mIoU^I"),
                    ("ece_dataset", "ECE^D"), ("ece_image", "ECE^I"))
 
 
-def summary_rows(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Mean and sample std over seeds per (loss, labels); mIoU in %, ECE in %."""
+def summary_rows(rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Mean and sample std over seeds per (loss, labels) of the student rows; mIoU and ECE
+    in %."""
     groups: dict[tuple[str, str], list[dict[str, Any]]] = {}
     for row in rows:
-        groups.setdefault((row["loss"], row["labels"]), []).append(row)
+        if "loss" in row:
+            groups.setdefault((row["loss"], row["labels"]), []).append(row)
     summary = []
     for (loss, labels), members in groups.items():
         entry: dict[str, Any] = {"loss": loss, "labels": labels, "seeds": len(members)}
@@ -256,7 +239,9 @@ def summary_rows(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return summary
 
 
-def _report(config: SegStudyConfig, rows: list[dict[str, Any]]) -> str:
+def report(config: SegStudyConfig, folder: Path, rows: Sequence[dict[str, Any]],
+           figures: bool) -> None:
+    """``report.md`` (students' scores by loss and labels, the teachers'), the figure."""
     header = "| loss | labels | seeds | " + " | ".join(t for _, t in _REPORT_COLUMNS) + \
         " | s / cell |"
     lines = [f"# Segmentation study on {config.dataset}", "",
@@ -266,9 +251,46 @@ def _report(config: SegStudyConfig, rows: list[dict[str, Any]]) -> str:
         cells = [f"{entry[k][0]:.2f} ± {entry[k][1]:.2f}" for k, _ in _REPORT_COLUMNS]
         lines.append(f"| {entry['loss']} | {entry['labels']} | {entry['seeds']} | "
                      + " | ".join(cells) + f" | {entry['seconds']:.0f} |")
-    lines += ["", "![predictions](predictions.png)", "", "Config:", "", "```json",
+    teachers = [r for r in rows if r.get("phase") == "teacher"]
+    if teachers:
+        lines += ["", "Teachers (CE + JML on boundary-smoothed labels), test scores in %:", "",
+                  "| labels | seed | " + " | ".join(t for _, t in _REPORT_COLUMNS) + " |",
+                  "|" + "---|" * (len(_REPORT_COLUMNS) + 2)]
+        for row in teachers:
+            lines.append(f"| {row['labels']} | {row['seed']} | " + " | ".join(
+                f"{(1.0 if k.startswith('ece') else 100.0) * row[k]:.2f}"
+                for k, _ in _REPORT_COLUMNS) + " |")
+    if figures and config.figure_images:
+        _figure(config, folder, _load(config.dataset, config.data_root)[1])
+    if (folder / "predictions.png").exists():
+        lines += ["", "![predictions](predictions.png)"]
+    lines += ["", "Config:", "", "```json",
               json.dumps(dataclasses.asdict(config), indent=2, sort_keys=True), "```", ""]
-    return "\n".join(lines)
+    write_text(folder / "report.md", "\n".join(lines))
+
+
+_SUMMARY_COLUMNS = (("miou_dataset", "mIoU^D"), ("miou_image", "mIoU^I"),
+                    ("miou_class", "mIoU^C"), ("miou_image_worst", "worst-5% mIoU^I"),
+                    ("ece_dataset", "ECE^D"))
+
+
+def summary(config: SegStudyConfig, rows: Sequence[dict[str, Any]]) -> list[Table]:
+    """Test scores by (loss, labels), mean ± std over seeds."""
+    table = Table(f"{config.dataset}: test scores, mean ± std over seeds (%)",
+                  ("loss", "labels", *(t for _, t in _SUMMARY_COLUMNS)), text_columns=2,
+                  notes=[f"report: {config.out}/report.md, figure: "
+                         f"{config.out}/predictions.png"])
+    for entry in summary_rows(rows):
+        table.rows.append((entry["loss"], entry["labels"],
+                           *(f"{entry[k][0]:.1f} ± {entry[k][1]:.1f}"
+                             for k, _ in _SUMMARY_COLUMNS)))
+    return [table]
+
+
+def headline(rows: Sequence[dict[str, Any]]) -> list[str]:
+    """mIoU^D of each (labels, loss)."""
+    return [f"{e['labels']} {e['loss']}: mIoU^D {e['miou_dataset'][0]:.1f}%"
+            for e in summary_rows(rows)]
 
 
 def _figure(config: SegStudyConfig, folder: Path, test: SegmentationDataset) -> None:
@@ -281,7 +303,7 @@ def _figure(config: SegStudyConfig, folder: Path, test: SegmentationDataset) -> 
             path = folder / "checkpoints" / _cell_name(loss, labels, seed) / "last.pt"
             if not path.exists():
                 continue
-            model = _build(config, test, config.model, config.model_args, seed)
+            model = build_model(config.model, config.model_args, test, seed)
             model.load_state_dict(torch_load(path)["model"])
             probs = predict_segmentation(model, test.images[:count], device=config.device)
             columns.append((f"{loss}\n{labels}", probs.argmax(1)))
@@ -307,3 +329,9 @@ def _figure(config: SegStudyConfig, folder: Path, test: SegmentationDataset) -> 
                 ax.set_title(title, fontsize=7)
     fig.tight_layout()
     fig.savefig(folder / "predictions.png", dpi=100)
+
+
+STUDY = Study(name="seg", help="segmentation with Jaccard/Dice metric losses and soft labels",
+              config_cls=SegStudyConfig, quick=QUICK, plan=plan, run_cell=run_cell,
+              report=report, summary=summary, headline=headline,
+              sweep_fields=("losses", "labels", "seeds", "figure_images"), full=FULL)

@@ -1,0 +1,116 @@
+"""What every study config shares: the common fields, their checks and the model builder.
+
+:class:`StudyConfig` declares the fields every study has (dataset, data root, model, model
+options, seeds, device, output folder) once; a study subclasses it, overrides a default with
+:func:`like` and adds its own fields. Constraints live in each field's metadata
+(:func:`~softlabels.configuration.field_help`) and are checked in one place
+(:func:`~softlabels.configuration.check_fields`); a study's :meth:`StudyConfig.check` only
+checks what involves several fields.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, ClassVar, Protocol
+
+import yaml
+from torch import nn
+
+from ..configuration import check_fields, field_help
+from ..models import create_model
+from ..runtime import DEVICE_CHOICES, build_seeded
+
+__all__ = ["DataSpec", "StudyConfig", "build_model", "like", "model_builder",
+           "parse_model_args"]
+
+
+@dataclass(frozen=True)
+class StudyConfig:
+    """Fields of every study; each is the CLI flag of the same name."""
+
+    #: Old field names still accepted (with a deprecation message) -> their new names.
+    RENAMED: ClassVar[dict[str, str]] = {}
+
+    dataset: str = field(default="digits", metadata=field_help(
+        "dataset name (softlabels list datasets)"))
+    data_root: str | None = field(default=None, metadata=field_help(
+        "folder holding the dataset files (not needed for embedded data)"))
+    model: str = field(default="convnet", metadata=field_help(
+        "model name (softlabels list models)"))
+    model_args: tuple[str, ...] = field(default=("width=64",), metadata=field_help(
+        "model options as KEY=VALUE"))
+    seeds: tuple[int, ...] = field(default=(0,), metadata=field_help(
+        "seeds, one cell each", nonempty=True, unique=True, low=0))
+    device: str = field(default="auto", metadata=field_help("auto, cpu or cuda (or cuda:N)"))
+    out: str = field(default="runs/study", metadata=field_help("output folder"))
+
+    def __post_init__(self) -> None:
+        check_fields(self)
+        base = self.device.split(":", 1)[0]
+        if base not in DEVICE_CHOICES:
+            raise ValueError(f"device must be one of {list(DEVICE_CHOICES)} (or cuda:N), got "
+                             f"{self.device!r}")
+        for name in (f.name for f in dataclasses.fields(self) if f.name.endswith("_args")):
+            parse_model_args(getattr(self, name), name)
+        self.check()
+
+    def check(self) -> None:
+        """Checks that involve several fields; a study overrides it."""
+
+
+def like(name: str, default: Any, help: str | None = None) -> Any:
+    """A :class:`StudyConfig` field with another default (and optionally another help text)."""
+    base = StudyConfig.__dataclass_fields__[name]
+    meta = dict(base.metadata)
+    if help is not None:
+        meta["help"] = help
+    return field(default=default, metadata=meta)
+
+
+def parse_model_args(items: tuple[str, ...], name: str = "model_args") -> dict[str, Any]:
+    """Turn ``("width=64", "norm=batchnorm")`` into ``{"width": 64, "norm": "batchnorm"}``."""
+    parsed: dict[str, Any] = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise ValueError(f"{name} must look like KEY=VALUE, got {item!r}")
+        parsed[key.replace("-", "_")] = yaml.safe_load(value)
+    return parsed
+
+
+class DataSpec(Protocol):
+    """What a model builder needs to know of a dataset (images or segmentation)."""
+
+    num_classes: int
+    in_channels: int
+    image_size: tuple[int, int]
+
+    @property
+    def info(self) -> Any: ...
+
+
+def model_builder(name: str, args: tuple[str, ...], data: DataSpec
+                  ) -> Callable[[int], nn.Module]:
+    """``builder(seed) -> nn.Module``: model ``name`` for ``data``, its normalisation inside.
+
+    The builder itself does not seed; :func:`build_model` (and the distillation helpers that
+    take a builder) call it under :func:`~softlabels.runtime.build_seeded`.
+    """
+    options = parse_model_args(args)
+
+    def build(seed: int) -> nn.Module:
+        return create_model(name, data.num_classes, data.in_channels, data.image_size,
+                            mean=data.info.mean, std=data.info.std, **options)
+    return build
+
+
+def build_model(name: str, args: tuple[str, ...], data: DataSpec, seed: int) -> nn.Module:
+    """Model ``name`` for ``data``, initialised from ``seed``.
+
+    The one seeding rule of every study: the global torch RNG is seeded with ``seed`` for the
+    construction and restored after (:func:`~softlabels.runtime.build_seeded`), so model
+    ``seed`` has the same weights whoever builds it, in any process and any order.
+    """
+    return build_seeded(model_builder(name, args, data), seed)

@@ -1,0 +1,303 @@
+"""The cells of ``softlabels distill``: experts, their test accuracy, DM images, students.
+
+Every function here computes from the config, the cell's key and the artifacts of earlier
+stages in the run folder (expert checkpoints, DM images, selections), so a cell gives the same
+row in any process; see :mod:`softlabels.studies.distill` for the plan.
+"""
+
+from __future__ import annotations
+
+import functools
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import torch
+from torch import Tensor, nn
+
+from .._io import torch_load, torch_save
+from ..data import ImageDataset, augmentation, load_dataset
+from ..data.split import train_val_split
+from ..distill import (
+    dataset_bytes,
+    load_index_file,
+    make_labels,
+    save_index_file,
+    select_by_loss,
+    select_random,
+    train_students,
+)
+from ..distill.dm import distribution_matching
+from ..distill.experts import Experts, train_experts
+from ..distill.grid import Cell as GridCell
+from ..distill.learned import learn_labels
+from ..labels import entropy, js_distance, smooth
+from ..runtime import resolve_device
+from ..store import LabelMetadata, LabelStore
+from .common import model_builder
+from .sweep import Cell
+
+if TYPE_CHECKING:
+    from .distill import DistillStudyConfig
+
+__all__ = ["check", "run_cell"]
+
+NEEDS_EXPERT = frozenset({"expert", "smooth", "topk", "swap", "shuffle"})
+# Start of learned labels: smoothed true labels, so both the top class and the others can move.
+_LEARNED_INIT_EPS = 0.3
+
+
+@dataclass
+class _Context:
+    """What a cell needs: the config, the folder, the data and the model builder."""
+
+    config: DistillStudyConfig
+    folder: Path
+    pool: ImageDataset
+    val: ImageDataset
+    test: ImageDataset
+
+    def build(self, seed: int) -> nn.Module:
+        """A fresh model; callers seed it through :func:`~softlabels.runtime.build_seeded`."""
+        return model_builder(self.config.model, self.config.model_args, self.pool)(seed)
+
+    def experts(self) -> Experts:
+        """The trained experts (the ``experts`` stage made their checkpoints)."""
+        return Experts(self.build, self.folder / "experts", list(range(self.config.experts)),
+                       device=self.config.device)
+
+
+@functools.lru_cache(maxsize=4)
+def _data(dataset: str, data_root: str | None, val_fraction: float
+          ) -> tuple[ImageDataset, ImageDataset, ImageDataset]:
+    """(training pool, validation split, test split), loaded once per process."""
+    full = load_dataset(dataset, data_root, split="train")
+    test = load_dataset(dataset, data_root, split="test")
+    train_positions, val_positions = train_val_split(full.labels, val_fraction, seed=0)
+    return full.subset(train_positions), full.subset(val_positions), test
+
+
+def _context(config: DistillStudyConfig, folder: Path) -> _Context:
+    return _Context(config, folder, *_data(config.dataset, config.data_root,
+                                           config.val_fraction))
+
+
+def check(config: DistillStudyConfig) -> None:
+    """Check the selections and the label file against the data before anything trains."""
+    ctx = _context(config, Path(config.out))
+    for ipc in config.ipc:
+        select_random(ctx.pool.labels, ipc, config.selection_seed)  # enough images per class
+        if config.index_file is not None:
+            positions = _index_file_positions(ctx, ipc)
+        elif config.selection == "random":
+            positions = select_random(ctx.pool.labels, ipc, config.selection_seed)
+        else:
+            continue  # loss-ranked images need the experts; they are checked as they are made
+        if "file" in config.labels:
+            _file_labels(ctx, ctx.pool.indices[positions])
+
+
+def run_cell(config: DistillStudyConfig, cell: Cell, folder: Path, *,
+             show_progress: bool | None = None) -> dict[str, Any]:
+    """Compute one cell of the distillation sweep; returns its row."""
+    began = time.perf_counter()
+    ctx = _context(config, folder)
+    phase = cell.key["phase"]
+    if phase == "expert":
+        row = _train_expert(ctx, cell.key["seed"], show_progress)
+    elif phase == "expert_test":
+        logits = ctx.experts().logits(cell.key["expert_epoch"], ctx.test.images)
+        row = {"accuracy": float((logits.argmax(1) == ctx.test.labels).float().mean())}
+    elif phase == "dm":
+        row = _dm_images(ctx, cell.key["ipc"], show_progress)[1]
+    else:
+        row = _students(ctx, GridCell(**cell.key), show_progress)
+    return {**row, "seconds": time.perf_counter() - began}
+
+
+def _train_expert(ctx: _Context, seed: int, show_progress: bool | None) -> dict[str, Any]:
+    config = ctx.config
+    augment = augmentation(config.expert_augment, min(ctx.pool.image_size))
+    experts = train_experts(ctx.build, ctx.pool.images, ctx.pool.labels, config.expert_config(),
+                            [seed], ctx.folder / "experts", augment=augment,
+                            device=config.device,
+                            checkpoints_per_epoch=config.expert_checkpoints_per_epoch,
+                            early_epochs=config.expert_early_epochs,
+                            show_progress=show_progress)
+    return {"saved_epochs": len(experts.saved_epochs())}
+
+
+def _positions(ctx: _Context, ipc: int) -> Tensor:
+    """Pool positions of the real images at ``ipc``; saved to ``selection/ipc{n}.json``.
+
+    Deterministic for a given config and experts, so cells that compute it at the same time
+    write the same file.
+    """
+    config, pool = ctx.config, ctx.pool
+    path = ctx.folder / "selection" / f"ipc{ipc}.json"
+    if config.index_file is not None:
+        positions = _index_file_positions(ctx, ipc)
+    elif config.selection == "random":
+        positions = select_random(pool.labels, ipc, config.selection_seed)
+    elif path.exists():
+        return load_index_file(path, len(pool))
+    else:
+        logits = ctx.experts().logits(config.expert_epochs, pool.images)
+        losses = torch.nn.functional.cross_entropy(logits, pool.labels, reduction="none")
+        positions = select_by_loss(pool.labels, losses, ipc, config.selection)
+    save_index_file(path, positions)
+    return positions
+
+
+def _index_file_positions(ctx: _Context, ipc: int) -> Tensor:
+    """Positions in the training split from the user's file, mapped into the pool."""
+    config, pool = ctx.config, ctx.pool
+    wanted = load_index_file(config.index_file, len(pool) + len(ctx.val))  # type: ignore[arg-type]
+    lookup = {int(index): position for position, index in enumerate(pool.indices.tolist())}
+    held_out = [int(i) for i in wanted if int(i) not in lookup]
+    if held_out:
+        raise ValueError(f"index file {config.index_file!r} names training images held out "
+                         f"for validation (first few: {held_out[:5]}); pick others")
+    positions = torch.tensor([lookup[int(i)] for i in wanted], dtype=torch.int64)
+    counts = torch.bincount(pool.labels[positions], minlength=pool.num_classes).tolist()
+    if any(c != ipc for c in counts):
+        raise ValueError(f"index file {config.index_file!r} holds {counts} images per class; "
+                         f"--ipc is {ipc}")
+    return positions.sort().values
+
+
+def _dm_images(ctx: _Context, ipc: int, show_progress: bool | None
+               ) -> tuple[Tensor, dict[str, Any]]:
+    """DM images at ``ipc``, initialised from the selected real images; kept under ``dm/``."""
+    config = ctx.config
+    path = ctx.folder / "dm" / f"ipc{ipc}.pt"
+    if not path.exists():
+        positions = _positions(ctx, ipc)
+        # Making DM images can take an hour; a killed run continues from its last checkpoint.
+        partial = path.with_name(f"ipc{ipc}.partial.pt")
+        partial.parent.mkdir(exist_ok=True)
+        result = distribution_matching(
+            ctx.build, ctx.pool.images, ctx.pool.labels, ctx.pool.images[positions],
+            ctx.pool.labels[positions], iterations=config.dm_iterations, lr=config.dm_lr,
+            batch_real=config.dm_batch_real, seed=config.selection_seed, device=config.device,
+            checkpoint=partial, show_progress=show_progress)
+        torch_save(path, {"images": result.images, "labels": result.labels,
+                          "losses": torch.tensor(result.losses)})
+        partial.unlink()
+    saved = torch_load(path)
+    losses = saved["losses"]
+    return saved["images"], {"dm_loss_first": float(losses[0]), "dm_loss_last": float(losses[-1])}
+
+
+def _students(ctx: _Context, cell: GridCell, show_progress: bool | None) -> dict[str, Any]:
+    """Label the cell's images, train its students, score them (validation for ``select``)."""
+    config, pool = ctx.config, ctx.pool
+    positions = _positions(ctx, cell.ipc)
+    hard = pool.labels[positions]
+    if cell.images == "dm":
+        images = _dm_images(ctx, cell.ipc, show_progress)[0]
+        indices = torch.arange(images.shape[0])
+    else:
+        images, indices = pool.images[positions], pool.indices[positions]
+    targets, extra = _labels(ctx, cell, images, hard, indices, show_progress)
+    store = LabelStore(indices, targets, LabelMetadata(
+        source=cell.labels, dataset=config.dataset,
+        split="train" if cell.images == "random" else f"dm-ipc{cell.ipc}",
+        temperature=cell.temperature, class_names=pool.info.class_names,
+        extra={"cell": cell.key()}))
+    store.save(ctx.folder / "labels" / f"{cell.name()}.safetensors", mode="fp32")
+    evaluation = ctx.val if cell.phase == "select" else ctx.test  # never test for selection
+    backend = config.student_backend
+    if backend == "auto":
+        backend = "sequential" if resolve_device(config.device).type == "cpu" else "auto"
+    vectorize = backend != "sequential"
+    result = train_students(ctx.build, images, targets, config.student_config(),
+                            config.seeds, augment=augmentation(config.student_augment,
+                                                               min(pool.image_size)),
+                            eval_data=(evaluation.images, evaluation.labels),
+                            device=config.device, vectorize=vectorize,
+                            backend=backend if vectorize else "auto",
+                            show_progress=show_progress)
+    label_bytes = _label_bytes(store, cell)
+    return {"seeds": list(config.seeds),
+            "eval_split": "val" if cell.phase == "select" else "test",
+            "final": result.final_accuracy, "best": result.best_accuracy,
+            **result.summary(), "num_images": int(images.shape[0]),
+            "label_entropy": float(entropy(targets).mean()),
+            "label_bytes_per_image": label_bytes,
+            "bytes": dataset_bytes(int(images.shape[0]), tuple(images.shape[1:]), label_bytes),
+            "bytes_fp32": dataset_bytes(int(images.shape[0]), tuple(images.shape[1:]),
+                                        store.report("fp32").bytes_per_image),
+            "backend": result.backend, **extra}
+
+
+def _labels(ctx: _Context, cell: GridCell, images: Tensor, hard: Tensor, indices: Tensor,
+            show_progress: bool | None) -> tuple[Tensor, dict[str, Any]]:
+    """(N, K) labels of the cell and extra row fields."""
+    config, num_classes = ctx.config, ctx.pool.num_classes
+    if cell.labels == "file":
+        return _file_labels(ctx, indices), {}
+    if cell.labels == "learned":
+        return _learned_labels(ctx, images, hard, show_progress)
+    logits = (ctx.experts().logits(cell.expert_epoch, images)  # type: ignore[arg-type]
+              if cell.labels in NEEDS_EXPERT else None)
+    targets = make_labels(cell.labels, hard=hard, logits=logits, num_classes=num_classes,
+                          temperature=cell.temperature or 1.0, k=cell.k,
+                          seed=config.selection_seed, renormalize=config.topk_renormalize)
+    return targets, {}
+
+
+def _file_labels(ctx: _Context, indices: Tensor) -> Tensor:
+    """The user's LabelStore, checked against this dataset."""
+    path = ctx.config.label_file
+    store = LabelStore.load(path)  # type: ignore[arg-type]  # refuses corrupt files
+    if store.num_classes != ctx.pool.num_classes:
+        raise ValueError(f"label store {path!r} has {store.num_classes} classes but dataset "
+                         f"{ctx.config.dataset!r} has {ctx.pool.num_classes}")
+    stored = store.metadata.dataset
+    if stored and stored != ctx.config.dataset:
+        raise ValueError(f"label store {path!r} was made for dataset {stored!r}, not "
+                         f"{ctx.config.dataset!r}")
+    try:
+        return store.labels_for(indices)
+    except ValueError as err:
+        raise ValueError(f"label store {path!r} does not cover the selected training images: "
+                         f"{err}") from err
+
+
+def _learned_labels(ctx: _Context, images: Tensor, hard: Tensor, show_progress: bool | None
+                    ) -> tuple[Tensor, dict[str, Any]]:
+    """Labels learnt through an unrolled student, and their JS distance to expert labels."""
+    config, pool = ctx.config, ctx.pool
+    init = smooth(hard, pool.num_classes, _LEARNED_INIT_EPS)
+    learned = learn_labels(ctx.build, images, init, pool.images, pool.labels,
+                           outer_steps=config.learned_steps, inner_steps=config.learned_unroll,
+                           inner_lr=config.learned_inner_lr, label_lr=config.learned_lr,
+                           seed=config.selection_seed, device=config.device,
+                           show_progress=show_progress)
+    extra: dict[str, Any] = {"learned_loss_first": learned.losses[0],
+                             "learned_loss_last": learned.losses[-1]}
+    # Distance of the learned (and, for reference, the starting) labels to the expert labels
+    # of every saved epoch: the paper finds the learned ones closest to early epochs.
+    experts = ctx.experts()
+    learned_js, init_js = {}, {}
+    for epoch in experts.saved_epochs():
+        expert = experts.logits(epoch, images).softmax(1)
+        learned_js[str(epoch)] = float(js_distance(learned.labels, expert).mean())
+        init_js[str(epoch)] = float(js_distance(init, expert).mean())
+    extra["js_to_expert"], extra["js_init_to_expert"] = learned_js, init_js
+    return learned.labels, extra
+
+
+def _label_bytes(store: LabelStore, cell: GridCell) -> float:
+    """Bytes per image of the labels as the study counts them for the Pareto frontier.
+
+    Hard labels count one class index (1 byte for C <= 256); top-k labels their top-k encoding
+    (fp16 values + class ids); other soft labels fp16.
+    """
+    if cell.labels == "hard" or (cell.labels == "topk" and cell.k == 0):
+        return 1.0
+    if cell.labels == "topk":
+        return store.report("topk", k=cell.k).bytes_per_image
+    return store.report("fp16").bytes_per_image

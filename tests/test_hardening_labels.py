@@ -160,3 +160,30 @@ class TestSharedNumberChecks:
         assert check_indices("p", [2, 0]).dtype == torch.int64
         assert check_indices("p", []).shape == (0,)
         assert check_indices("p", torch.tensor([1], dtype=torch.uint8)).tolist() == [1]
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_rounded_low_precision_probabilities_are_accepted(dtype: torch.dtype) -> None:
+    # Exact probabilities rounded to bfloat16 miss a row sum of 1 by up to ~2**-8; about one
+    # row in six of these misses it by more than the default tolerance of 1e-3.
+    exact = torch.softmax(torch.randn(2000, 10, generator=torch.Generator().manual_seed(0),
+                                      dtype=torch.float64), dim=1)
+    rounded = exact.to(dtype)
+    assert L.validate(rounded) is rounded
+    with pytest.raises(ValueError, match="rows must sum to 1"):
+        L.validate((exact * 1.02).to(dtype))
+
+
+def test_boundary_smooth_of_empty_images_and_errors_name_hard() -> None:
+    for shape in [(0, 3, 3), (2, 0, 3), (1, 3, 0)]:
+        out = L.boundary_smooth(torch.zeros(shape, dtype=torch.int64), 4)
+        assert out.shape == (shape[0], 4, *shape[1:])
+    with pytest.raises(ValueError, match=r"^hard must hold class indices in \[0, 2\)"):
+        L.boundary_smooth(torch.full((1, 2, 2), 2), 2)
+
+
+def test_counts_beyond_int32_are_refused() -> None:
+    with pytest.raises(ValueError, match="num_classes must be <= 2147483647"):
+        L.one_hot(torch.tensor([0]), 10**20)
+    with pytest.raises(ValueError, match="k must be <= 2147483647"):
+        L.topk(UNIFORM, 2**40)

@@ -317,7 +317,7 @@ class TestBoundarySmooth:
             L.boundary_smooth(torch.zeros(1, 3, 3, dtype=torch.int64), 2, kernel=2)
         with pytest.raises(ValueError, match="hard must have 3 dimensions"):
             L.boundary_smooth(torch.zeros(3, 3, dtype=torch.int64), 2)
-        with pytest.raises(ValueError, match="labels must hold class indices"):
+        with pytest.raises(ValueError, match="hard must hold class indices"):  # its name
             L.boundary_smooth(torch.full((1, 3, 3), 255), 2)
         with pytest.raises(ValueError, match="eps must be in"):
             L.boundary_smooth(torch.zeros(1, 3, 3, dtype=torch.int64), 2, eps=2.0)

@@ -92,11 +92,14 @@ def check_probabilities(name: str, value: object, *, allow_partial: bool = False
     """Require float (N, C) or (N, C, H, W) probabilities: finite, non-negative, rows summing
     to 1 over dim 1 within ``atol`` (or to at most ``1 + atol`` with ``allow_partial``).
 
-    ``hint`` is appended to the value errors (e.g. "; pass softmax(logits, dim=1)").
+    ``hint`` is appended to the value errors (e.g. "; pass softmax(logits, dim=1)"). The
+    tolerance used is at least the dtype's machine epsilon: rounding every probability of a
+    row to bfloat16 moves its sum by up to 2**-8, so exact probabilities would fail 1e-3.
     """
     # A tolerance of half the total mass or more no longer checks anything.
     atol = check_range("atol", atol, 0.0, 0.5)
     probs = check_logits(name, value)
+    atol = max(atol, torch.finfo(probs.dtype).eps)
     minimum = float(probs.min()) if probs.numel() else 0.0
     if minimum < 0:
         raise ValueError(f"{name} must be non-negative, got a minimum of {minimum:.4g}{hint}")
@@ -196,12 +199,19 @@ def check_indices(name: str, value: object) -> Tensor:
     return tensor.to(torch.int64)
 
 
-def check_positive_int(name: str, value: object) -> int:
-    """Require a Python int (not bool) greater than zero."""
+# Counts, sizes and class numbers beyond int32 overflow tensor arithmetic (or allocate without
+# bound) long before they could mean anything.
+MAX_COUNT = 2**31 - 1
+
+
+def check_positive_int(name: str, value: object, maximum: int = MAX_COUNT) -> int:
+    """Require a Python int (not bool) in ``[1, maximum]``."""
     if isinstance(value, bool) or not isinstance(value, int):
         raise TypeError(f"{name} must be an int, got {type(value).__name__}")
     if value <= 0:
         raise ValueError(f"{name} must be > 0, got {value}")
+    if value > maximum:
+        raise ValueError(f"{name} must be <= {maximum}, got {value}")
     return value
 
 

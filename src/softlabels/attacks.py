@@ -150,16 +150,19 @@ def pgd(model: nn.Module, x: Tensor, y: Tensor, eps: float, alpha: float, steps:
     objective = partial(_attack_loss, loss, y=y, target_probs=target_probs,
                         confidence=confidence)
     with _eval_mode(model):
-        if eps == 0:
+        if eps == 0 or x.shape[0] == 0:  # nothing moves: check, then return x
             with torch.no_grad():
-                _check_logits_of(model(clean), y, target_probs)
+                logits = model(clean)
+            _check_logits_of(logits, y.shape[0], target_probs)
+            check_hard_labels("y", y, int(logits.shape[1]))
             return x.detach().clone()
         adv = _random_start(clean, eps, start, norm, generator)
         for step in range(steps):
             adv.requires_grad_(True)
             logits = model(adv)
             if step == 0:  # checked on the first step's forward: no extra pass
-                _check_logits_of(logits, y, target_probs)
+                _check_logits_of(logits, y.shape[0], target_probs)
+                check_hard_labels("y", y, int(logits.shape[1]))
             (grad,) = torch.autograd.grad(objective(logits), adv)
             adv = _project(clean, _ascend(adv.detach(), grad, alpha, norm), eps, norm)
     if not bool(torch.isfinite(adv).all()):
@@ -176,7 +179,8 @@ class RobustResult:
         accuracy: overall accuracy in [0, 1].
         classwise_accuracy: float (K,) per-class accuracy (NaN for a class absent from the data).
         worst_class_accuracy: the lowest per-class accuracy.
-        nsd: normalized standard deviation of the per-class accuracy (sample std / mean).
+        nsd: normalized standard deviation of the per-class accuracy (sample std / mean); NaN
+            when fewer than two classes have samples or every class has accuracy 0 (undefined).
     """
 
     accuracy: float
@@ -299,7 +303,7 @@ def robust_evaluate(model: nn.Module, images: Tensor, labels: Tensor,
     dtype = _model_dtype(model, images)
     with _eval_mode(model), torch.no_grad():
         logits = model(images[:1].to(target, dtype))
-    _check_logits_of(logits, labels[:1].to(target), None)
+    _check_logits_of(logits, 1, None)
     width = int(logits.shape[1])
     if num_classes is None:
         num_classes = width
@@ -321,7 +325,7 @@ def robust_evaluate(model: nn.Module, images: Tensor, labels: Tensor,
         truth = labels.cpu()  # predictions are gathered on the CPU
         per_class = classwise_accuracy(predicted, truth, num_classes=num_classes)
         results[name] = RobustResult(float((predicted == truth).float().mean()), per_class,
-                                     worst_class_accuracy(per_class), nsd(per_class))
+                                     worst_class_accuracy(per_class), _nsd_or_nan(per_class))
     return results
 
 
@@ -374,19 +378,24 @@ def _model_dtype(model: nn.Module, like: Tensor) -> torch.dtype:
     return like.dtype
 
 
-def _check_logits_of(logits: object, y: Tensor, target_probs: Tensor | None) -> None:
-    """The model's output on the batch must be finite float (B, K) logits fitting y."""
+def _check_logits_of(logits: object, batch: int, target_probs: Tensor | None) -> None:
+    """The model's output on a batch of ``batch`` images must be finite float (B, K) logits."""
     if not isinstance(logits, Tensor) or not logits.is_floating_point() or logits.ndim != 2 or (
-        logits.shape[0] != y.shape[0] or logits.shape[1] < 1
+        logits.shape[0] != batch or logits.shape[1] < 1
     ):
         shape = tuple(logits.shape) if isinstance(logits, Tensor) else type(logits).__name__
         raise ValueError(f"model must map x (B, C, H, W) to float logits (B, K) with B = "
-                         f"{y.shape[0]}, got {shape}")
+                         f"{batch}, got {shape}")
     check_finite("model(x) (the logits)", logits)
-    check_hard_labels("y", y, int(logits.shape[1]))
     if target_probs is not None and target_probs.shape != logits.shape:
         raise ValueError(f"target_probs must have the shape of the model's logits "
                          f"{tuple(logits.shape)}, got {tuple(target_probs.shape)}")
+
+
+def _nsd_or_nan(per_class: Tensor) -> float:
+    # A one-class evaluation set has no spread across classes: undefined, not an error after
+    # every attack has run.
+    return nsd(per_class) if int((~per_class.isnan()).sum()) >= 2 else math.nan
 
 
 def _start_kind(random_start: bool | str) -> str:

@@ -137,7 +137,7 @@ def boundary_smooth(hard: Tensor, num_classes: int, eps: float = 0.5, kernel: in
         float32 (N, C, H, W).
     """
     eps = check_range("eps", eps, 0.0, 1.0)
-    check_tensor("hard", hard)
+    check_hard_labels("hard", hard, num_classes, ignore_index)
     check_ndim("hard", hard, (3,))
     _check_kernel(kernel)
     encoded = one_hot(hard, num_classes, ignore_index=ignore_index)
@@ -160,6 +160,8 @@ def boundary_mask(hard: Tensor, kernel: int = 3, ignore_index: int | None = None
     check_ndim("hard", hard, (3,))
     _check_kernel(kernel)
     check_ignore_index(ignore_index, 0)
+    if hard.numel() == 0:  # max_pool2d refuses empty images; an empty mask is the answer
+        return torch.zeros_like(hard, dtype=torch.bool)
     labels = hard.unsqueeze(1).to(torch.float32)
     pad = kernel // 2
     # max_pool2d pads with -inf, so the image border never looks like another class.

@@ -63,3 +63,11 @@ def test_calibration_refuses_an_ignore_index_inside_the_classes() -> None:
         expected_calibration_error(probs, torch.tensor([0, 1]), ignore_index=0)
     with pytest.raises(TypeError, match="ignore_index must be an int"):
         CalibrationError(ignore_index=0.5)
+
+
+def test_calibration_bins_are_bounded() -> None:
+    probs = torch.tensor([[0.9, 0.1], [0.2, 0.8]])
+    with pytest.raises(ValueError, match="bins must be <= 10000"):
+        expected_calibration_error(probs, torch.tensor([0, 1]), bins=10**9)
+    with pytest.raises(ValueError, match="bins must be <= 10000"):
+        CalibrationError(bins=10**5)

@@ -119,3 +119,17 @@ def test_robust_evaluate_refuses_bad_inputs_before_attacking() -> None:
     with pytest.raises(ValueError, match="at least one image"):
         robust_evaluate(model, x[:0], Y[:0], {"a": attack}, device="cpu")
     assert calls == []
+
+
+def test_an_empty_batch_is_returned_unchanged() -> None:
+    x = _images()[:0]
+    for norm in ("linf", "l2"):
+        adv = pgd(_model(), x, Y[:0], 0.1, 0.02, 3, norm=norm)
+        assert adv.shape == (0, 3, 2, 2)
+
+
+def test_one_class_evaluation_sets_have_an_undefined_nsd() -> None:
+    results = robust_evaluate(_model(), _images(), torch.zeros(8, dtype=torch.int64),
+                              {"clean": None}, device="cpu")
+    assert math.isnan(results["clean"].nsd)
+    assert 0.0 <= results["clean"].accuracy <= 1.0

@@ -47,6 +47,8 @@ from .segmentation import _kept_pixels
 __all__ = ["CalibrationError", "expected_calibration_error"]
 
 _SUM_TOLERANCE = 1e-3
+# The per-image state is 3 x bins float64 numbers: a bound keeps a typo from exhausting memory.
+_MAX_BINS = 10_000
 _ECE_LEVELS = ("dataset", "image")
 
 BinStats = tuple[Tensor, Tensor, Tensor]
@@ -67,7 +69,7 @@ def expected_calibration_error(
         probs: float (B, C, H, W) per-pixel probabilities, or (N, C) for classification;
             finite, non-negative, summing to 1 over dim 1 within 1e-3 (apply softmax first).
         target: int64 (B, H, W), or (N,), with classes in [0, C) or equal to ``ignore_index``.
-        bins: number M of equal-width confidence bins over (0, 1].
+        bins: number M of equal-width confidence bins over (0, 1], at most 10000.
         ignore_index: label value (outside [0, C)) whose pixels are left out, or None.
         level: ``"dataset"`` pools every kept pixel; ``"image"`` averages the per-image ECE
             (only for (B, C, H, W) inputs).
@@ -100,7 +102,7 @@ class CalibrationError:
     or (N, C) classification; mixing them is an error.
 
     Args:
-        bins: number of equal-width confidence bins over (0, 1] (default 10).
+        bins: number of equal-width confidence bins over (0, 1] (default 10, at most 10000).
         ignore_index: label value (outside [0, C)) whose pixels are left out, or None.
 
     Example:
@@ -112,7 +114,7 @@ class CalibrationError:
     """
 
     def __init__(self, bins: int = 10, ignore_index: int | None = None) -> None:
-        self.bins = check_positive_int("bins", bins)
+        self.bins = check_positive_int("bins", bins, _MAX_BINS)
         # num_classes is unknown until the first update; 0 defers the range check to then.
         self.ignore_index = check_ignore_index(ignore_index, 0)
         self.reset()
@@ -154,7 +156,7 @@ def _calibration_update(probs: Tensor, target: Tensor, bins: int, ignore_index: 
 
     rows is B for (B, C, H, W) inputs (one row per image) and 1 for (N, C) inputs.
     """
-    check_positive_int("bins", bins)
+    check_positive_int("bins", bins, _MAX_BINS)
     probs, target = _check_inputs(probs, target, ignore_index)
     mask = _kept_pixels(target, ignore_index, keep)
     spatial = probs.ndim == 4

@@ -131,7 +131,10 @@ class DeferredChecks:
         if not self._flags:
             return
         local = torch.stack(self._flags).float()
-        read = (local if summed is None else torch.cat([local, summed])).tolist()  # the sync
+        every = local if summed is None else torch.cat([local, summed])
+        if not bool(every.any()):  # the one host synchronisation of a valid call
+            return
+        read = every.tolist()
         count = len(self._flags)
         for bad, report in zip(read[:count], self._reports, strict=True):
             if bad:

@@ -87,10 +87,8 @@ def reference_loss(logits: Tensor, target: Tensor, *, variant: str = "jml1",
     def loss_of(tp: Tensor, fp: Tensor, fn: Tensor) -> Tensor:
         den = tp + alpha * fp + beta * fn + s_den
         score = (tp + s_num) / (den if s_den > 0 else den.clamp_min(1e-7))
-        if log_loss:
-            out = -torch.log(score if s_num > 0 else score.clamp_min(1e-7))
-        else:
-            out = 1 - score
+        floored = score if s_num > 0 else score.clamp_min(1e-7)
+        out = -torch.log(floored) if log_loss else 1 - score
         if gamma != 1:
             out = out.clamp_min(0) ** gamma
         return out * class_weights if class_weights is not None else out

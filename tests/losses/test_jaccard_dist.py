@@ -11,7 +11,7 @@ import torch.multiprocessing as mp
 from softlabels.losses import jaccard_metric_loss
 
 sys.path.insert(0, str(Path(__file__).parent))
-from jaccard_helpers import (  # noqa: E402  (a helper module beside this file)
+from jaccard_helpers import (
     SYNC_CASES,
     reference_ce,
     reference_loss,

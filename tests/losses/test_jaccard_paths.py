@@ -20,7 +20,7 @@ from softlabels.losses import (
 )
 
 sys.path.insert(0, str(Path(__file__).parent))
-from jaccard_helpers import (  # noqa: E402  (a helper module beside this file)
+from jaccard_helpers import (
     LEVELS,
     inputs,
     reference_ce,
@@ -73,6 +73,12 @@ def assert_matches_reference(logits, target, options, backend: str, atol: float)
     torch.testing.assert_close(grad.double(), ref_grad, atol=atol, rtol=0)
 
 
+def assert_identical(first: tuple, second: tuple) -> None:
+    """Values and gradients equal bit for bit."""
+    for a, b in zip(first, second, strict=True):
+        assert torch.equal(a, b)
+
+
 @pytest.mark.parametrize(("levels", "variant", "p", "extra"), GRID)
 def test_torch_path_equals_reference(levels, variant, p, extra) -> None:
     data = inputs()
@@ -90,7 +96,7 @@ def test_validate_false_gives_the_same_numbers() -> None:
                                  logits)
         unchecked = value_and_grad(
             lambda x, t=target, c=call: jaccard_metric_loss(x, t, validate=False, **c), logits)
-        assert torch.equal(checked[0], unchecked[0]) and torch.equal(checked[1], unchecked[1])
+        assert_identical(checked, unchecked)
 
 
 def count_ops(fn, names: tuple[str, ...]) -> dict[str, int]:
@@ -121,7 +127,8 @@ def test_host_synchronisations(kind: str) -> None:
 
     assert count_ops(lambda: step(validate=False), names) == dict.fromkeys(names, 0)
     checked = count_ops(lambda: step(validate=True), names)
-    assert checked["aten::_local_scalar_dense"] == 1 and checked["aten::nonzero"] == 0
+    assert checked["aten::_local_scalar_dense"] == 1
+    assert checked["aten::nonzero"] == 0
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
@@ -153,7 +160,7 @@ def test_gradients_are_bitwise_reproducible() -> None:
                                logits)
         second = value_and_grad(lambda x, t=target, c=call: jaccard_metric_loss(x, t, **c),
                                 logits)
-        assert torch.equal(first[0], second[0]) and torch.equal(first[1], second[1])
+        assert_identical(first, second)
 
 
 @pytest.mark.parametrize("kind", ["hard", "soft"])
@@ -196,7 +203,8 @@ def test_fused_cross_entropy_of_learned_labels_and_no_kept_pixel() -> None:
     ce, metric = ce_jaccard_metric_loss(x, torch.full_like(data["labels"], 255),
                                         ignore_index=255)
     (ce + metric).backward()
-    assert ce.item() == 0.0 and metric.item() == 0.0
+    assert ce.item() == 0.0
+    assert metric.item() == 0.0
     assert torch.equal(x.grad, torch.zeros_like(x))
 
 
@@ -351,7 +359,7 @@ def test_triton_fused_cross_entropy_many_tiles_and_determinism(triton_device) ->
 
     first = value_and_grad(lambda x: loss(x, "triton"), logits)
     second = value_and_grad(lambda x: loss(x, "triton"), logits)
-    assert torch.equal(first[0], second[0]) and torch.equal(first[1], second[1])
+    assert_identical(first, second)
     expected = value_and_grad(lambda x: loss(x, "torch"), logits.double())
     torch.testing.assert_close(first[0].double(), expected[0], atol=2e-6, rtol=0)
     torch.testing.assert_close(first[1].double(), expected[1], atol=1e-7, rtol=0)
@@ -367,7 +375,8 @@ def test_triton_half_precision_and_checks(triton_device) -> None:
     expected = value_and_grad(
         lambda x: jaccard_metric_loss(x, data["soft"], keep=data["keep"], backend="torch"),
         half)
-    assert value.dtype == grad.dtype == torch.bfloat16
+    assert value.dtype == torch.bfloat16
+    assert grad.dtype == torch.bfloat16
     torch.testing.assert_close(value.float(), expected[0].float(), atol=1e-2, rtol=0)
     torch.testing.assert_close(grad.float(), expected[1].float(), atol=1e-3, rtol=0)
     with pytest.raises(ValueError, match="never clamped"):

@@ -187,3 +187,12 @@ def test_counts_beyond_int32_are_refused() -> None:
         L.one_hot(torch.tensor([0]), 10**20)
     with pytest.raises(ValueError, match="k must be <= 2147483647"):
         L.topk(UNIFORM, 2**40)
+
+
+def test_shuffle_seeds_are_checked() -> None:
+    from softlabels.distill.label_modes import shuffle_tail_labels
+
+    with pytest.raises(ValueError, match=r"seed must be an int in \[0, 2\*\*63 - 1\]"):
+        shuffle_tail_labels(UNIFORM, 2**64)
+    with pytest.raises(TypeError, match="seed must be an int"):
+        shuffle_tail_labels(UNIFORM, 1.5)

@@ -215,6 +215,20 @@ def check_positive_int(name: str, value: object, maximum: int = MAX_COUNT) -> in
     return value
 
 
+# torch.Generator.manual_seed takes up to 2**64 - 1; staying within int64 keeps seeds storable
+# as JSON numbers and as numpy seeds as well.
+MAX_SEED = 2**63 - 1
+
+
+def check_seed(name: str, value: object) -> int:
+    """Require an int seed (not bool) in ``[0, 2**63 - 1]``."""
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"{name} must be an int, got {type(value).__name__}")
+    if not 0 <= value <= MAX_SEED:
+        raise ValueError(f"{name} must be an int in [0, 2**63 - 1], got {value}")
+    return value
+
+
 def check_number(name: str, value: object) -> float:
     """Require a finite real number (int or float, not bool) and return it as a float."""
     if isinstance(value, bool) or not isinstance(value, int | float):

@@ -44,6 +44,7 @@ from ._checks import (
     check_images,
     check_number,
     check_positive_int,
+    check_seed,
     check_tensor,
 )
 from .labels import validate
@@ -211,8 +212,7 @@ def standard_attacks(eps: float, *, pgd_steps: int = 20, alpha: float | None = N
     if alpha is not None:
         _check_step(alpha, eps)
     check_number("cw_confidence", cw_confidence)
-    if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
-        raise ValueError(f"seed must be an int >= 0, got {seed!r}")
+    check_seed("seed", seed)
     check_bool("include_autoattack", include_autoattack)
     step = alpha if alpha is not None else eps / 4
     generator = torch.Generator().manual_seed(seed)

@@ -19,6 +19,9 @@ from softlabels.engine.config import TrainConfig
     ({"milestones": (2.7,)}, TypeError, r"milestones must be a sequence of int epochs"),
     ({"milestones": (True,)}, TypeError, r"milestones must be a sequence of int epochs"),
     ({"milestones": 3}, TypeError, r"milestones must be a sequence of int epochs"),
+    ({"seed": 2**64}, ValueError, r"seed must be an int in \[0, 2\*\*63 - 1\]"),
+    ({"seed": -1}, ValueError, r"seed must be an int in \[0, 2\*\*63 - 1\]"),
+    ({"seed": 1.0}, TypeError, "seed must be an int"),
 ])
 def test_bad_hyperparameters_are_refused(kwargs: dict, error: type, message: str) -> None:
     with pytest.raises(error, match=message):

@@ -93,7 +93,8 @@ def test_eps_zero_returns_the_input_in_fgsm_and_standard_attacks() -> None:
     ({"eps": 0.1, "alpha": 0.0}, "alpha"),
     ({"eps": 0.1, "pgd_steps": 0}, "pgd_steps must be > 0"),
     ({"eps": 0.1, "cw_confidence": math.nan}, "cw_confidence must be a finite number"),
-    ({"eps": 0.1, "seed": -1}, "seed must be an int >= 0"),
+    ({"eps": 0.1, "seed": -1}, r"seed must be an int in \[0, 2\*\*63 - 1\]"),
+    ({"eps": 0.1, "seed": 2**64}, r"seed must be an int in \[0, 2\*\*63 - 1\]"),
 ])
 def test_standard_attacks_checks_its_arguments_up_front(kwargs: dict, message: str) -> None:
     with pytest.raises(ValueError, match=message):

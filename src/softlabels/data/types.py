@@ -7,7 +7,7 @@ from dataclasses import dataclass, field, replace
 import torch
 from torch import Tensor
 
-from .._checks import check_hard_labels, check_tensor
+from .._checks import check_hard_labels, check_indices, check_tensor
 
 
 @dataclass(frozen=True)
@@ -59,10 +59,9 @@ class ImageSetMixin:
         return int(self.images.shape[2]), int(self.images.shape[3])
 
     def _positions(self, positions: Tensor) -> Tensor:
-        """``positions`` as int64 (K,), checked to lie in [0, N)."""
-        positions = torch.as_tensor(positions, dtype=torch.int64)
-        if positions.ndim != 1:
-            raise ValueError(f"positions must be 1-D, got shape {tuple(positions.shape)}")
+        """``positions`` as int64 (K,), checked to be integers in [0, N) (floats are refused,
+        not truncated)."""
+        positions = check_indices("positions", positions)
         if positions.numel() and (int(positions.min()) < 0 or int(positions.max()) >= len(self)):
             raise ValueError(
                 f"positions must lie in [0, {len(self)}), got range "

@@ -31,6 +31,7 @@ from .._checks import (
     check_ndim,
     check_positive,
     check_positive_int,
+    check_seed,
     check_tensor,
 )
 
@@ -219,7 +220,7 @@ def shuffle_tail_labels(probs: Tensor, seed: int) -> Tensor:
     """
     check_tensor("probs", probs)
     check_ndim("probs", probs, (2,))
-    _check_seed(seed)
+    check_seed("seed", seed)
     return L.shuffle_tail(probs, torch.Generator().manual_seed(seed))
 
 
@@ -353,8 +354,3 @@ def _smoothed_entropy(num_classes: int, eps: float) -> float:
     if rest > 0:
         value -= (num_classes - 1) * rest * math.log(rest)
     return value
-
-
-def _check_seed(seed: object) -> None:
-    if isinstance(seed, bool) or not isinstance(seed, int):
-        raise TypeError(f"seed must be an int, got {type(seed).__name__}")

@@ -5,7 +5,13 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from .._checks import check_choice, check_positive, check_positive_int, check_range
+from .._checks import (
+    check_choice,
+    check_positive,
+    check_positive_int,
+    check_range,
+    check_seed,
+)
 
 __all__ = ["OPTIMIZERS", "SCHEDULES", "TrainConfig"]
 
@@ -72,7 +78,8 @@ class TrainConfig:
         if any(not 0 < m < self.epochs for m in self.milestones):
             raise ValueError(f"milestones must lie in (0, epochs={self.epochs}), got "
                              f"{list(self.milestones)}")
-        for name in ("checkpoint_every", "eval_every", "seed"):
+        check_seed("seed", self.seed)
+        for name in ("checkpoint_every", "eval_every"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 0:
                 raise ValueError(f"{name} must be an int >= 0, got {value!r}")

@@ -14,6 +14,7 @@ Deterministic (derandomized, no example database) and small, so that it runs in 
 
 from __future__ import annotations
 
+import functools
 import math
 import tempfile
 from collections.abc import Callable, Iterable
@@ -59,9 +60,16 @@ def _mark(value: object) -> object:
     return value
 
 
-def fresh() -> None:
-    """Start an example: nothing hostile drawn yet. Call first in every test body."""
-    _HOSTILE[0] = False
+def fuzz(test: Callable[[st.DataObject], None]) -> Callable[..., None]:
+    """A fuzz test: each example draws its inputs in the body, from a clean hostility record."""
+    @FUZZ
+    @given(data=st.data())
+    @functools.wraps(test)
+    def run(data: st.DataObject) -> None:
+        _HOSTILE[0] = False
+        test(data)
+
+    return run
 
 
 def hostile_drawn() -> bool:
@@ -222,10 +230,8 @@ def samples(tensor: torch.Tensor) -> int:
 # ----------------------------------------------------------------------------- labels
 
 
-@FUZZ
-@given(st.data())
+@fuzz
 def test_validate(data) -> None:
-    fresh()
     probs = data.draw(probabilities())
     allow_partial = data.draw(mostly(st.booleans(), st.sampled_from([None, "no", 1])))
     atol = data.draw(mostly(st.floats(0, 0.5), junk))
@@ -241,10 +247,8 @@ def test_validate(data) -> None:
             assert allow_partial or float(sums.min()) >= 1 - slack
 
 
-@FUZZ
-@given(st.data())
+@fuzz
 def test_one_hot_and_smooth(data) -> None:
-    fresh()
     num_classes = data.draw(st.integers(1, 5))
     ignore_index = data.draw(mostly(st.sampled_from([None, -1, 255]),
                                     st.one_of(st.just(0), junk)))
@@ -268,10 +272,8 @@ def test_one_hot_and_smooth(data) -> None:
         assert_probabilities(out)
 
 
-@FUZZ
-@given(st.data())
+@fuzz
 def test_boundary_smooth(data) -> None:
-    fresh()
     num_classes = data.draw(st.integers(1, 4))
     kernel = data.draw(mostly(st.sampled_from([1, 3, 5]), st.one_of(st.just(2), junk)))
     ignore_index = data.draw(mostly(st.sampled_from([None, -1, 255]), st.just(0)))
@@ -286,10 +288,8 @@ def test_boundary_smooth(data) -> None:
             assert_probabilities(out)
 
 
-@FUZZ
-@given(st.data())
+@fuzz
 def test_soften_and_ensemble(data) -> None:
-    fresh()
     logits = data.draw(mostly(tensors(), hostile_tensors()))
     temperature = data.draw(mostly(st.floats(1e-30, 1e30), junk))
     valid = not hostile_drawn()
@@ -304,10 +304,8 @@ def test_soften_and_ensemble(data) -> None:
         assert_probabilities(out)
 
 
-@FUZZ
-@given(st.data())
+@fuzz
 def test_classwise_soften(data) -> None:
-    fresh()
     num_classes, n = data.draw(st.integers(1, 4)), data.draw(small_sizes)
     logits = data.draw(tensors((n, num_classes)))
     targets = data.draw(hard_labels((n,), num_classes))
@@ -320,10 +318,8 @@ def test_classwise_soften(data) -> None:
         assert_probabilities(out)
 
 
-@FUZZ
-@given(st.data())
+@fuzz
 def test_topk_swap_shuffle_entropy(data) -> None:
-    fresh()
     probs, k = data.draw(probabilities()), data.draw(counts)
     renormalize = data.draw(mostly(st.booleans(), st.just("yes")))
     base = data.draw(bases)
@@ -347,10 +343,8 @@ def test_topk_swap_shuffle_entropy(data) -> None:
         assert float(out.max()) <= bound + 1e-2
 
 
-@FUZZ
-@given(st.data())
+@fuzz
 def test_js_distance(data) -> None:
-    fresh()
     p = data.draw(probabilities())
     q = data.draw(st.one_of(st.just(p.flip(0)), probabilities(p.shape)))
     base = data.draw(bases)
@@ -363,10 +357,8 @@ def test_js_distance(data) -> None:
 # ----------------------------------------------------------------------------- store
 
 
-@FUZZ
-@given(st.data())
+@fuzz
 def test_store_round_trip_or_refusal(data) -> None:
-    fresh()
     probs = data.draw(probabilities(data.draw(st.tuples(st.integers(0, 4), st.integers(1, 4)))))
     n = probs.shape[0] if probs.ndim else 0
     indices = data.draw(mostly(st.just(torch.arange(n) * 2), tensors(
@@ -402,10 +394,8 @@ def test_store_round_trip_or_refusal(data) -> None:
 # ----------------------------------------------------------------------------- losses
 
 
-@FUZZ
-@given(st.data())
+@fuzz
 def test_soft_cross_entropy(data) -> None:
-    fresh()
     logits = data.draw(mostly(tensors(), hostile_tensors()))
     reduction = data.draw(mostly(st.sampled_from(["mean", "sum", "none"]), st.just("avg")))
     if logits.ndim in (2, 4) and data.draw(st.booleans()):
@@ -420,10 +410,8 @@ def test_soft_cross_entropy(data) -> None:
         assert float(out.min()) >= -tolerance(logits)  # -sum t log p >= 0 for sum t <= 1
 
 
-@FUZZ
-@given(st.data())
+@fuzz
 def test_kd_loss(data) -> None:
-    fresh()
     student = data.draw(mostly(tensors(), hostile_tensors()))
     kind = data.draw(st.sampled_from(["logits", "probs"]))
     same = student.shape if student.ndim in (2, 4) else None
@@ -440,10 +428,8 @@ def test_kd_loss(data) -> None:
 # ----------------------------------------------------------------------------- metrics
 
 
-@FUZZ
-@given(st.data())
+@fuzz
 def test_classification_metrics(data) -> None:
-    fresh()
     num_classes, n = data.draw(st.integers(1, 4)), data.draw(small_sizes)
     given_classes = data.draw(mostly(st.sampled_from([None, num_classes]), st.integers(0, 5)))
     targets = data.draw(hard_labels((n,), num_classes))
@@ -473,10 +459,8 @@ def test_classification_metrics(data) -> None:
         assert math.isnan(spread) or spread >= 0
 
 
-@FUZZ
-@given(st.data())
+@fuzz
 def test_calibration_and_segmentation_metrics(data) -> None:
-    fresh()
     num_classes = data.draw(st.integers(1, 3))
     ignore_index = data.draw(mostly(st.sampled_from([None, -1, 255]), st.just(0)))
     b, h, w = (data.draw(st.integers(1, 2)) for _ in range(3))
@@ -507,10 +491,8 @@ def _tiny_model() -> nn.Module:
     return nn.Sequential(nn.Flatten(), nn.Linear(4, 3))
 
 
-@FUZZ
-@given(st.data())
+@fuzz
 def test_pgd_and_fgsm(data) -> None:
-    fresh()
     eps = data.draw(mostly(st.floats(0, 0.5), junk))
     alpha = data.draw(mostly(st.floats(1e-3, 0.3), junk))
     loss = data.draw(mostly(st.sampled_from(["ce", "cw", "kl"]), st.just("hinge")))
@@ -539,10 +521,8 @@ def _assert_in_ball(adv: torch.Tensor, x: torch.Tensor, eps: float, norm: str) -
     assert largest(size) <= float(eps) + tolerance(x) * 2
 
 
-@FUZZ
-@given(st.data())
+@fuzz
 def test_robust_evaluate(data) -> None:
-    fresh()
     batch_size = data.draw(counts)
     num_classes = data.draw(mostly(st.sampled_from([None, 3]), st.integers(1, 4)))
     n = data.draw(mostly(st.integers(1, 3), st.just(0)))

@@ -207,3 +207,15 @@ def test_labels_for_refuses_float_and_bool_indices() -> None:
 def test_metadata_types_are_checked(kwargs: dict, error: type, message: str) -> None:
     with pytest.raises(error, match=message):
         LabelMetadata(**kwargs)
+
+
+@pytest.mark.parametrize(("mode", "k"), [("fp32", None), ("fp16", None), ("topk", 1)])
+def test_an_empty_store_round_trips(tmp_path: Path, mode: str, k: int | None) -> None:
+    # An empty tensor counts as contiguous whatever its strides (a broadcast one has a zero
+    # last stride), and viewing its bytes for the checksum used to raise a RuntimeError.
+    labels = torch.empty(0, 3, dtype=torch.float32).as_strided((0, 3), (1, 0))
+    empty = LabelStore(torch.zeros(0, dtype=torch.int64), labels)
+    empty.save(tmp_path / "e.safetensors", mode=mode, k=k)
+    loaded = LabelStore.load(tmp_path / "e.safetensors")
+    assert loaded.labels.shape == (0, 3)
+    assert len(loaded) == 0

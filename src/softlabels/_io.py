@@ -57,7 +57,10 @@ def tensor_digest(tensors: dict[str, torch.Tensor]) -> str:
     sha = hashlib.sha256()
     for name in sorted(tensors):
         sha.update(name.encode())
-        sha.update(tensors[name].detach().cpu().contiguous().view(torch.uint8).numpy().tobytes())
+        # Flattened first: viewing as bytes needs a unit last stride, which an empty or 0-d
+        # tensor may lack even when contiguous. The bytes, and so the digest, are unchanged.
+        flat = tensors[name].detach().cpu().contiguous().reshape(-1)
+        sha.update(flat.view(torch.uint8).numpy().tobytes())
     return sha.hexdigest()
 
 

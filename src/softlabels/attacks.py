@@ -36,16 +36,21 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from ._attack_checks import (
+    check_attack_input,
+    check_evaluation_input,
+    check_logits_of,
+    check_radius,
+    check_step,
+    model_dtype,
+)
 from ._checks import (
     check_bool,
     check_choice,
-    check_finite,
     check_hard_labels,
-    check_images,
     check_number,
     check_positive_int,
     check_seed,
-    check_tensor,
 )
 from .labels import validate
 from .metrics import classwise_accuracy, nsd, worst_class_accuracy
@@ -130,7 +135,7 @@ def pgd(model: nn.Module, x: Tensor, y: Tensor, eps: float, alpha: float, steps:
         >>> bool((adv - x).abs().max() <= 0.1 + 1e-6)
         True
     """
-    _check_attack_input(x, y, eps, alpha, steps)
+    check_attack_input(x, y, eps, alpha, steps)
     check_choice("loss", loss, ATTACK_LOSSES)
     check_choice("norm", norm, NORMS)
     start = _start_kind(random_start)
@@ -145,7 +150,7 @@ def pgd(model: nn.Module, x: Tensor, y: Tensor, eps: float, alpha: float, steps:
         if target_probs.ndim != 2 or target_probs.shape[0] != x.shape[0]:
             raise ValueError(f"target_probs must be (B, K) with B = {x.shape[0]} images, got "
                              f"shape {tuple(target_probs.shape)}")
-    clean = x.detach().to(_model_dtype(model, x))
+    clean = x.detach().to(model_dtype(model, x))
     if target_probs is not None:
         target_probs = target_probs.detach().to(clean.dtype)
     objective = partial(_attack_loss, loss, y=y, target_probs=target_probs,
@@ -154,7 +159,7 @@ def pgd(model: nn.Module, x: Tensor, y: Tensor, eps: float, alpha: float, steps:
         if eps == 0 or x.shape[0] == 0:  # nothing moves: check, then return x
             with torch.no_grad():
                 logits = model(clean)
-            _check_logits_of(logits, y.shape[0], target_probs)
+            check_logits_of(logits, y.shape[0], target_probs)
             check_hard_labels("y", y, int(logits.shape[1]))
             return x.detach().clone()
         adv = _random_start(clean, eps, start, norm, generator)
@@ -162,7 +167,7 @@ def pgd(model: nn.Module, x: Tensor, y: Tensor, eps: float, alpha: float, steps:
             adv.requires_grad_(True)
             logits = model(adv)
             if step == 0:  # checked on the first step's forward: no extra pass
-                _check_logits_of(logits, y.shape[0], target_probs)
+                check_logits_of(logits, y.shape[0], target_probs)
                 check_hard_labels("y", y, int(logits.shape[1]))
             (grad,) = torch.autograd.grad(objective(logits), adv)
             adv = _project(clean, _ascend(adv.detach(), grad, alpha, norm), eps, norm)
@@ -207,10 +212,10 @@ def standard_attacks(eps: float, *, pgd_steps: int = 20, alpha: float | None = N
     ``eps = 0`` is valid: every attack then returns its input (a sanity baseline equal to
     ``clean``). Every argument is checked here, before any attack runs.
     """
-    _check_radius(eps)
+    check_radius(eps)
     check_positive_int("pgd_steps", pgd_steps)
     if alpha is not None:
-        _check_step(alpha, eps)
+        check_step(alpha, eps)
     check_number("cw_confidence", cw_confidence)
     check_seed("seed", seed)
     check_bool("include_autoattack", include_autoattack)
@@ -251,7 +256,7 @@ def autoattack(model: nn.Module, x: Tensor, y: Tensor, eps: float, seed: int = 0
     except ImportError as err:
         raise ImportError("AutoAttack needs torchattacks: pip install --no-deps "
                           "torchattacks==3.5.1") from err
-    _check_attack_input(x, y, eps, 1.0, 1)
+    check_attack_input(x, y, eps, 1.0, 1)
     with _eval_mode(model):
         num_classes = int(model(x[:1]).shape[1])
         attack = torchattacks.AutoAttack(model, norm="Linf", eps=eps, version=version,
@@ -282,28 +287,13 @@ def robust_evaluate(model: nn.Module, images: Tensor, labels: Tensor,
     Every argument, and the model's output on the first image, is checked before any attack
     runs, so a bad label fails in a second rather than after the attacks.
     """
-    check_images("images", images)
-    if images.shape[0] == 0:
-        raise ValueError("images must hold at least one image, got shape "
-                         f"{tuple(images.shape)}")
-    check_tensor("labels", labels)
-    if labels.dtype != torch.int64 or labels.shape != images.shape[:1]:
-        raise ValueError(f"labels must be int64 with one label per image, got {labels.dtype} "
-                         f"{tuple(labels.shape)}")
-    check_positive_int("batch_size", batch_size)
-    if not isinstance(attacks, Mapping):
-        raise TypeError(f"attacks must be a mapping of name -> attack or None, got "
-                        f"{type(attacks).__name__}")
-    for name, attack in attacks.items():
-        if attack is not None and not callable(attack):
-            raise TypeError(f"attacks[{name!r}] must be callable or None, got "
-                            f"{type(attack).__name__}")
+    check_evaluation_input(images, labels, attacks, batch_size)
     target = resolve_device(device)
     model.to(target)
-    dtype = _model_dtype(model, images)
+    dtype = model_dtype(model, images)
     with _eval_mode(model), torch.no_grad():
         logits = model(images[:1].to(target, dtype))
-    _check_logits_of(logits, 1, None)
+    check_logits_of(logits, 1, None)
     width = int(logits.shape[1])
     if num_classes is None:
         num_classes = width
@@ -340,56 +330,6 @@ def _eval_mode(model: nn.Module) -> Iterator[None]:
         yield
     finally:
         model.train(was_training)
-
-
-def _check_attack_input(x: Tensor, y: Tensor, eps: float, alpha: float, steps: int) -> None:
-    check_images("x", x)
-    if not isinstance(y, Tensor) or y.dtype != torch.int64 or y.shape != x.shape[:1]:
-        raise ValueError(f"y must be int64 (B,) with B = {x.shape[0]}, got "
-                         f"{getattr(y, 'dtype', type(y).__name__)} "
-                         f"{tuple(getattr(y, 'shape', ()))}")
-    _check_radius(eps)
-    _check_step(alpha, eps)
-    if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
-        raise ValueError(f"steps must be an int >= 1, got {steps!r}")
-
-
-def _check_radius(eps: object) -> None:
-    if isinstance(eps, bool) or not (isinstance(eps, int | float) and math.isfinite(eps)
-                                     and eps >= 0):
-        raise ValueError(f"eps must be a finite number >= 0, got {eps!r}")
-
-
-def _check_step(alpha: object, eps: float) -> None:
-    # With eps = 0 every step is projected back onto x, so a zero step (eps / 4) is harmless.
-    smallest_ok = 0 if eps == 0 else None
-    if isinstance(alpha, bool) or not (
-        isinstance(alpha, int | float) and math.isfinite(alpha)
-        and (alpha > 0 or alpha == smallest_ok)
-    ):
-        raise ValueError(f"alpha (the step size) must be a finite number > 0, got {alpha!r}")
-
-
-def _model_dtype(model: nn.Module, like: Tensor) -> torch.dtype:
-    """The floating dtype of the model's first floating parameter or buffer, else ``like``'s."""
-    for tensor in (*model.parameters(), *model.buffers()):
-        if tensor.is_floating_point():
-            return tensor.dtype
-    return like.dtype
-
-
-def _check_logits_of(logits: object, batch: int, target_probs: Tensor | None) -> None:
-    """The model's output on a batch of ``batch`` images must be finite float (B, K) logits."""
-    if not isinstance(logits, Tensor) or not logits.is_floating_point() or logits.ndim != 2 or (
-        logits.shape[0] != batch or logits.shape[1] < 1
-    ):
-        shape = tuple(logits.shape) if isinstance(logits, Tensor) else type(logits).__name__
-        raise ValueError(f"model must map x (B, C, H, W) to float logits (B, K) with B = "
-                         f"{batch}, got {shape}")
-    check_finite("model(x) (the logits)", logits)
-    if target_probs is not None and target_probs.shape != logits.shape:
-        raise ValueError(f"target_probs must have the shape of the model's logits "
-                         f"{tuple(logits.shape)}, got {tuple(target_probs.shape)}")
 
 
 def _nsd_or_nan(per_class: Tensor) -> float:

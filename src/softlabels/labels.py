@@ -31,6 +31,13 @@ from ._checks import (
     check_tensor,
     compute_dtype,
 )
+from ._label_math import (
+    class_first_to_last,
+    class_last_to_first,
+    kl_to_mixture,
+    rows_back,
+    tempered_logits,
+)
 
 __all__ = [
     "boundary_mask",
@@ -93,7 +100,7 @@ def one_hot(labels: Tensor, num_classes: int, *, ignore_index: int | None = None
     encoded = F.one_hot(safe, num_classes).to(dtype)
     if keep is not None:
         encoded = encoded * keep.unsqueeze(-1).to(dtype)
-    return _class_last_to_first(encoded)
+    return class_last_to_first(encoded)
 
 
 def smooth(labels: Tensor, num_classes: int, eps: float, *,
@@ -316,7 +323,7 @@ def js_distance(p: Tensor, q: Tensor, *, base: float = math.e) -> Tensor:
         raise ValueError(f"p and q must have the same shape, got {tuple(p.shape)} and "
                          f"{tuple(q.shape)}")
     base = _check_log_base(base)
-    divergence = ((_kl_to_mixture(p, q) + _kl_to_mixture(q, p)) / 2).clamp_min(0)
+    divergence = ((kl_to_mixture(p, q) + kl_to_mixture(q, p)) / 2).clamp_min(0)
     return (divergence / math.log(base)).sqrt()
 
 
@@ -338,12 +345,12 @@ def swap_ranks(probs: Tensor, k: int) -> Tensor:
     num_classes = probs.shape[1]
     if k > num_classes:
         raise ValueError(f"k must be <= the number of classes {num_classes}, got {k}")
-    rows = _class_first_to_last(probs).reshape(-1, num_classes)
+    rows = class_first_to_last(probs).reshape(-1, num_classes)
     order = rows.argsort(dim=1, descending=True, stable=True)
     kth, smallest = order[:, k - 1 : k], order[:, -1:]
     swapped = rows.scatter(1, kth, rows.gather(1, smallest))
     swapped = swapped.scatter(1, smallest, rows.gather(1, kth))
-    return _rows_back(swapped, probs.shape)
+    return rows_back(swapped, probs.shape)
 
 
 def shuffle_tail(probs: Tensor, generator: torch.Generator | None = None) -> Tensor:
@@ -364,7 +371,7 @@ def shuffle_tail(probs: Tensor, generator: torch.Generator | None = None) -> Ten
         raise TypeError(f"generator must be a torch.Generator or None, got "
                         f"{type(generator).__name__}")
     num_classes = probs.shape[1]
-    rows = _class_first_to_last(probs).reshape(-1, num_classes)
+    rows = class_first_to_last(probs).reshape(-1, num_classes)
     keys = torch.rand(rows.shape, generator=generator, device="cpu").to(rows.device)
     # Sorting random keys gives a uniform permutation; the top class gets key -1 so it stays
     # in front of the order and keeps its position.
@@ -373,32 +380,7 @@ def shuffle_tail(probs: Tensor, generator: torch.Generator | None = None) -> Ten
     tail_positions = keys.argsort(dim=1)[:, 1:]
     tail_sorted = tail_positions.sort(dim=1).values
     shuffled = rows.scatter(1, tail_sorted, rows.gather(1, tail_positions))
-    return _rows_back(shuffled, probs.shape)
-
-
-def tempered_logits(logits: Tensor, temperature: float | Tensor) -> Tensor:
-    """``(logits - max) / T`` over dim 1, in :func:`compute_dtype` of the logits.
-
-    The softmax of this equals that of ``logits / T`` but cannot overflow: every entry is <= 0
-    and the largest is exactly 0, so a tiny T sends the others to -inf, never to NaN. The max
-    is a constant shift, detached so that the gradient is that of ``logits / T``. Shared by
-    :func:`soften` and the distillation loss; arguments are checked by the callers.
-    """
-    scores = logits.to(compute_dtype(logits.dtype))
-    return (scores - scores.detach().amax(dim=1, keepdim=True)) / temperature
-
-
-def _kl_to_mixture(p: Tensor, q: Tensor) -> Tensor:
-    """``KL(p || (p + q) / 2)`` summed over dim 1, with 0 log 0 = 0.
-
-    Written with the ratio ``p / m = 2p / (p + q)`` rather than ``log p - log m``: for the
-    smallest subnormal p and q = 0, m = p / 2 underflows to 0 and ``log m`` is -inf although
-    the ratio is exactly 2.
-    """
-    kept = p > 0
-    # The masked denominator keeps 0 / 0 out of the graph, so gradients stay finite too.
-    ratio = torch.where(kept, 2 * p / torch.where(kept, p + q, 1.0), 1.0)
-    return (p * ratio.log()).sum(dim=1)
+    return rows_back(shuffled, probs.shape)
 
 
 def _check_kernel(kernel: object) -> None:
@@ -411,21 +393,3 @@ def _check_log_base(base: object) -> float:
     # log(1) = 0 divides by zero, and a base below 1 makes entropies negative (and the
     # square root of a negative divergence NaN).
     return check_above("base", base, 1.0)
-
-
-def _class_last_to_first(encoded: Tensor) -> Tensor:
-    """(N, ..., C) -> (N, C, ...)."""
-    return encoded if encoded.ndim == 2 else encoded.movedim(-1, 1).contiguous()
-
-
-def _class_first_to_last(probs: Tensor) -> Tensor:
-    """(N, C, ...) -> (N, ..., C)."""
-    return probs if probs.ndim == 2 else probs.movedim(1, -1)
-
-
-def _rows_back(rows: Tensor, shape: torch.Size) -> Tensor:
-    """Inverse of ``_class_first_to_last(x).reshape(-1, C)`` for a tensor of ``shape``."""
-    if len(shape) == 2:
-        return rows
-    n, c, *spatial = shape
-    return rows.reshape(n, *spatial, c).movedim(-1, 1).contiguous()

@@ -21,7 +21,8 @@ from .._checks import (
     check_tensor,
     compute_dtype,
 )
-from ..labels import tempered_logits, validate
+from .._label_math import tempered_logits
+from ..labels import validate
 
 __all__ = ["KDLoss", "SoftCrossEntropy", "kd_loss", "soft_cross_entropy"]
 

@@ -16,9 +16,10 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor
 
-# Sums of probabilities are taken in at least float32: half-precision sums of many classes drift
-# past any sensible tolerance although every entry is right.
-_SUM_DTYPE = torch.float32
+# Probability sums and tempered softmaxes are computed in at least float32: a half-precision sum
+# of many classes drifts past any sensible tolerance although every entry is right, and a
+# float16 temperature of 1e-5 is zero.
+_MIN_COMPUTE_DTYPE = torch.float32
 
 
 def check_tensor(name: str, value: object) -> Tensor:
@@ -103,7 +104,7 @@ def check_probabilities(name: str, value: object, *, allow_partial: bool = False
     minimum = float(probs.min()) if probs.numel() else 0.0
     if minimum < 0:
         raise ValueError(f"{name} must be non-negative, got a minimum of {minimum:.4g}{hint}")
-    sums = probs.detach().to(torch.promote_types(probs.dtype, _SUM_DTYPE)).sum(dim=1)
+    sums = probs.detach().to(torch.promote_types(probs.dtype, _MIN_COMPUTE_DTYPE)).sum(dim=1)
     if sums.numel():
         low, high = float(sums.min()), float(sums.max())
         if high > 1 + atol or (not allow_partial and low < 1 - atol):
@@ -261,7 +262,7 @@ def compute_dtype(dtype: torch.dtype) -> torch.dtype:
     In float16 a temperature of 1e-5 is zero and one of 300 squares to infinity; computing the
     tempered softmax in float32 keeps every temperature float32 can represent usable.
     """
-    return torch.promote_types(dtype, _SUM_DTYPE)
+    return torch.promote_types(dtype, _MIN_COMPUTE_DTYPE)
 
 
 def check_temperature(name: str, value: object, dtype: torch.dtype = torch.float32, *,

@@ -129,7 +129,7 @@ class EncodingReport:
         num_classes: C.
         label_bytes: exact bytes of the label tensors (values and top-k class indices).
         index_bytes: bytes of the dataset indices (8 per image).
-        bytes_per_image: ``label_bytes / num_images``.
+        bytes_per_image: ``label_bytes / num_images`` (NaN for an empty store: undefined).
         max_abs_error: largest |stored - original| over all N x C entries.
         mean_abs_error: mean |stored - original| over all N x C entries.
         file_bytes: size of the written file (None until saved).

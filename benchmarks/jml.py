@@ -1,19 +1,26 @@
-"""Forward + backward time and peak memory of the Jaccard metric loss.
+"""Forward + backward time, peak memory, op and synchronisation counts of the metric losses.
 
 Compared on the same logits against ``F.cross_entropy`` (hard labels), soft cross-entropy
 (soft labels) and a straightforward implementation that builds a one-hot float label tensor
-(what the official code does for hard labels). Memory: each case runs in a fresh
-subprocess: one warm-up step, then freed memory is handed back to the system
-(``malloc_trim``) and the kernel's peak-RSS mark is reset
-(``/proc/self/clear_refs``); "extra" is the peak resident memory of one more forward + backward
-minus the resident memory just before it (Linux only). With ``--device cuda`` the same is read
-in-process from PyTorch's allocator (peak allocated minus allocated before the step).
+(what the official code does for hard labels); ``ce+jml`` is the paper's 0.25 CE + 0.75 JML
+from ``ce_jaccard_metric_loss`` (one pass), against the same sum of two separate calls.
 
-Time: the median over repeats in which the cases take turns. Targets: hard-label JML within
-1.0x the time of cross-entropy and at most 0.5x the extra memory of the one-hot
-implementation; soft-label JML within 1.5x soft cross-entropy.
+Time: the median over repeats in which the cases take turns. Memory: on the CPU each case runs
+in a fresh subprocess (one warm-up step, freed memory handed back with ``malloc_trim``, the
+peak-RSS mark reset through ``/proc/self/clear_refs``; "extra" is the peak resident memory of
+one more step minus the resident memory before it, Linux only); on a GPU it is read from
+PyTorch's allocator. Counts, from one profiled step: top-level operators other than views
+(each launches at least one kernel; on a GPU the launches themselves are counted too), and
+host synchronisations: on the CPU the reads of a tensor's value (``aten::_local_scalar_dense``,
+behind ``.item()``, ``bool()``, ``int()``) and data-dependent shapes (``aten::nonzero``), each
+of which synchronises on a GPU; on a GPU also the runtime's synchronising calls.
 
-    python benchmarks/jml.py [--repeats 5] [--threads N] [--device cpu]
+Targets: CPU, hard JML <= 1.0x cross-entropy, soft <= 1.5x soft cross-entropy, hard JML
+<= 0.5x the extra memory of the one-hot version; GPU, hard <= 1.1x, soft <= 1.3x, ce+jml <=
+1.2x cross-entropy alone.
+
+    python benchmarks/jml.py [--repeats 5] [--threads N] [--device cpu|cuda]
+                             [--dtype float32 bfloat16] [--shapes camvid-like ...] [--compile]
 """
 
 from __future__ import annotations
@@ -32,9 +39,14 @@ import torch
 import torch.nn.functional as F
 
 from _machine import device_name, synchronize
-from softlabels.losses import jaccard_metric_loss, soft_cross_entropy
+from softlabels.losses import ce_jaccard_metric_loss, jaccard_metric_loss, soft_cross_entropy
 
-SHAPES = {"cityscapes-like": (2, 19, 256, 512), "camvid-like": (8, 12, 180, 240)}
+SHAPES = {"cityscapes-like": (2, 19, 256, 512), "camvid-like": (8, 12, 180, 240),
+          "cityscapes": (2, 19, 512, 1024), "camvid": (8, 12, 360, 480)}
+DEFAULT_SHAPES = {"cpu": ("cityscapes-like", "camvid-like"), "cuda": ("cityscapes", "camvid")}
+MEMORY_CASES = ("cross_entropy (hard)", "jml (hard)", "one-hot jml (hard)",
+                "soft cross_entropy", "jml (soft)")
+Case = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
 
 
 def one_hot_jml(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
@@ -50,28 +62,106 @@ def one_hot_jml(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
     return (1 - score)[present].mean()
 
 
-CASES: dict[str, Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]] = {
+def lean_jml(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """Dataset-level hard-label JML in a few plain ops, no sync: input for ``torch.compile``."""
+    probs = logits.softmax(dim=1, dtype=torch.float32).flatten(2)
+    classes = torch.arange(logits.shape[1], device=logits.device).view(1, -1, 1)
+    onehot = labels.flatten(1).unsqueeze(1) == classes
+    hits = torch.where(onehot, probs, 0).sum((0, 2))
+    total, count = probs.sum((0, 2)), onehot.sum((0, 2))
+    score = (hits + 1e-3) / (total + count - hits + 1e-3)
+    present = count > 0
+    return ((1 - score) * present).sum() / present.sum().clamp_min(1)
+
+
+def recipe(ce: torch.Tensor, metric: torch.Tensor) -> torch.Tensor:
+    return 0.25 * ce + 0.75 * metric
+
+
+CASES: dict[str, Case] = {
     "cross_entropy (hard)": lambda x, y, s: F.cross_entropy(x, y),
     "jml (hard)": lambda x, y, s: jaccard_metric_loss(x, y),
+    "jml (hard, validate=False)": lambda x, y, s: jaccard_metric_loss(x, y, validate=False),
     "one-hot jml (hard)": lambda x, y, s: one_hot_jml(x, y),
+    "ce+jml (hard, one call)": lambda x, y, s: recipe(*ce_jaccard_metric_loss(x, y)),
+    "ce+jml (hard, two calls)": lambda x, y, s: recipe(F.cross_entropy(x, y),
+                                                       jaccard_metric_loss(x, y)),
     "soft cross_entropy": lambda x, y, s: soft_cross_entropy(x, s),
     "jml (soft)": lambda x, y, s: jaccard_metric_loss(x, s),
+    "jml (soft, validate=False)": lambda x, y, s: jaccard_metric_loss(x, s, validate=False),
+    "ce+jml (soft, one call)": lambda x, y, s: recipe(*ce_jaccard_metric_loss(x, s)),
 }
+GPU_CASES: dict[str, Case] = {  # the PyTorch path beside the Triton kernels
+    "jml (hard, torch path)": lambda x, y, s: jaccard_metric_loss(x, y, backend="torch"),
+    "jml (soft, torch path)": lambda x, y, s: jaccard_metric_loss(x, s, backend="torch"),
+}
+RATIOS = (  # (numerator, denominator, CPU target, GPU target)
+    ("jml (hard)", "cross_entropy (hard)", 1.0, 1.1),
+    ("jml (hard, validate=False)", "cross_entropy (hard)", 1.0, 1.1),
+    ("jml (soft)", "soft cross_entropy", 1.5, 1.3),
+    ("jml (soft, validate=False)", "soft cross_entropy", 1.5, 1.3),
+    ("ce+jml (hard, one call)", "cross_entropy (hard)", None, 1.2),
+    ("ce+jml (soft, one call)", "soft cross_entropy", None, 1.2),
+)
 
 
-def inputs(shape: tuple[int, int, int, int], device: str = "cpu") -> tuple[torch.Tensor, ...]:
+def inputs(shape: tuple[int, int, int, int], device: str = "cpu",
+           dtype: torch.dtype = torch.float32) -> tuple[torch.Tensor, ...]:
     """Logits (B, C, H, W), hard labels (B, H, W) and soft labels (B, C, H, W) on ``device``."""
     b, c, h, w = shape
     g = torch.Generator().manual_seed(0)
     logits = torch.randn(b, c, h, w, generator=g)
     labels = torch.randint(0, c, (b, h, w), generator=g)
     soft = torch.softmax(torch.randn(b, c, h, w, generator=g), dim=1)
-    return logits.to(device), labels.to(device), soft.to(device)
+    return logits.to(device, dtype), labels.to(device), soft.to(device, dtype)
 
 
-def step(case: str, logits: torch.Tensor, labels: torch.Tensor, soft: torch.Tensor) -> None:
+def step(case: Case, logits: torch.Tensor, labels: torch.Tensor, soft: torch.Tensor) -> None:
     x = logits.detach().requires_grad_()
-    CASES[case](x, labels, soft).backward()
+    case(x, labels, soft).backward()
+
+
+SYNC_EVENTS = ("aten::_local_scalar_dense", "aten::nonzero", "cudaStreamSynchronize",
+               "cudaDeviceSynchronize", "cudaEventSynchronize", "cudaMemcpy")
+LAUNCH_EVENTS = ("cudaLaunchKernel", "cuLaunchKernel", "cuLaunchKernelEx",
+                 "cudaLaunchKernelExC")
+
+
+# Operators that only describe a view, a dtype or a shape: no kernel.
+NO_KERNEL = {"aten::" + name for name in (
+    "view", "reshape", "_unsafe_view", "unsqueeze", "squeeze", "flatten", "expand", "slice",
+    "select", "unbind", "split", "as_strided", "t", "alias", "detach", "to", "empty",
+    "promote_types", "lift_fresh", "result_type")}
+
+
+def counts(case: Case, tensors: tuple[torch.Tensor, ...]) -> dict[str, int]:
+    """Top-level operators, kernel launches (GPU) and host synchronisations of one step."""
+    activities = [torch.profiler.ProfilerActivity.CPU]
+    if tensors[0].is_cuda:
+        activities.append(torch.profiler.ProfilerActivity.CUDA)
+    with torch.profiler.profile(activities=activities) as prof:
+        step(case, *tensors)
+        synchronize(str(tensors[0].device))
+    events = prof.events()
+    top = sum(1 for e in events if e.name.startswith("aten::") and e.name not in NO_KERNEL
+              and not _inside_aten(e))
+    launches = sum(1 for e in events if e.name in LAUNCH_EVENTS)
+    syncs = sum(1 for e in events if e.name in SYNC_EVENTS)
+    return {"ops": top, "launches": launches, "syncs": syncs}
+
+
+def _inside_aten(event: torch.autograd.profiler_util.FunctionEvent) -> bool:
+    """Whether an enclosing event is an aten operator (so ``event`` is not top-level).
+
+    Backward operators sit under autograd's ``evaluate_function`` events, not under an
+    operator: they count as top-level, as the forward ones do.
+    """
+    parent = event.cpu_parent
+    while parent is not None:
+        if parent.name.startswith("aten::"):
+            return True
+        parent = parent.cpu_parent
+    return False
 
 
 def status_bytes(field: str) -> int:
@@ -86,16 +176,16 @@ def status_bytes(field: str) -> int:
 def memory_child(case: str, shape: str) -> None:
     """Run one case; print its peak extra memory in bytes (subprocess entry point)."""
     tensors = inputs(SHAPES[shape])
-    step(case, *tensors)  # lazy initialisation must not count
+    step(CASES[case], *tensors)  # lazy initialisation must not count
     ctypes.CDLL("libc.so.6").malloc_trim(0)
     with open("/proc/self/clear_refs", "w") as handle:
         handle.write("5")  # resets VmHWM, the peak resident set size, to the current size
     before = status_bytes("VmRSS")
-    step(case, *tensors)
+    step(CASES[case], *tensors)
     print(json.dumps({"extra": max(status_bytes("VmHWM") - before, 0)}))
 
 
-def gpu_extra_memory(case: str, tensors: tuple[torch.Tensor, ...]) -> int:
+def gpu_extra_memory(case: Case, tensors: tuple[torch.Tensor, ...]) -> int:
     """Peak bytes the caching allocator hands out during one step, beyond what it held."""
     device = tensors[0].device
     torch.cuda.synchronize(device)
@@ -118,12 +208,63 @@ def extra_memory(case: str, shape: str, threads: int | None) -> int:
     return int(json.loads(out.strip().splitlines()[-1])["extra"])
 
 
+def timings(cases: dict[str, Case], tensors: tuple[torch.Tensor, ...], repeats: int,
+            device: str) -> dict[str, float]:
+    """Median seconds of one step per case; the cases take turns within each repeat."""
+    samples: dict[str, list[float]] = {name: [] for name in cases}
+    for case in cases.values():
+        step(case, *tensors)  # warm-up (and compilation)
+    for _ in range(repeats):
+        for name, case in cases.items():
+            synchronize(device)
+            start = time.perf_counter()
+            step(case, *tensors)
+            synchronize(device)
+            samples[name].append(time.perf_counter() - start)
+    return {name: statistics.median(values) for name, values in samples.items()}
+
+
+def report(name: str, shape: tuple[int, ...], dtype: torch.dtype, cases: dict[str, Case],
+           tensors: tuple[torch.Tensor, ...], args: argparse.Namespace) -> None:
+    cuda = args.device.startswith("cuda")
+    times = timings(cases, tensors, args.repeats, args.device)
+    if cuda:
+        memory = {case: gpu_extra_memory(cases[case], tensors) for case in cases}
+    elif dtype == torch.float32:
+        memory = {case: extra_memory(case, name, args.threads) for case in MEMORY_CASES}
+    else:
+        memory = {}
+    tally = {case: counts(cases[case], tensors) for case in cases}
+    print(f"\n{name} {shape} (B, C, H, W), {str(dtype).removeprefix('torch.')}")
+    print(f"  {'case':28s} {'time':>9s} {'extra MB':>9s} {'ops':>4s} {'launches':>8s} "
+          f"{'syncs':>5s}")
+    for case in cases:
+        mb = f"{memory[case] / 2**20:9.1f}" if case in memory else f"{'':9s}"
+        c = tally[case]
+        launches = str(c["launches"]) if cuda else "-"
+        print(f"  {case:28s} {times[case] * 1e3:7.2f}ms {mb} {c['ops']:4d} {launches:>8s} "
+              f"{c['syncs']:5d}")
+    for numerator, denominator, cpu_target, gpu_target in RATIOS:
+        target = gpu_target if cuda else cpu_target
+        goal = f" (target <= {target}x)" if target else ""
+        print(f"  {numerator} / {denominator}: {times[numerator] / times[denominator]:.2f}x"
+              f"{goal}")
+    if "one-hot jml (hard)" in memory and memory["one-hot jml (hard)"]:
+        ratio = memory["jml (hard)"] / memory["one-hot jml (hard)"]
+        print(f"  jml (hard) / one-hot jml extra memory: {ratio:.2f}x (target <= 0.5x)")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--threads", type=int, default=None,
                         help="torch intra-op threads (default: torch's choice)")
     parser.add_argument("--device", default="cpu", help="cpu or cuda")
+    parser.add_argument("--dtype", nargs="+", default=None, choices=("float32", "bfloat16"),
+                        help="logit dtypes (default: float32 on the CPU, both on a GPU)")
+    parser.add_argument("--shapes", nargs="+", choices=sorted(SHAPES), default=None)
+    parser.add_argument("--compile", action="store_true",
+                        help="also time torch.compile of a lean PyTorch JML (hard labels)")
     parser.add_argument("--memory-child", nargs=2, metavar=("CASE", "SHAPE"),
                         help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -132,37 +273,19 @@ def main() -> None:
     if args.memory_child:
         memory_child(*args.memory_child)
         return
-    device = args.device
+    cuda = args.device.startswith("cuda")
+    cases = {**CASES, **(GPU_CASES if cuda else {})}
+    if args.compile:
+        compiled = torch.compile(lean_jml)
+        cases["lean jml (hard, compiled)"] = lambda x, y, s: compiled(x, y)
+    dtypes = args.dtype or (["float32", "bfloat16"] if cuda else ["float32"])
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, "
-          f"{device_name(device)}, median of {args.repeats}")
-    for name, shape in SHAPES.items():
-        tensors = inputs(shape, device)
-        samples: dict[str, list[float]] = {case: [] for case in CASES}
-        for case in CASES:
-            step(case, *tensors)  # warm-up
-        # Cases take turns within each repeat, so a slow spell of the machine hits all alike.
-        for _ in range(args.repeats):
-            for case in CASES:
-                synchronize(device)
-                start = time.perf_counter()
-                step(case, *tensors)
-                synchronize(device)
-                samples[case].append(time.perf_counter() - start)
-        times = {case: statistics.median(values) for case, values in samples.items()}
-        if device.startswith("cuda"):
-            memory = {case: gpu_extra_memory(case, tensors) for case in CASES}
-        else:
-            memory = {case: extra_memory(case, name, args.threads) for case in CASES}
-        print(f"\n{name} {shape} (B, C, H, W)")
-        print(f"  {'case':24s} {'time':>9s} {'extra MB':>9s}")
-        for case in CASES:
-            print(f"  {case:24s} {times[case] * 1e3:7.1f}ms {memory[case] / 2**20:9.1f}")
-        hard_t = times["jml (hard)"] / times["cross_entropy (hard)"]
-        hard_m = memory["jml (hard)"] / memory["one-hot jml (hard)"]
-        soft_t = times["jml (soft)"] / times["soft cross_entropy"]
-        print(f"  hard JML / cross-entropy time: {hard_t:.2f}x (target <= 1.0x)")
-        print(f"  hard JML / one-hot JML extra memory: {hard_m:.2f}x (target <= 0.5x)")
-        print(f"  soft JML / soft cross-entropy time: {soft_t:.2f}x (target <= 1.5x)")
+          f"{device_name(args.device)}, median of {args.repeats}")
+    for name in args.shapes or DEFAULT_SHAPES["cuda" if cuda else "cpu"]:
+        for dtype_name in dtypes:
+            dtype = getattr(torch, dtype_name)
+            tensors = inputs(SHAPES[name], args.device, dtype)
+            report(name, SHAPES[name], dtype, cases, tensors, args)
 
 
 if __name__ == "__main__":

@@ -22,40 +22,62 @@ import torch.nn.functional as F
 from torch import Tensor
 from torch.autograd.function import FunctionCtx, once_differentiable
 
-__all__ = ["Counts", "counts_from_sums", "hard_counts", "soft_counts"]
+__all__ = ["Counts", "counts_from_sums", "hard_counts", "linear", "soft_counts"]
 
 _FACTOR_CHUNKS = 4
 
 
 class Counts(NamedTuple):
-    """tp, fp, fn and present, each (B, C); ce: (B,) cross-entropy summed over kept pixels."""
+    """num = tp and den = tp + alpha fp + beta fn, each (B, C); present: bool (B, C);
+    ce: (B,) cross-entropy summed over kept pixels, or None."""
 
-    tp: Tensor
-    fp: Tensor
-    fn: Tensor
+    num: Tensor
+    den: Tensor
     present: Tensor
     ce: Tensor | None
 
 
-def counts_from_sums(variant: str, total: Tensor, y_total: Tensor, present: Tensor,
-                     ce: Tensor | None, *, hits: Tensor | None = None,
-                     prod: Tensor | None = None, dist: Tensor | None = None,
-                     excess: Tensor | None = None, shortfall: Tensor | None = None) -> Counts:
-    """tp/fp/fn from per-class sums (p = 1): ``hits`` for hard labels, else the variant's.
+def linear(*terms: tuple[float, Tensor]) -> Tensor:
+    """sum of c * t over (c, t), skipping c = 0, in one kernel per term (``torch.add``)."""
+    kept = sorted((term for term in terms if term[0] != 0), key=lambda term: term[0] != 1)
+    scale, out = kept[0]
+    out = out if scale == 1 else out * scale
+    for scale, tensor in kept[1:]:
+        out = torch.add(out, tensor, alpha=scale)
+    return out
+
+
+def tversky(tp: Tensor, fp: Tensor, fn: Tensor, weights: tuple[float, float],
+            present: Tensor, ce: Tensor | None) -> Counts:
+    alpha, beta = weights
+    return Counts(tp, linear((1.0, tp), (alpha, fp), (beta, fn)), present, ce)
+
+
+def counts_from_sums(variant: str, weights: tuple[float, float], total: Tensor,
+                     y_total: Tensor, present: Tensor, ce: Tensor | None, *,
+                     hits: Tensor | None = None, prod: Tensor | None = None,
+                     dist: Tensor | None = None, excess: Tensor | None = None,
+                     shortfall: Tensor | None = None) -> Counts:
+    """Counts from per-class sums (p = 1): ``hits`` for hard labels, else the variant's.
 
     total = sum x, y_total = sum y, hits = sum of x on pixels labelled c, prod = sum x*y,
     dist = sum |x - y|, excess / shortfall = sum relu(x - y) / relu(y - x); all over kept
-    pixels. With hard labels every variant has tp = hits.
+    pixels. With hard labels every variant has tp = hits. The denominator tp + a fp + b fn
+    is written directly in the sums (with fp = total - tp, fn = y_total - tp unless jml2),
+    which saves kernels: a small-tensor op costs about as much as a pass on a GPU.
     """
-    if hits is not None:
-        tp = hits
-    elif variant == "jml1":
-        tp = (total + y_total - dist) / 2
-    elif variant == "jml2":
-        return Counts(prod, excess, shortfall, present, ce)
-    else:
-        tp = prod
-    return Counts(tp, total - tp, y_total - tp, present, ce)
+    alpha, beta = weights
+    rest = 1.0 - alpha - beta  # the weight of tp in tp + a (total - tp) + b (y_total - tp)
+    if variant == "jml2" and hits is None:
+        return Counts(prod, linear((1.0, prod), (alpha, excess), (beta, shortfall)), present,
+                      ce)
+    if hits is not None or variant == "sjl":
+        tp = hits if hits is not None else prod
+        return Counts(tp, linear((alpha, total), (beta, y_total), (rest, tp)), present, ce)
+    # jml1: tp = (total + y_total - dist) / 2.
+    num = linear((0.5, total), (0.5, y_total), (-0.5, dist))
+    den = linear((alpha + rest / 2, total), (beta + rest / 2, y_total), (-rest / 2, dist))
+    return Counts(num, den, present, ce)
 
 
 def activate(scores: Tensor, activation: str, dtype: torch.dtype) -> Tensor:
@@ -254,7 +276,7 @@ class _SoftSums(torch.autograd.Function):
 
 
 def hard_counts(scores: Tensor, labels: Tensor, keep: Tensor | None, variant: str, p: int,
-                activation: str, with_ce: bool) -> Counts:
+                weights: tuple[float, float], activation: str, with_ce: bool) -> Counts:
     """Counts for hard labels.
 
     Args:
@@ -262,13 +284,14 @@ def hard_counts(scores: Tensor, labels: Tensor, keep: Tensor | None, variant: st
         labels: int64 (B, N) in [0, C); masked pixels may hold any valid class.
         keep: float (B, N) of 0/1 in the compute dtype, or None when every pixel counts.
         variant, p: as in ``jaccard_metric_loss``.
+        weights: (alpha, beta), the weights of fp and fn.
         activation: ``"softmax"`` or ``"none"``.
         with_ce: also return the summed cross-entropy (softmax only).
     """
     num_classes = scores.shape[1]
     if p == 1:
         hits, total, count, ce = _HardSums.apply(scores, labels, keep, activation, with_ce)
-        return counts_from_sums(variant, total, count, count > 0, ce, hits=hits)
+        return counts_from_sums(variant, weights, total, count, count > 0, ce, hits=hits)
     dtype = torch.promote_types(scores.dtype, torch.float32)
     ce = _log_probs_and_ce(scores, labels, keep, True, dtype)[1] if with_ce else None
     x = activate(scores, activation, dtype)
@@ -282,18 +305,20 @@ def hard_counts(scores: Tensor, labels: Tensor, keep: Tensor | None, variant: st
     # bmm sums over pixels without materialising x * keep.
     x_card = torch.bmm(x.pow(p), keep_f.unsqueeze(-1)).squeeze(-1)
     tp = per_label(true_prob)
+    present = y_card > 0
     if variant == "sjl":
-        return Counts(tp, x_card - tp, y_card - tp, y_card > 0, ce)
+        return tversky(tp, x_card - tp, y_card - tp, weights, present, ce)
     x_on_label = per_label(true_prob.pow(p))
     miss_on_label = per_label((1 - true_prob).pow(p))
     if variant == "jml2":
-        return Counts(tp, x_card - x_on_label, miss_on_label, y_card > 0, ce)
+        return tversky(tp, x_card - x_on_label, miss_on_label, weights, present, ce)
     tp = (x_card + y_card - (x_card - x_on_label + miss_on_label)) / 2
-    return Counts(tp, x_card - tp, y_card - tp, y_card > 0, ce)
+    return tversky(tp, x_card - tp, y_card - tp, weights, present, ce)
 
 
 def soft_counts(scores: Tensor, y: Tensor, keep: Tensor | None, variant: str, p: int,
-                threshold: float, activation: str, with_ce: bool) -> Counts:
+                weights: tuple[float, float], threshold: float, activation: str,
+                with_ce: bool) -> Counts:
     """Counts for soft labels: scores and y (B, C, N) in the compute dtype, keep (B, N)."""
     kept_y = y * keep.unsqueeze(1) if keep is not None else y
     present = kept_y.amax(-1) > threshold
@@ -307,7 +332,8 @@ def soft_counts(scores: Tensor, y: Tensor, keep: Tensor | None, variant: str, p:
         needed = (variant != "jml1", variant == "jml1", jml2, jml2)
         total, prod, dist, excess, shortfall, fused = _SoftSums.apply(
             scores, y, keep, activation, needed, fuse_ce)
-        return counts_from_sums(variant, total, y_card, present, fused if fuse_ce else ce,
+        return counts_from_sums(variant, weights, total, y_card, present,
+                                fused if fuse_ce else ce,
                                 prod=prod, dist=dist, excess=excess, shortfall=shortfall)
     x = activate(scores, activation, y.dtype)
     if keep is not None:
@@ -319,8 +345,9 @@ def soft_counts(scores: Tensor, y: Tensor, keep: Tensor | None, variant: str, p:
     if variant == "jml1":
         x_card = card(x)
         tp = (x_card + y_card - card((x - kept_y).abs())) / 2
-        return Counts(tp, x_card - tp, y_card - tp, present, ce)
+        return tversky(tp, x_card - tp, y_card - tp, weights, present, ce)
     tp = (x * kept_y).sum(-1)
     if variant == "jml2":
-        return Counts(tp, card(F.relu(x - kept_y)), card(F.relu(kept_y - x)), present, ce)
-    return Counts(tp, card(x) - tp, y_card - tp, present, ce)
+        return tversky(tp, card(F.relu(x - kept_y)), card(F.relu(kept_y - x)), weights,
+                       present, ce)
+    return tversky(tp, card(x) - tp, y_card - tp, weights, present, ce)

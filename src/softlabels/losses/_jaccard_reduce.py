@@ -12,6 +12,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from ._cardinalities import linear
 from ._distributed import all_reduce_sum
 from ._jaccard_checks import MetricOptions
 
@@ -28,11 +29,17 @@ def per_class_loss(num: Tensor, den: Tensor, options: MetricOptions,
     """Loss of each entry from score = (tp + s_num) / (tp + a fp + b fn + s_den)."""
     s_num, s_den = options.smooth
     denominator = den + s_den if s_den > 0 else den.clamp_min(EPS)
-    score = (num + s_num) / denominator
     if options.log_loss:
+        score = (num + s_num) / denominator
         loss = -torch.log(score if s_num > 0 else score.clamp_min(EPS))
-    else:
-        loss = 1.0 - score
+    elif s_den > 0:
+        # 1 - score as one fraction: a kernel fewer, and no cancellation near score = 1.
+        difference = den - num
+        if s_den != s_num:
+            difference = difference + (s_den - s_num)
+        loss = difference / denominator
+    else:  # the floor breaks that identity
+        loss = 1.0 - (num + s_num) / denominator
     if options.gamma != 1.0:
         # clamp: rounding can push 1 - score a hair below zero, and a fractional power of a
         # negative number is NaN.
@@ -49,21 +56,19 @@ def _class_average(values: Tensor, counts: Tensor, options: MetricOptions) -> Te
     return total / active.sum(-1).clamp_min(1)
 
 
-def reduce_levels(tp: Tensor, fp: Tensor, fn: Tensor, active: Tensor, options: MetricOptions,
+def reduce_levels(num: Tensor, den: Tensor, active: Tensor, options: MetricOptions,
                   weights: Tensor | None, extra: list[Tensor]
                   ) -> tuple[Tensor, list[Tensor]]:
     """The weighted sum of the level losses, and ``extra`` (1-D tensors) summed over ranks.
 
     Args:
-        tp, fp, fn: (B, C) per image and class, in the compute dtype.
+        num, den: tp and tp + alpha fp + beta fn, (B, C) per image and class.
         active: bool (B, C), the entries that count.
         options: the loss options (levels, smoothing, ``sync_dist``...).
         weights: (C,) class weights or None.
         extra: further sums to all-reduce in the same call (cross-entropy, check flags).
     """
     w_dataset, w_image, w_class = options.levels
-    num = tp
-    den = tp + options.alpha * fp + options.beta * fn
     act = active.to(num.dtype)
     pieces = [act.sum(0)]  # images in which each class is active
     if w_dataset:
@@ -83,16 +88,16 @@ def reduce_levels(tp: Tensor, fp: Tensor, fn: Tensor, active: Tensor, options: M
     if options.sync_dist:
         parts = list(all_reduce_sum(torch.cat(parts)).split(sizes))
     counts, rest = parts[0], parts[1:]
-    total = num.new_zeros(())
+    terms = []
     if w_dataset:
         dataset_num, dataset_den, rest = rest[0], rest[1], rest[2:]
         per_class = per_class_loss(dataset_num, dataset_den, options, weights)
-        total = total + w_dataset * _class_average(per_class, counts, options)
+        terms.append((w_dataset, _class_average(per_class, counts, options)))
     if w_image:
         image_sum, image_rows, rest = rest[0], rest[1], rest[2:]
-        total = total + w_image * (image_sum / image_rows.clamp_min(1)).squeeze(0)
+        terms.append((w_image, (image_sum / image_rows.clamp_min(1)).squeeze(0)))
     if w_class:
         class_means = rest[0] / counts.clamp_min(1)
-        total = total + w_class * _class_average(class_means, counts, options)
+        terms.append((w_class, _class_average(class_means, counts, options)))
         rest = rest[1:]
-    return total, rest
+    return linear(*terms), rest

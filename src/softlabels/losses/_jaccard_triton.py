@@ -31,8 +31,8 @@ _TILE = 4096  # elements of a (classes x pixels) tile
 _PROGRAMS = 1024  # forward programs over the batch: a few per streaming multiprocessor
 # Rows of the partial sums; the last holds the checks' counts in its first columns.
 _HARD_ROWS = 5  # hits, total, count, ce, checks (labels, logits)
-_SOFT_ROWS = 9  # total, prod, dist, excess, shortfall, y_total, above, ce, checks (4)
-_HARD_GRAD_ROWS, _SOFT_GRAD_ROWS = [0, 1, 3], [0, 1, 2, 3, 4, 7]  # rows depending on logits
+_SOFT_ROWS = 9  # total, prod, dist, excess, shortfall, y_total, above, ce, checks (target: 3)
+_HARD_GRAD_ROWS, _SOFT_GRAD_ROWS = (0, 1), (0, 1, 2, 3, 4)  # sums that depend on the logits
 
 
 def available() -> bool:
@@ -65,11 +65,18 @@ def _warps(block_c: int, block_n: int) -> int:
 
 
 class _TritonSums(torch.autograd.Function):
-    """Per-class sums (B, R, C) from logits (B, C, N) against hard or soft targets."""
+    """Per-class sums (B, C) from logits (B, C, N) against hard or soft targets.
+
+    Outputs: the rows of ``_HARD_ROWS`` / ``_SOFT_ROWS`` but the checks, then ce (B,) and the
+    checks' flags (0-dim bool): hard labels (bad labels, bad logits); soft (bad target, bad
+    logits). Returned one by one, so that the backward gets one gradient per sum and stacks
+    the few it needs in one kernel.
+    """
 
     @staticmethod
     def forward(ctx: FunctionCtx, logits: Tensor, target: Tensor, keep: Tensor | None,
-                ignore_index: int | None, threshold: float, check_sum: bool) -> Tensor:
+                ignore_index: int | None, threshold: float, check_sum: bool
+                ) -> tuple[Tensor, ...]:
         batch, num_classes, pixels = logits.shape
         hard = not target.is_floating_point()
         kernels = _kernels()
@@ -88,21 +95,31 @@ class _TritonSums(torch.autograd.Function):
             kernels.soft_forward[(batch, programs)](
                 logits, target, keep_arg, partial, num_classes, pixels, threshold,
                 SUM_TOLERANCE, chunk, CHECK_SUM=check_sum, **common)
+        sums = partial.sum(1)  # the second, ordered stage of the reduction
+        *values, ce = sums[:, :-1, :num_classes].unbind(1)
+        checks = sums[:, -1, :4].sum(0)
+        if hard:
+            flags = (checks[0] > 0, checks[1] > 0)
+        else:
+            flags = (checks[:3].sum() > 0, checks[3] > 0)
         ctx.save_for_backward(logits, target, keep)
         ctx.ignore_index, ctx.common = ignore_index, common
-        return partial.sum(1)
+        ctx.mark_non_differentiable(*flags)
+        return (*values, ce.sum(1), *flags)
 
     @staticmethod
     @once_differentiable
-    def backward(ctx: Any, grad: Tensor) -> tuple[Tensor, None, None, None, None, None]:
+    def backward(ctx: Any, *grads: Tensor) -> tuple[Tensor, None, None, None, None, None]:
         logits, target, keep = ctx.saved_tensors
         batch, num_classes, pixels = logits.shape
         hard = not target.is_floating_point()
         kernels = _kernels()
-        # Gradients of the rows that depend on the logits, (B, rows, C); the cross-entropy's
-        # is the same in every column (its sum over classes is the loss term).
-        rows = _HARD_GRAD_ROWS if hard else _SOFT_GRAD_ROWS
-        coef = grad[:, rows, :num_classes].float().contiguous()
+        # Gradients of the sums that depend on the logits, (B, rows, C); the cross-entropy's
+        # (per image) is repeated over the classes.
+        wanted = _HARD_GRAD_ROWS if hard else _SOFT_GRAD_ROWS
+        g_ce = grads[(_HARD_ROWS if hard else _SOFT_ROWS) - 2]
+        coef = torch.stack([*(grads[row] for row in wanted),
+                            g_ce.unsqueeze(1).expand(batch, num_classes)], 1).float()
         dz = torch.empty_like(logits)
         common = ctx.common
         grid = (batch, -(-pixels // common["BLOCK_N"]))
@@ -114,47 +131,44 @@ class _TritonSums(torch.autograd.Function):
                 ignore if ignore is not None else 0, HAS_IGNORE=ignore is not None, **common)
         else:
             kernels.soft_backward[grid](logits, target, keep_arg, coef, dz, num_classes,
-                                           pixels, **common)
+                                        pixels, **common)
         return dz, None, None, None, None, None
 
 
 def _sums(logits: Tensor, target: Tensor, keep: Tensor | None, ignore_index: int | None,
-          threshold: float, check_sum: bool) -> tuple[Tensor, Tensor]:
-    """Sums (B, rows, C) and the checks' counts (B, 4)."""
-    batch, num_classes, pixels = logits.shape
-    if pixels == 0:  # nothing to launch; a zero that keeps the graph
+          threshold: float, check_sum: bool) -> tuple[Tensor, ...]:
+    if logits.shape[2] == 0:  # nothing to launch: zeros that keep the graph
         rows = _HARD_ROWS if not target.is_floating_point() else _SOFT_ROWS
-        sums = logits.new_zeros(batch, rows, max(4, num_classes), dtype=torch.float32)
-        sums = sums + 0 * logits.sum()
-    else:
-        sums = _TritonSums.apply(logits.contiguous(), target.contiguous(), keep,
-                                 ignore_index, threshold, check_sum)
-    return sums[:, :-1, :num_classes], sums[:, -1, :4]
+        zero = 0 * logits.sum(2, dtype=torch.float32)  # (B, C)
+        false = torch.zeros((), dtype=torch.bool, device=logits.device)
+        return (*[zero] * (rows - 2), zero.sum(1), false, false)
+    return _TritonSums.apply(logits.contiguous(), target.contiguous(), keep, ignore_index,
+                             threshold, check_sum)
 
 
-def hard_counts(logits: Tensor, labels: Tensor, keep: Tensor | None,
-                ignore_index: int | None) -> tuple[Counts, Tensor, Tensor]:
+def hard_counts(logits: Tensor, labels: Tensor, keep: Tensor | None, ignore_index: int | None,
+                weights: tuple[float, float]) -> tuple[Counts, Tensor, Tensor]:
     """Counts (with ce) for logits (B, C, N) and int64 labels (B, N); keep bool (B, N).
 
-    Returns the counts and two 0-dim flags: labels outside [0, C) (not ignored), and
-    non-finite logits.
+    ``weights``: (alpha, beta). Returns the counts and two 0-dim flags: labels outside
+    [0, C) (not ignored), and non-finite logits.
     """
-    sums, bad = _sums(logits, labels, keep, ignore_index, 0.0, False)
-    hits, total, count, ce = sums.unbind(1)
-    ce = ce.sum(1)
-    return (counts_from_sums("jml1", total, count, count > 0, ce, hits=hits),
-            bad[:, 0].sum() > 0, bad[:, 1].sum() > 0)
+    hits, total, count, ce, bad_labels, bad_logits = _sums(logits, labels, keep, ignore_index,
+                                                           0.0, False)
+    counts = counts_from_sums("jml1", weights, total, count, count > 0, ce, hits=hits)
+    return counts, bad_labels, bad_logits
 
 
 def soft_counts(logits: Tensor, target: Tensor, keep: Tensor | None, variant: str,
-                threshold: float, check_sum: bool) -> tuple[Counts, Tensor, Tensor]:
+                weights: tuple[float, float], threshold: float, check_sum: bool
+                ) -> tuple[Counts, Tensor, Tensor]:
     """Counts (with ce) for logits and a soft target (B, C, N) of any float dtype.
 
     Returns the counts and two 0-dim flags: a kept pixel's target is not finite, outside
     [0, 1] or (``check_sum``) not summing to 1; non-finite logits.
     """
-    sums, bad = _sums(logits, target, keep, None, threshold, check_sum)
-    total, prod, dist, excess, shortfall, y_total, above, ce = sums.unbind(1)
-    counts = counts_from_sums(variant, total, y_total, above > 0, ce.sum(1), prod=prod,
+    (total, prod, dist, excess, shortfall, y_total, above, ce, bad_target,
+     bad_logits) = _sums(logits, target, keep, None, threshold, check_sum)
+    counts = counts_from_sums(variant, weights, total, y_total, above > 0, ce, prod=prod,
                               dist=dist, excess=excess, shortfall=shortfall)
-    return counts, bad[:, :3].sum() > 0, bad[:, 3].sum() > 0
+    return counts, bad_target, bad_logits

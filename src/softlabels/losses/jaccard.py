@@ -227,17 +227,16 @@ def metric_loss(logits: Tensor, target: Tensor, options: MetricOptions,
                        checks, not from_hard, logits_report)
     mode_active = options.active_classes or ("present" if hard else "all")
     active = counts.present if mode_active == "present" else torch.ones_like(counts.present)
-    weights = class_weight_tensor(class_weights, num_classes, counts.tp, checks)
+    weights = class_weight_tensor(class_weights, num_classes, counts.num, checks)
     extra = []
     if with_ce:
-        kept = (flat_mask.sum().to(counts.tp) if flat_mask is not None
-                else counts.tp.new_full((), float(scores.shape[0] * scores.shape[2])))
+        kept = (flat_mask.sum().to(counts.num) if flat_mask is not None
+                else counts.num.new_full((), float(scores.shape[0] * scores.shape[2])))
         extra += [counts.ce.sum().view(1), kept.view(1)]
     payload = checks.payload() if options.sync_dist else None
     if payload is not None:
         extra.append(payload)
-    total, summed = reduce_levels(counts.tp, counts.fp, counts.fn, active, options, weights,
-                                  extra)
+    total, summed = reduce_levels(counts.num, counts.den, active, options, weights, extra)
     checks.verdict(summed[-1] if payload is not None else None)
     ce = (summed[0] / summed[1].clamp_min(1)).squeeze(0).to(logits.dtype) if with_ce else None
     return total.to(logits.dtype), ce
@@ -268,7 +267,8 @@ def _hard(scores: Tensor, labels: Tensor, mask: Tensor | None, options: MetricOp
     """Counts for multiclass hard labels (B, N) and scores (B, C, N)."""
     num_classes, ignore = scores.shape[1], options.ignore_index
     if _use_triton(scores, labels, options, activation):
-        counts, bad_labels, bad_logits = triton_path.hard_counts(scores, labels, mask, ignore)
+        counts, bad_labels, bad_logits = triton_path.hard_counts(
+            scores, labels, mask, ignore, (options.alpha, options.beta))
         checks.add(bad_labels, report)
         checks.add(bad_logits, logits_report)
         return counts
@@ -279,10 +279,10 @@ def _hard(scores: Tensor, labels: Tensor, mask: Tensor | None, options: MetricOp
         index = index.clamp(0, num_classes - 1)
     dtype = torch.promote_types(scores.dtype, torch.float32)
     keep_f = mask.to(dtype) if mask is not None else None
-    counts = hard_counts(scores, index, keep_f, options.variant, options.p, activation,
-                         with_ce)
-    if checks.enabled:
-        checks.add(~torch.isfinite((counts.tp + counts.fp).sum()), logits_report)
+    counts = hard_counts(scores, index, keep_f, options.variant, options.p,
+                         (options.alpha, options.beta), activation, with_ce)
+    if checks.enabled:  # NaN logits reach every denominator
+        checks.add(~torch.isfinite(counts.den.sum()), logits_report)
     return counts
 
 
@@ -295,8 +295,8 @@ def _soft(scores: Tensor, target: Tensor, mask: Tensor | None, options: MetricOp
     """
     if _use_triton(scores, target, options, activation):
         counts, bad_target, bad_logits = triton_path.soft_counts(
-            scores, target, mask, options.variant, options.threshold,
-            options.mode == "multiclass")
+            scores, target, mask, options.variant, (options.alpha, options.beta),
+            options.threshold, options.mode == "multiclass")
         if check_target:
             checks.add(bad_target, soft_label_report(target, mask, options.mode))
         checks.add(bad_logits, logits_report)
@@ -306,7 +306,7 @@ def _soft(scores: Tensor, target: Tensor, mask: Tensor | None, options: MetricOp
     dtype = torch.promote_types(scores.dtype, torch.float32)
     keep_f = mask.to(dtype) if mask is not None else None
     counts = soft_counts(scores, target.to(dtype), keep_f, options.variant, options.p,
-                         options.threshold, activation, with_ce)
-    if checks.enabled:
-        checks.add(~torch.isfinite((counts.tp + counts.fp).sum()), logits_report)
+                         (options.alpha, options.beta), options.threshold, activation, with_ce)
+    if checks.enabled:  # NaN logits reach every denominator
+        checks.add(~torch.isfinite(counts.den.sum()), logits_report)
     return counts

@@ -24,7 +24,7 @@ from torch import Tensor, nn
 
 from .._checks import check_choice, check_positive, check_range
 from ..labels import boundary_smooth, one_hot
-from ..losses import jaccard_metric_loss, kd_loss
+from ..losses import ce_jaccard_metric_loss, jaccard_metric_loss, kd_loss
 from ..runtime import follow_device
 
 __all__ = ["LABEL_MODES", "LOSSES", "UNLABELLED", "SegLoss", "SegObjective"]
@@ -71,7 +71,14 @@ class SegLoss:
         ``keep`` (bool (B, H, W)) leaves pixels out of soft targets; hard targets use
         ``ignore_index``.
         """
-        if target.is_floating_point():
+        hard = not target.is_floating_point()
+        if self.loss != "ce":
+            # One call gives both terms: they share the softmax and, fused, the backward.
+            ce, metric = ce_jaccard_metric_loss(
+                logits, target, keep=None if hard else keep,
+                ignore_index=self.ignore_index if hard else None, **_METRIC_OPTIONS[self.loss])
+            return {"ce": self.w_ce * ce, "metric": self.w_metric * metric}
+        if not hard:
             if keep is None:
                 keep = torch.ones(target.shape[:1] + target.shape[2:], dtype=torch.bool,
                                   device=target.device)
@@ -81,10 +88,7 @@ class SegLoss:
             ce = F.cross_entropy(logits, target, ignore_index=self.ignore_index)
             if not bool((target != self.ignore_index).any()):
                 ce = 0.0 * logits.sum()  # cross_entropy gives NaN when every pixel is ignored
-        terms = {"ce": self.w_ce * ce}
-        if self.loss != "ce":
-            terms["metric"] = self.metric_term(logits, target, keep)
-        return terms
+        return {"ce": self.w_ce * ce}
 
     def metric_term(self, logits: Tensor, target: Tensor, keep: Tensor | None = None
                     ) -> Tensor:

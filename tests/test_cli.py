@@ -25,8 +25,23 @@ def test_help_lists_commands() -> None:
     assert "train" in result.stdout
     sub = subprocess.run([sys.executable, "-m", "softlabels.cli", "train", "--help"],
                          capture_output=True, text=True, check=True)
-    for flag in ("--config", "--out", "--seed", "--device", "--quick", "--images-per-class"):
+    for flag in ("--config", "--out", "--seeds", "--device", "--quick", "--images-per-class",
+                 "--executor", "--workers", "--retries"):
         assert flag in sub.stdout
+
+
+def test_no_command_prints_the_help(capsys: pytest.CaptureFixture) -> None:
+    assert main([]) == 0
+    assert "COMMAND" in capsys.readouterr().out
+
+
+def test_the_old_seed_flag_still_works_with_a_deprecation_message(
+        tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    with pytest.warns(FutureWarning, match="'seed' is deprecated.*'seeds'"):
+        assert main(["train", "--seed", "3", "--labels", "hard", "--epochs", "1",
+                     "--images-per-class", "1", "--model-args", "width=4", "depth=1",
+                     "--out", str(tmp_path), "--json"]) == 0
+    assert [r["seed"] for r in json.loads(capsys.readouterr().out)] == [3]
 
 
 def test_console_script_is_installed() -> None:
@@ -40,9 +55,11 @@ def test_train_quick_writes_config_results_and_label_store(quick_run: Path,
                                                            capsys: pytest.CaptureFixture) -> None:
     config = json.loads((quick_run / "config.json").read_text())
     assert config["config"]["images_per_class"] == 5
-    assert config["config"]["seed"] == 0
+    assert config["config"]["seeds"] == [0]
+    assert config["study"] == "train"
     rows = [json.loads(line) for line in (quick_run / "results.jsonl").read_text().splitlines()]
-    assert [r["labels"] for r in rows] == ["hard", "smooth", "teacher-model", "teacher"]
+    # The teacher is a cell of the first stage; its labels feed the "teacher" student.
+    assert [r["labels"] for r in rows] == ["teacher-model", "hard", "smooth", "teacher"]
     by_mode = {r["labels"]: r for r in rows}
     # 1797 digits; 20% of each class (rounded half up) is held out for testing.
     assert by_mode["teacher-model"]["train_images"] == 1438
@@ -52,7 +69,7 @@ def test_train_quick_writes_config_results_and_label_store(quick_run: Path,
         assert len(row["classwise_accuracy"]) == 10
         assert row["worst_class_accuracy"] <= row["accuracy"]
     assert by_mode["teacher-model"]["accuracy"] > 0.9
-    store = LabelStore.load(quick_run / "labels" / "teacher_T4.safetensors")
+    store = LabelStore.load(quick_run / "labels" / "teacher_T4_s0.safetensors")
     assert len(store) == 1438
     assert store.metadata.source == "teacher"
     assert store.metadata.temperature == 4.0
@@ -100,17 +117,22 @@ def test_config_file_and_flag_precedence(tmp_path: Path, capsys: pytest.CaptureF
     [
         (["--dataset", "imagenet"], "unknown dataset 'imagenet'; valid names: ['cifar10'"),
         (["--model", "vit"], "name must be one of ['convnet'"),
-        (["--augment", "mixup"], "augment must be one of ['dsa', 'flip', 'flip_crop', 'none']"),
+        (["--augment", "mixup"], "invalid choice: 'mixup' (choose from 'dsa', 'flip',"),
         (["--images-per-class", "500"], "per_class=500 but class 0 has only"),
         (["--dataset", "cifar10", "--data-root", "/nonexistent/folder"], "cifar10"),
         (["--model-args", "width"], "KEY=VALUE"),
         (["--model-args", "heads=4"], "unexpected keyword argument(s) ['heads']"),
-        (["--epochs", "0"], "epochs must be > 0"),
+        (["--epochs", "0"], "epochs must be >= 1, got 0"),
+        (["--out", __file__], "is an existing file"),
     ],
 )
 def test_bad_input_exits_2_with_a_clear_message(tmp_path: Path, capsys: pytest.CaptureFixture,
                                                 argv: list[str], message: str) -> None:
-    assert main(["train", "--quick", "--out", str(tmp_path / "r"), *argv]) == 2
+    try:
+        code = main(["train", "--quick", "--out", str(tmp_path / "r"), *argv])
+    except SystemExit as exit_:  # argparse rejects invalid choices itself
+        code = exit_.code
+    assert code == 2
     assert message in capsys.readouterr().err
 
 

@@ -21,14 +21,20 @@ def seg_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 def test_one_row_per_cell_with_scores(seg_run: Path) -> None:
     rows = [json.loads(line) for line in (seg_run / "results.jsonl").read_text().splitlines()]
-    assert {(r["loss"], r["labels"]) for r in rows} == {
+    teachers = [r for r in rows if r.get("phase") == "teacher"]
+    students = [r for r in rows if "loss" in r]
+    assert len(teachers) + len(students) == len(rows)
+    assert {(r["loss"], r["labels"]) for r in students} == {
         (loss, labels) for loss in ("ce", "ce+jml") for labels in ("hard", "ls", "kd", "semi")}
+    # One teacher per label mode that needs one, scored on the test split like the students.
+    assert sorted(r["labels"] for r in teachers) == ["kd", "semi"]
     for row in rows:
         for key in ("miou_dataset", "miou_image", "miou_class", "miou_image_worst"):
             assert 0.0 <= row[key] <= 1.0
         assert row["miou_image_worst"] <= row["miou_image"]
         assert 0.0 <= row["ece_dataset"] <= 100.0
         assert len(row["iou_per_class"]) == 11
+    for row in students:
         assert math.isfinite(row["train_loss"])
     # Teachers are trained once per label mode that needs one, and checkpointed.
     names = sorted(p.name for p in (seg_run / "checkpoints").iterdir())
@@ -39,6 +45,7 @@ def test_one_row_per_cell_with_scores(seg_run: Path) -> None:
 def test_report_and_figure(seg_run: Path) -> None:
     report = (seg_run / "report.md").read_text()
     assert "| ce+jml | kd | 1 |" in report
+    assert "| kd | 0 |" in report  # the teachers' own scores
     assert "predictions.png" in report
     figure = (seg_run / "predictions.png").read_bytes()
     assert figure.startswith(PNG_SIGNATURE)
@@ -50,14 +57,14 @@ def test_rerun_resumes(seg_run: Path, capsys: pytest.CaptureFixture) -> None:
     assert main(["seg", "--quick", "--losses", "ce", "ce+jml", "--labels", "hard", "ls", "kd",
                  "semi", "--out", str(seg_run), "--json"]) == 0
     assert (seg_run / "results.jsonl").read_text() == before
-    assert len(json.loads(capsys.readouterr().out)) == 8
+    assert len(json.loads(capsys.readouterr().out)) == 10  # 8 students and 2 teachers
 
 
 @pytest.mark.parametrize(
     ("argv", "message"),
     [
         (["--losses", "ce+lovasz"], "invalid choice"),
-        (["--labeled-fraction", "1.0"], "labeled_fraction must be in (0, 1)"),
+        (["--labeled-fraction", "1.0"], "labeled_fraction must be > 0.0 and < 1.0, got 1.0"),
         (["--dataset", "camvid", "--data-root", "/nonexistent/camvid"], "camvid"),
         (["--dataset", "pascal"], "pascal"),
     ],
@@ -74,9 +81,9 @@ def test_bad_input(tmp_path: Path, capsys: pytest.CaptureFixture, argv, message)
 @pytest.mark.parametrize(
     ("field", "value", "message"),
     [("seeds", (0, 0), "seeds must not repeat"), ("losses", ("ce", "ce"), "losses must not"),
-     ("teacher_epochs", 0, "teacher_epochs must be > 0"), ("kernel", 2, "kernel must be an odd"),
-     ("temperature", -1.0, "temperature must be > 0"), ("eps", 1.5, "eps must be in"),
-     ("figure_images", -1, "figure_images must be >= 0")],
+     ("teacher_epochs", 0, "teacher_epochs must be >= 1"), ("kernel", 2, "kernel must be an odd"),
+     ("temperature", -1.0, "temperature must be > 0"), ("eps", 1.5, "eps must be >= 0.0 and"),
+     ("figure_images", -1, "figure_images must be >= 0"), ("seeds", (), "seeds must name")],
 )
 def test_config_errors_are_raised_at_construction(field, value, message) -> None:
     from softlabels.studies.seg import SegStudyConfig

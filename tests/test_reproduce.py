@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import re
 from html.parser import HTMLParser
@@ -12,7 +13,9 @@ import pytest
 
 from softlabels.cli import main
 from softlabels.studies import reproduce
+from softlabels.studies.registry import STUDIES
 from softlabels.studies.reproduce import ReproduceConfig, StudyFailedError
+from softlabels.studies.sweep import Cell, Stage
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
@@ -88,27 +91,28 @@ def test_full_needs_a_data_root() -> None:
 
 def test_a_failing_study_leaves_the_others(tmp_path: Path, monkeypatch: pytest.MonkeyPatch
                                            ) -> None:
-    def good(config: Any, *, show_progress: bool | None = None) -> list[dict[str, Any]]:
-        Path(config.out).mkdir(parents=True, exist_ok=True)
-        (Path(config.out) / "report.md").write_text("# Robust\n\n| a | b |\n|---|---|\n| 1 | 2 |\n")
-        return [{"method": "rslad", "seed": 0, "scores": {"pgd5": {
-            "accuracy": 0.5, "worst_class_accuracy": 0.25, "nsd": 0.1}}}]
+    def plan(config: Any, rows: Any) -> list[Stage]:
+        return [Stage("students", (Cell({"method": "rslad", "seed": 0}, "rslad-s0"),))]
 
-    def bad(config: Any, *, show_progress: bool | None = None) -> list[dict[str, Any]]:
+    def good(config: Any, cell: Cell, folder: Path, **_: Any) -> dict[str, Any]:
+        return {"scores": {"pgd5": {"accuracy": 0.5, "worst_class_accuracy": 0.25, "nsd": 0.1}}}
+
+    def report(config: Any, folder: Path, rows: Any, figures: bool) -> None:
+        (folder / "report.md").write_text("# Robust\n\n| a | b |\n|---|---|\n| 1 | 2 |\n")
+
+    def bad(config: Any, cell: Cell, folder: Path, **_: Any) -> dict[str, Any]:
         raise RuntimeError("disk on fire")
 
-    monkeypatch.setitem(reproduce.STUDIES, "robust",
-                        reproduce.STUDIES["robust"].__class__(
-                            **{**reproduce.STUDIES["robust"].__dict__, "run": good}))
-    monkeypatch.setitem(reproduce.STUDIES, "seg",
-                        reproduce.STUDIES["seg"].__class__(
-                            **{**reproduce.STUDIES["seg"].__dict__, "run": bad}))
+    monkeypatch.setitem(STUDIES, "robust", dataclasses.replace(
+        STUDIES["robust"], plan=plan, run_cell=good, report=report))
+    monkeypatch.setitem(STUDIES, "seg", dataclasses.replace(STUDIES["seg"], run_cell=bad))
     config = ReproduceConfig(studies=("seg", "robust"), out=str(tmp_path))
-    with pytest.raises(StudyFailedError, match="study 'seg' failed: RuntimeError: disk on fire"):
-        reproduce.run(config)
+    with pytest.raises(StudyFailedError, match="study 'seg' failed: .*RuntimeError: disk on fire"):
+        reproduce.run(config, show_progress=False)
     summary = {s["study"]: s for s in json.loads((tmp_path / "summary.json").read_text())}
     assert summary["seg"]["status"] == "failed"
     assert summary["robust"]["status"] == "ok"
-    report = (tmp_path / "report.md").read_text()
-    assert "**Failed**: `RuntimeError: disk on fire`" in report
-    assert "### Robust" in report  # the study's own report, its headings two levels down
+    report_text = (tmp_path / "report.md").read_text()
+    assert "**Failed**: `SweepFailedError: " in report_text
+    assert "RuntimeError: disk on fire" in report_text
+    assert "### Robust" in report_text  # the study's own report, its headings two levels down

@@ -20,6 +20,8 @@ from softlabels.distill.grid import Cell
 from softlabels.store import LabelMetadata, LabelStore
 from softlabels.studies import distill
 from softlabels.studies.distill import DistillStudyConfig
+from softlabels.studies.registry import run_study
+from softlabels.studies.sweep import SweepFailedError
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 FIGURES = ("acc_vs_ipc.png", "expert_epoch.png", "pareto.png", "topk_heatmap.png")
@@ -42,6 +44,16 @@ def _rows(folder: Path) -> list[dict[str, Any]]:
     return [json.loads(line) for line in (folder / "results.jsonl").read_text().splitlines()]
 
 
+def _students(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The student cells' rows (not the experts', their test accuracy or DM images')."""
+    return [r for r in rows if r["phase"] in ("select", "test")]
+
+
+def _run(config: DistillStudyConfig, **options: Any) -> list[dict[str, Any]]:
+    """The student rows of a run."""
+    return _students(run_study("distill", config, **options).rows)
+
+
 @pytest.fixture(scope="module")
 def quick_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("distill")
@@ -50,7 +62,7 @@ def quick_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def test_quick_writes_every_artifact(quick_run: Path) -> None:
-    rows = _rows(quick_run)
+    rows = _students(_rows(quick_run))
     config = DistillStudyConfig(**{**distill.QUICK, "out": str(quick_run)})
     selects = [r for r in rows if r["phase"] == "select"]
     tests = [r for r in rows if r["phase"] == "test"]
@@ -83,6 +95,11 @@ def test_quick_writes_every_artifact(quick_run: Path) -> None:
     learned = [r for r in tests if r["labels"] == "learned"]
     assert all(set(r["js_to_expert"]) == {str(e) for e in range(config.expert_epochs + 1)}
                for r in learned)
+    # The first stages: the expert, its test accuracy at every epoch used, the DM images.
+    others = {(r["phase"], r.get("seed", r.get("expert_epoch", r.get("ipc"))))
+              for r in _rows(quick_run) if r not in rows}
+    assert others == {("expert", 0), *(("expert_test", e) for e in config.expert_epoch),
+                      *(("dm", i) for i in config.ipc)}
 
 
 def test_quick_report_and_figures(quick_run: Path) -> None:
@@ -125,31 +142,32 @@ def test_killed_sweep_resumes_without_redoing_cells(tmp_path: Path) -> None:
     results = out / "results.jsonl"
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline and process.poll() is None:
-        if results.exists() and len(results.read_text().splitlines()) >= 2:
+        if results.exists() and len(results.read_text().splitlines()) >= 3:
             break
         time.sleep(0.05)
     process.send_signal(signal.SIGKILL)
     process.wait()
     first = _rows(out)
-    assert 2 <= len(first) < 6, "the sweep should be killed mid-way"
+    # 8 cells: the expert, its test accuracy, then hard and expert labels at 3 IPCs.
+    assert 2 <= len(first) < 8, "the sweep should be killed mid-way"
     assert main(argv[3:]) == 0
     rows = _rows(out)
-    assert len(rows) == 6
+    assert len(rows) == 8
     assert rows[:len(first)] == first  # finished cells kept as they were, not recomputed
-    keys = [(r["ipc"], r["labels"]) for r in rows]
-    assert len(set(keys)) == len(keys)
+    keys = [(r["ipc"], r["labels"]) for r in _students(rows)]
+    assert len(set(keys)) == len(keys) == 6
 
 
 def test_file_labels_are_checked_against_the_dataset(tmp_path: Path) -> None:
     config = _config(tmp_path, labels=("hard",))
-    distill.run(config, show_progress=False)
+    _run(config, show_progress=False)
     stored = LabelStore.load(next((tmp_path / "run" / "labels").glob("*hard*")))
     # A store covering the selected images works and reproduces the hard cell exactly.
     good = tmp_path / "good.safetensors"
     LabelStore(stored.indices, stored.labels, LabelMetadata(dataset="digits")).save(good, "fp32")
-    rows = distill.run(_config(tmp_path, labels=("file",), label_file=str(good),
+    rows = _run(_config(tmp_path, labels=("file",), label_file=str(good),
                                out=str(tmp_path / "file")), show_progress=False)
-    hard = _rows(tmp_path / "run")[0]
+    hard = _students(_rows(tmp_path / "run"))[0]
     assert rows[0]["best"] == hard["best"]
     cases = {
         "classes": (LabelStore(stored.indices, torch.full((len(stored), 4), 0.25),
@@ -163,36 +181,36 @@ def test_file_labels_are_checked_against_the_dataset(tmp_path: Path) -> None:
         path = tmp_path / f"{name}.safetensors"
         store.save(path, "fp32")
         with pytest.raises(ValueError, match=message):
-            distill.run(_config(tmp_path, labels=("file",), label_file=str(path),
+            _run(_config(tmp_path, labels=("file",), label_file=str(path),
                                 out=str(tmp_path / name)), show_progress=False)
     corrupt = tmp_path / "corrupt.safetensors"
     data = bytearray(good.read_bytes())
     data[-3] ^= 0xFF
     corrupt.write_bytes(bytes(data))
-    with pytest.raises(ValueError, match="is corrupt: its tensor bytes do not match the checksum"):
-        distill.run(_config(tmp_path, labels=("file",), label_file=str(corrupt),
+    with pytest.raises(ValueError, match="is corrupt: its header and tensors do not match the checksum"):
+        _run(_config(tmp_path, labels=("file",), label_file=str(corrupt),
                             out=str(tmp_path / "corrupt")), show_progress=False)
 
 
 def test_index_file_selects_the_images(tmp_path: Path) -> None:
-    first = distill.run(_config(tmp_path, labels=("hard",)), show_progress=False)
+    first = _run(_config(tmp_path, labels=("hard",)), show_progress=False)
     chosen = json.loads((tmp_path / "run" / "selection" / "ipc1.json").read_text())
     pool_indices = LabelStore.load(next((tmp_path / "run" / "labels").glob("*"))).indices
     index_file = tmp_path / "index.json"
     index_file.write_text(json.dumps(pool_indices.tolist()))
-    again = distill.run(_config(tmp_path, labels=("hard",), index_file=str(index_file),
+    again = _run(_config(tmp_path, labels=("hard",), index_file=str(index_file),
                                 out=str(tmp_path / "again")), show_progress=False)
     assert again[0]["best"] == first[0]["best"]
     assert len(chosen if isinstance(chosen, list) else chosen["positions"]) == 10
     index_file.write_text(json.dumps(pool_indices[:5].tolist()))
     with pytest.raises(ValueError, match="images per class; --ipc is 1"):
-        distill.run(_config(tmp_path, labels=("hard",), index_file=str(index_file),
+        _run(_config(tmp_path, labels=("hard",), index_file=str(index_file),
                             out=str(tmp_path / "short")), show_progress=False)
 
 
 def test_report_covers_every_sweep_in_the_folder(tmp_path: Path) -> None:
-    first = distill.run(_config(tmp_path, labels=("hard",)), show_progress=False)
-    second = distill.run(_config(tmp_path, labels=("hard",), ipc=(2,)), show_progress=False)
+    first = _run(_config(tmp_path, labels=("hard",)), show_progress=False)
+    second = _run(_config(tmp_path, labels=("hard",), ipc=(2,)), show_progress=False)
     assert [r["ipc"] for r in first] == [1]
     assert [r["ipc"] for r in second] == [2]
     header = next(line for line in (tmp_path / "run" / "report.md").read_text().splitlines()
@@ -203,14 +221,15 @@ def test_report_covers_every_sweep_in_the_folder(tmp_path: Path) -> None:
 
 def test_ipc_larger_than_a_class(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="ipc=1000 images per class requested but class 0 has"):
-        distill.run(_config(tmp_path, ipc=(1000,)), show_progress=False)
+        _run(_config(tmp_path, ipc=(1000,)), show_progress=False)
 
 
 def test_unsaved_expert_epoch_lists_the_saved_ones(tmp_path: Path) -> None:
-    distill.run(_config(tmp_path, expert_epoch=(2,)), show_progress=False)
+    _run(_config(tmp_path, expert_epoch=(2,)), show_progress=False)
     (tmp_path / "run" / "experts" / "seed0" / "epoch_0001.pt").unlink()
-    with pytest.raises(FileNotFoundError, match=r"saved epochs: \[0, 2\]"):
-        distill.run(_config(tmp_path, expert_epoch=(1, 2)), show_progress=False)
+    with pytest.raises(SweepFailedError,
+                       match=r"expert-test-e1: FileNotFoundError: .*saved epochs: \[0, 2\]"):
+        _run(_config(tmp_path, expert_epoch=(1, 2)), show_progress=False)
 
 
 def test_expert_epochs_inside_an_epoch(tmp_path: Path) -> None:
@@ -224,13 +243,14 @@ def test_expert_epochs_inside_an_epoch(tmp_path: Path) -> None:
             "--expert-early-epochs", "1"]
     assert main(argv) == 0
     run = tmp_path / "run"
-    assert sorted(row["expert_epoch"] for row in _rows(run)) == [0.25, 0.5, 2]
+    assert sorted(row["expert_epoch"] for row in _students(_rows(run))) == [0.25, 0.5, 2]
     assert (run / "experts" / "seed0" / "epoch_0000.2500.pt").is_file()
     assert not (run / "experts" / "seed0" / "epoch_0001.5000.pt").exists()  # not an early epoch
     assert "test-random-ipc1-expert-e2-T1" in {  # whole epochs keep their short names
-        Cell(**{k: r[k] for k in Cell.__dataclass_fields__}).name() for r in _rows(run)}
-    accuracy = json.loads((run / "experts" / "test_accuracy.json").read_text())
-    assert set(accuracy) == {"0.25", "0.5", "2"}
+        Cell(**{k: r[k] for k in Cell.__dataclass_fields__}).name()
+        for r in _students(_rows(run))}
+    accuracy = {r["expert_epoch"] for r in _rows(run) if r["phase"] == "expert_test"}
+    assert accuracy == {0.25, 0.5, 2}
 
 
 @pytest.mark.parametrize(("changes", "message"), [
@@ -247,18 +267,18 @@ def test_bad_fractional_expert_epochs(tmp_path: Path, changes: dict[str, Any],
 
 
 @pytest.mark.parametrize(("changes", "message"), [
-    ({"ipc": ()}, "ipc is empty"),
+    ({"ipc": ()}, "ipc must name at least one value"),
     ({"labels": ()}, "labels must name at least one"),
-    ({"seeds": ()}, "seeds is empty"),
-    ({"temperature": ()}, "temperature is empty"),
-    ({"ipc": (0,)}, "ipc values must be >= 1"),
+    ({"seeds": ()}, "seeds must name at least one value"),
+    ({"temperature": ()}, "temperature must name at least one value"),
+    ({"ipc": (0,)}, "ipc must be >= 1, got 0"),
     ({"ipc": (1, 1)}, "must not repeat"),
     ({"expert_epoch": (3,)}, r"expert_epoch values must lie in \[0, expert_epochs=2\]"),
-    ({"temperature": (0.0,)}, "temperatures must be > 0"),
+    ({"temperature": (0.0,)}, "temperature must be > 0.0, got 0.0"),
     ({"labels": ("swap",), "k": (0,)}, "swap needs k >= 1"),
     ({"labels": ("file",)}, "needs --label-file"),
     ({"index_file": "x.json", "ipc": (1, 2)}, "give the single ipc"),
-    ({"val_fraction": 1.0}, r"val_fraction must be in \(0, 1\)"),
+    ({"val_fraction": 1.0}, r"val_fraction must be > 0.0 and < 1.0, got 1.0"),
     ({"images": ("synthetic",)}, "images"),
 ])
 def test_bad_config(tmp_path: Path, changes: dict[str, Any], message: str) -> None:

@@ -175,6 +175,14 @@ def _teacher_store(config: TrainStudyConfig, folder: Path, full: ImageDataset, s
     return store
 
 
+def check(config: TrainStudyConfig) -> None:
+    """Check the data before any cell trains: enough images per class for every seed."""
+    full, _ = _load(config.dataset, config.data_root)
+    if config.images_per_class is not None:
+        for seed in config.seeds:
+            sample_per_class(full.labels, config.images_per_class, seed)
+
+
 def report(config: TrainStudyConfig, folder: Path, rows: Sequence[dict[str, Any]],
            figures: bool) -> None:
     """``softlabels train`` writes no report: its rows and tables are the result."""
@@ -207,6 +215,6 @@ def headline(rows: Sequence[dict[str, Any]]) -> list[str]:
 
 STUDY = Study(name="train", help="train a model with hard, smoothed or teacher soft labels",
               config_cls=TrainStudyConfig, quick=QUICK, plan=plan, run_cell=run_cell,
-              report=report, summary=summary, headline=headline, sweep_fields=("labels",
-                                                                                "seeds"))
+              report=report, summary=summary, headline=headline,
+              sweep_fields=("labels", "seeds"), check=check)
 

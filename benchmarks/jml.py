@@ -249,7 +249,7 @@ def report(name: str, shape: tuple[int, ...], dtype: torch.dtype, cases: dict[st
         goal = f" (target <= {target}x)" if target else ""
         print(f"  {numerator} / {denominator}: {times[numerator] / times[denominator]:.2f}x"
               f"{goal}")
-    if "one-hot jml (hard)" in memory and memory["one-hot jml (hard)"]:
+    if memory.get("one-hot jml (hard)"):
         ratio = memory["jml (hard)"] / memory["one-hot jml (hard)"]
         print(f"  jml (hard) / one-hot jml extra memory: {ratio:.2f}x (target <= 0.5x)")
 

@@ -53,7 +53,7 @@ def reference_loss(logits: Tensor, target: Tensor, *, variant: str = "jml1",
     else:
         x = logits.softmax(1) if mode == "multiclass" else logits.sigmoid()
     hard = not target.is_floating_point()
-    mask = torch.ones((b, *logits.shape[2:]), dtype=torch.bool)
+    mask = torch.ones((b, *logits.shape[2:]), dtype=torch.bool, device=logits.device)
     if keep is not None:
         mask &= keep
     if ignore_index is not None:
@@ -81,7 +81,7 @@ def reference_loss(logits: Tensor, target: Tensor, *, variant: str = "jml1",
     if (active_classes or ("present" if hard else "all")) == "present":
         active = y.amax(-1) > threshold
     else:
-        active = torch.ones(b, c, dtype=torch.bool)
+        active = torch.ones(b, c, dtype=torch.bool, device=logits.device)
     s_num, s_den = smooth if isinstance(smooth, tuple) else (smooth, smooth)
 
     def loss_of(tp: Tensor, fp: Tensor, fn: Tensor) -> Tensor:
@@ -110,7 +110,8 @@ def reference_loss(logits: Tensor, target: Tensor, *, variant: str = "jml1",
 def reference_ce(logits: Tensor, target: Tensor, keep: Tensor | None = None,
                  ignore_index: int | None = None) -> Tensor:
     """Mean over kept pixels of -sum_c y_c log softmax(logits)_c; 0 with no kept pixel."""
-    mask = torch.ones((logits.shape[0], *logits.shape[2:]), dtype=torch.bool)
+    mask = torch.ones((logits.shape[0], *logits.shape[2:]), dtype=torch.bool,
+                      device=logits.device)
     if keep is not None:
         mask &= keep
     if ignore_index is not None:

@@ -144,7 +144,7 @@ def test_no_host_synchronisation_on_cuda(backend: str) -> None:
         for target, call in ((data["labels"], {"ignore_index": 255}),
                              (data["soft"], {"keep": data["keep"]})):
             for dtype in (torch.float32, torch.bfloat16):
-                x = data["logits"].to(dtype).requires_grad_()
+                x = data["logits"].to(dtype).clone().requires_grad_()
                 ce, metric = ce_jaccard_metric_loss(x, target, validate=False, backend=backend,
                                                     class_weights=weights, levels=LEVELS[3],
                                                     **call)

@@ -110,6 +110,16 @@ def _log_probs_and_ce(scores: Tensor, target: Tensor, keep: Tensor | None, hard:
     return logp, per_pixel.sum(-1).neg()
 
 
+def _probabilities(scores: Tensor, target: Tensor, keep: Tensor | None, hard: bool,
+                   activation: str, with_ce: bool) -> tuple[Tensor, Tensor | None]:
+    """Probabilities (B, C, N) in the compute dtype and, ``with_ce``, the summed ce (B,)."""
+    dtype = torch.promote_types(scores.dtype, torch.float32)
+    if not with_ce:
+        return activate(scores, activation, dtype), None
+    logp, ce = _log_probs_and_ce(scores, target, keep, hard, dtype)
+    return logp.exp_(), ce  # in place: the log-probabilities are not needed again
+
+
 def _softmax_backward(grad: Tensor, probs: Tensor, ce_scale: Tensor | None,
                       target: Tensor | None) -> Tensor:
     """x * (g - <x, g>) in place over ``grad``, plus the soft cross-entropy's c * (x s - y).
@@ -133,17 +143,12 @@ class _HardSums(torch.autograd.Function):
     def forward(ctx: FunctionCtx, scores: Tensor, labels: Tensor, keep: Tensor | None,
                 activation: str, with_ce: bool
                 ) -> tuple[Tensor, Tensor, Tensor, Tensor | None]:
-        dtype = torch.promote_types(scores.dtype, torch.float32)
-        ce = None
-        if with_ce:
-            logp, ce = _log_probs_and_ce(scores, labels, keep, True, dtype)
-            probs = logp.exp_()
-        else:
-            probs = activate(scores, activation, dtype)
+        probs, ce = _probabilities(scores, labels, keep, True, activation, with_ce)
         num_classes = probs.shape[1]
-        on_label = probs.gather(1, labels.unsqueeze(1)).squeeze(1)  # (B, N)
+        label_prob = probs.gather(1, labels.unsqueeze(1)).squeeze(1)  # (B, N)
+        on_label = label_prob
         if keep is not None:
-            on_label = on_label * keep
+            on_label = label_prob * keep
             total = torch.bmm(probs, keep.unsqueeze(-1)).squeeze(-1)
         else:
             total = probs.sum(-1)
@@ -151,7 +156,8 @@ class _HardSums(torch.autograd.Function):
         hits = per_label_sum(on_label, labels, num_classes)
         count = per_label_sum(weight, labels, num_classes)
         ctx.mark_non_differentiable(count)
-        ctx.save_for_backward(probs, labels, keep)
+        # x at each pixel's label, (B, N): saved, as the backward overwrites the probabilities.
+        ctx.save_for_backward(probs, labels, keep, label_prob)
         ctx.activation, ctx.with_ce, ctx.dtype = activation, with_ce, scores.dtype
         return hits, total, count, ce
 
@@ -159,32 +165,36 @@ class _HardSums(torch.autograd.Function):
     @once_differentiable
     def backward(ctx: Any, grad_hits: Tensor, grad_total: Tensor, _grad_count: Tensor,
                  grad_ce: Tensor | None) -> tuple[Tensor, None, None, None, None]:
-        probs, labels, keep = ctx.saved_tensors
+        probs, labels, keep, label_prob = ctx.saved_tensors
         # d loss / d x[b, c, i] = keep_i * g[b, c, i] with
         # g[b, c, i] = grad_total[b, c] + [labels_i = c] * grad_hits[b, c].
         index = labels.unsqueeze(1)
-        hit_grad = grad_hits.gather(1, labels).unsqueeze(1)  # (B, 1, N)
+        label_term = label_prob * grad_hits.gather(1, labels)  # x_iy * g_hits, (B, N)
         if ctx.activation == "softmax":
             # Softmax backward x * (g - <x, g>), written over the saved probabilities x (the
             # function is once-differentiable, so nothing reads them again; a second backward
             # through a retained graph fails autograd's version check instead of going wrong).
             grad = probs
-            label_term = grad.gather(1, index) * hit_grad  # x_iy * g_hits
-            inner = torch.bmm(grad_total.unsqueeze(1), grad) + label_term  # <x, g>, (B, 1, N)
+            inner = torch.bmm(grad_total.unsqueeze(1), grad).squeeze(1) + label_term  # <x, g>
             if ctx.with_ce and grad_ce is not None:
                 # Cross-entropy adds c * (x - onehot): -c inside the factor, -c at the label.
-                ce_grad = grad_ce.view(-1, 1, 1)
+                ce_grad = grad_ce.unsqueeze(1)
                 inner, label_term = inner - ce_grad, label_term - ce_grad
+            # The gradient at each pixel's label, from (B, N) tensors only: no gather from,
+            # or read-modify-write of, the (B, C, N) buffer.
+            at_label = label_prob * (grad_total.gather(1, labels) - inner) + label_term
             # The factor (g_total - <x, g>) is (B, C, N); built a quarter of the pixels at a
             # time it costs a quarter of the memory, in four vectorised steps.
+            inner = inner.unsqueeze(1)
             step = max(1, -(-grad.shape[2] // _FACTOR_CHUNKS))
             for start in range(0, grad.shape[2], step):
                 window = slice(start, start + step)
                 grad[:, :, window].mul_(grad_total.unsqueeze(-1) - inner[:, :, window])
-            grad.scatter_(1, index, grad.gather(1, index) + label_term)
         else:
             grad = grad_total.unsqueeze(-1).expand_as(probs).clone()
-            grad.scatter_(1, index, grad.gather(1, index) + hit_grad)
+            at_label = grad_total.gather(1, labels) + grad_hits.gather(1, labels)
+        # One class per pixel: a plain scatter, no accumulation and no atomics.
+        grad.scatter_(1, index, at_label.unsqueeze(1))
         if keep is not None:
             grad.mul_(keep.unsqueeze(1))
         return grad.to(ctx.dtype), None, None, None, None
@@ -197,13 +207,7 @@ class _SoftSums(torch.autograd.Function):
     def forward(ctx: FunctionCtx, scores: Tensor, target: Tensor, keep: Tensor | None,
                 activation: str, needed: tuple[bool, bool, bool, bool], with_ce: bool
                 ) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor, Tensor | None]:
-        dtype = torch.promote_types(scores.dtype, torch.float32)
-        ce = None
-        if with_ce:
-            logp, ce = _log_probs_and_ce(scores, target, keep, False, dtype)
-            probs = logp.exp_()
-        else:
-            probs = activate(scores, activation, dtype)
+        probs, ce = _probabilities(scores, target, keep, False, activation, with_ce)
         weight = keep.unsqueeze(1) if keep is not None else None
         want_t, want_d, want_p, want_n = needed
         kept = probs * weight if weight is not None else probs

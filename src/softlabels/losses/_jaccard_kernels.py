@@ -56,11 +56,8 @@ def hard_forward(z_ptr, lab_ptr, keep_ptr, out_ptr, C, N, ignore, chunk,
                  BLOCK_C: tl.constexpr, BLOCK_N: tl.constexpr):
     b, p, P = tl.program_id(0), tl.program_id(1), tl.num_programs(1)
     cls = tl.arange(0, BLOCK_C)
-    hits = tl.zeros([BLOCK_C], tl.float32)
-    total = tl.zeros([BLOCK_C], tl.float32)
-    count = tl.zeros([BLOCK_C], tl.float32)
-    ce = tl.zeros([BLOCK_C], tl.float32)
-    bad = tl.zeros([BLOCK_C], tl.float32)
+    zero = tl.zeros([BLOCK_C], tl.float32)
+    hits, total, count, ce, bad = zero, zero, zero, zero, zero
     for start in range(p * chunk, p * chunk + chunk, BLOCK_N):
         n = start + tl.arange(0, BLOCK_N)
         cls, in_c, z, x, lse, kept, bad_z = softmax_tile(z_ptr, keep_ptr, b, n, C, N,
@@ -110,15 +107,9 @@ def soft_forward(z_ptr, y_ptr, keep_ptr, out_ptr, C, N, threshold, tolerance, ch
                  BLOCK_C: tl.constexpr, BLOCK_N: tl.constexpr):
     b, p, P = tl.program_id(0), tl.program_id(1), tl.num_programs(1)
     cls = tl.arange(0, BLOCK_C)
-    total = tl.zeros([BLOCK_C], tl.float32)
-    prod = tl.zeros([BLOCK_C], tl.float32)
-    dist = tl.zeros([BLOCK_C], tl.float32)
-    excess = tl.zeros([BLOCK_C], tl.float32)
-    shortfall = tl.zeros([BLOCK_C], tl.float32)
-    y_total = tl.zeros([BLOCK_C], tl.float32)
-    above = tl.zeros([BLOCK_C], tl.float32)
-    ce = tl.zeros([BLOCK_C], tl.float32)
-    bad = tl.zeros([BLOCK_C], tl.float32)
+    zero = tl.zeros([BLOCK_C], tl.float32)
+    total, prod, dist, excess, shortfall = zero, zero, zero, zero, zero
+    y_total, above, ce, bad = zero, zero, zero, zero
     for start in range(p * chunk, p * chunk + chunk, BLOCK_N):
         n = start + tl.arange(0, BLOCK_N)
         cls, in_c, z, x, lse, kept, bad_z = softmax_tile(z_ptr, keep_ptr, b, n, C, N,

@@ -98,10 +98,8 @@ class _TritonSums(torch.autograd.Function):
         sums = partial.sum(1)  # the second, ordered stage of the reduction
         *values, ce = sums[:, :-1, :num_classes].unbind(1)
         checks = sums[:, -1, :4].sum(0)
-        if hard:
-            flags = (checks[0] > 0, checks[1] > 0)
-        else:
-            flags = (checks[:3].sum() > 0, checks[3] > 0)
+        target_bad = checks[0] if hard else checks[:3].sum()
+        flags = (target_bad > 0, checks[1 if hard else 3] > 0)
         ctx.save_for_backward(logits, target, keep)
         ctx.ignore_index, ctx.common = ignore_index, common
         ctx.mark_non_differentiable(*flags)

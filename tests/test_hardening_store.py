@@ -219,3 +219,15 @@ def test_an_empty_store_round_trips(tmp_path: Path, mode: str, k: int | None) ->
     loaded = LabelStore.load(tmp_path / "e.safetensors")
     assert loaded.labels.shape == (0, 3)
     assert len(loaded) == 0
+
+
+def test_bfloat16_labels_that_can_be_saved_load_again(tmp_path: Path) -> None:
+    # 1/3 rounds to 0.3340 in bfloat16: the rows sum to 1.002, above float32's 1e-3.
+    labels = torch.full((2, 3), 1 / 3, dtype=torch.bfloat16)
+    store = LabelStore(torch.arange(2), labels)
+    for mode in ("fp32", "fp16"):
+        store.save(tmp_path / f"{mode}.safetensors", mode=mode)
+        loaded = LabelStore.load(tmp_path / f"{mode}.safetensors")
+        torch.testing.assert_close(loaded.labels, labels.float(), atol=1e-3, rtol=0)
+    with pytest.raises(ValueError, match=r"labels rows must sum to <= 1"):
+        LabelStore(torch.arange(2), torch.full((2, 3), 0.34))

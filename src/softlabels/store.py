@@ -62,6 +62,11 @@ __all__ = [
 ]
 
 STORAGE_MODES = ("fp32", "fp16", "topk")
+# Rows may sum to up to 1 + 2**-7: exact probabilities rounded to bfloat16 (a teacher run in
+# bfloat16) miss 1 by up to that much. A loaded store gets 2**-10 more, the float16 rounding
+# of storing a row that sums to 1 + 2**-7, so that every store that can be saved loads again.
+_SUM_TOLERANCE = 2**-7
+_LOAD_TOLERANCE = _SUM_TOLERANCE + 2**-10
 
 
 @dataclass(frozen=True)
@@ -156,6 +161,7 @@ class LabelStore:
         labels: float (N, C) probabilities (rows sum to 1, or less for top-k labels kept
             without renormalisation). Kept in memory as float32.
         metadata: provenance; ``LabelMetadata()`` when omitted.
+        atol: tolerance above 1 of the row sums, by default 2**-7 (bfloat16 rounding).
 
     Example:
         >>> import torch
@@ -165,14 +171,15 @@ class LabelStore:
     """
 
     def __init__(self, indices: Tensor, labels: Tensor,
-                 metadata: LabelMetadata | None = None) -> None:
+                 metadata: LabelMetadata | None = None, *,
+                 atol: float = _SUM_TOLERANCE) -> None:
         check_tensor("indices", indices)
         if indices.dtype != torch.int64 or indices.ndim != 1:
             raise TypeError(
                 f"indices must be a 1-D int64 tensor, got dtype {indices.dtype} and shape "
                 f"{tuple(indices.shape)}"
             )
-        validate(labels, name="labels", allow_partial=True)
+        validate(labels, name="labels", allow_partial=True, atol=atol)
         if labels.ndim != 2:
             raise ValueError(f"labels must be (N, C), got shape {tuple(labels.shape)}")
         if labels.shape[0] != indices.shape[0]:
@@ -276,7 +283,7 @@ class LabelStore:
             raise ValueError(f"{what} is corrupt: its metadata is not a JSON object")
         try:
             metadata = LabelMetadata(**{**raw, "class_names": raw.get("class_names") or ()})
-            return cls(tensors["indices"], labels, metadata)
+            return cls(tensors["indices"], labels, metadata, atol=_LOAD_TOLERANCE)
         except (TypeError, ValueError) as err:
             raise ValueError(f"{what} is corrupt or was written by another program: {err}"
                              ) from err

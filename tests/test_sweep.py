@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import importlib
 import importlib.util
 import json
 import socket
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -14,7 +16,11 @@ import pytest
 
 from softlabels.cli import main
 from softlabels.results import ResultsLog
-from softlabels.studies.executors import ExecutorConfig, ExecutorUnavailableError
+from softlabels.studies.executors import (
+    ExecutorConfig,
+    ExecutorUnavailableError,
+    runtime_env,
+)
 from softlabels.studies.registry import STUDIES, register_study, run_study
 from softlabels.studies.sweep import SweepFailedError, run_sweep
 from softlabels.studies.train import TrainStudyConfig
@@ -27,7 +33,7 @@ _NO_RAY = pytest.mark.skipif(importlib.util.find_spec("ray") is None,
 EXECUTORS = [pytest.param(ExecutorConfig(cell_cpus=1), id="serial"),
              pytest.param(ExecutorConfig(executor="processes", workers=2, cell_cpus=1),
                           id="processes"),
-             pytest.param(ExecutorConfig(executor="ray", cell_cpus=1, workers=2), id="ray",
+             pytest.param(ExecutorConfig(executor="ray", cell_cpus=1), id="ray",
                           marks=_NO_RAY)]
 
 
@@ -45,9 +51,17 @@ def _attempts(folder: Path) -> list[str]:
 
 
 @pytest.fixture(autouse=True, scope="module")
-def _registered() -> None:
+def _registered() -> Iterator[None]:
+    """The fixture study is known, and one local Ray session serves every Ray test (the
+    executor uses a session the process opened, so the cluster starts once)."""
     register_study(fixture.STUDY)
+    ray = None if importlib.util.find_spec("ray") is None else importlib.import_module("ray")
+    if ray is not None:
+        ray.init(num_cpus=2, include_dashboard=False, logging_level="ERROR",
+                 log_to_driver=False, runtime_env=runtime_env(sys.path))
     yield
+    if ray is not None:
+        ray.shutdown()
     STUDIES.pop("fixture", None)
 
 
@@ -156,3 +170,13 @@ def test_an_unreachable_ray_address_fails_within_the_timeout(tmp_path: Path) -> 
     with pytest.raises(ValueError, match="HOST:PORT"):
         run_study("fixture", executor=ExecutorConfig(executor="ray", address="nowhere"),
                   out=str(tmp_path), show_progress=False)
+
+
+@_NO_RAY
+def test_an_address_beside_an_open_ray_session_is_refused(tmp_path: Path) -> None:
+    with socket.socket() as server:  # something listens, so the address is reachable
+        server.bind(("127.0.0.1", 0))
+        server.listen()
+        executor = ExecutorConfig(executor="ray", address=f"127.0.0.1:{server.getsockname()[1]}")
+        with pytest.raises(ValueError, match="a Ray session is already open"):
+            run_study("fixture", executor=executor, out=str(tmp_path), show_progress=False)

@@ -24,6 +24,8 @@ students, GPUs). ``benchmarks/students.py`` measures it.
 
 from __future__ import annotations
 
+import math
+
 import copy
 import statistics
 import time
@@ -261,6 +263,10 @@ def _per_student_loss(logits: Tensor, y: Tensor) -> Tensor:
     exactly the gradient of its own mean batch loss, as if it were trained alone.
     """
     s, b = logits.shape[:2]
+    diverged = ~torch.isfinite(logits.detach()).flatten(1).all(dim=1)
+    if bool(diverged.any()):
+        # The loss refuses non-finite logits; a NaN loss lets the caller name the students.
+        return torch.where(diverged, math.nan, 0.0).to(logits.dtype)
     per_sample = soft_cross_entropy(logits.reshape(s * b, -1), y.reshape(s * b, *y.shape[2:]),
                                     reduction="none")
     return per_sample.view(s, b).mean(dim=1)

@@ -131,7 +131,11 @@ def fit(
                          default_loss=loss_fn is soft_cross_entropy and objective is None)
     if objective is None:
         def objective(net: nn.Module, x: Tensor, y: Tensor) -> Tensor:
-            return loss_fn(net(x), y)
+            outputs = net(x)
+            if not bool(torch.isfinite(outputs.detach()).all()):
+                # A diverged model, not bad input: the loop reports it with the epoch.
+                return outputs.new_tensor(math.nan)
+            return loss_fn(outputs, y)
     target_device = resolve_device(device)
     model.to(target_device)
     optimizer = build_optimizer(model, config)

@@ -266,20 +266,26 @@ class _Ray(_Executor):
         address = self.config.address
         if address not in (None, "auto", "local"):
             _check_reachable(address, self.config.connect_timeout)
-        try:
-            ray.init(address=address, include_dashboard=False, logging_level="ERROR",
-                     log_to_driver=False, ignore_reinit_error=True,
-                     **({} if address else {"num_cpus": self._local_cpus()}),
-                     runtime_env=_runtime_env(sys.path))
-        except (ConnectionError, RuntimeError, TimeoutError) as err:
-            raise ValueError(f"cannot connect to the Ray cluster at {address!r}: {err}") from err
-        self._started = True
+        if ray.is_initialized() and address is not None:
+            raise ValueError("a Ray session is already open in this process: omit --address "
+                             "to use it, or call ray.shutdown() first")
+        # A session this process opened itself (a notebook, a test) is used and left open.
+        if not ray.is_initialized():
+            try:
+                ray.init(address=address, include_dashboard=False, logging_level="ERROR",
+                         log_to_driver=False,
+                         **({} if address else {"num_cpus": self._local_cpus()}),
+                         runtime_env=runtime_env(sys.path))
+            except (ConnectionError, RuntimeError, TimeoutError) as err:
+                raise ValueError(f"cannot connect to the Ray cluster at {address!r}: {err}"
+                                 ) from err
+            self._started = True
         resources = ray.cluster_resources()
         slots = int(resources.get("CPU", 1) // self.cpus)
         if self.config.cell_gpus:
             slots = min(slots, int(resources.get("GPU", 0) // self.config.cell_gpus))
             if slots == 0:
-                ray.shutdown()
+                self.__exit__()
                 raise ValueError(f"--cell-gpus {self.config.cell_gpus}: the Ray cluster has "
                                  f"{resources.get('GPU', 0)} GPUs")
         self.slots = max(1, slots)
@@ -327,7 +333,8 @@ def _check_reachable(address: str, timeout: float) -> None:
                          ) from None
 
 
-def _runtime_env(paths: Sequence[str]) -> dict[str, Any]:
-    """Workers import studies (and user-registered ones) from the driver's import path."""
+def runtime_env(paths: Sequence[str]) -> dict[str, Any]:
+    """Ray's ``runtime_env`` for the workers: they import studies (and user-registered ones)
+    from the driver's import path ``paths``, which must exist on every node."""
     existing = [p for p in paths if p and Path(p).is_dir()]
     return {"env_vars": {"PYTHONPATH": os.pathsep.join(existing)}}

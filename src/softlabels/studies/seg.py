@@ -260,7 +260,7 @@ def report(config: SegStudyConfig, folder: Path, rows: Sequence[dict[str, Any]],
             lines.append(f"| {row['labels']} | {row['seed']} | " + " | ".join(
                 f"{(1.0 if k.startswith('ece') else 100.0) * row[k]:.2f}"
                 for k, _ in _REPORT_COLUMNS) + " |")
-    if figures and config.figure_images:
+    if figures and config.figure_images and _figure_checkpoints(config, folder):
         _figure(config, folder, _load(config.dataset, config.data_root)[1])
     if (folder / "predictions.png").exists():
         lines += ["", "![predictions](predictions.png)"]
@@ -293,20 +293,29 @@ def headline(rows: Sequence[dict[str, Any]]) -> list[str]:
             for e in summary_rows(rows)]
 
 
+def _figure_checkpoints(config: SegStudyConfig, folder: Path) -> list[tuple[str, Path]]:
+    """(column title, checkpoint) of each first-seed student trained in ``folder`` (none when
+    only the rows of a run were kept, as in ``docs/runs``)."""
+    seed = config.seeds[0]
+    found = []
+    for labels in config.labels:
+        for loss in config.losses:
+            path = folder / "checkpoints" / _cell_name(loss, labels, seed) / "last.pt"
+            if path.exists():
+                found.append((f"{loss}\n{labels}", path))
+    return found
+
+
 def _figure(config: SegStudyConfig, folder: Path, test: SegmentationDataset) -> None:
     """Image, ground truth and each first-seed model's prediction for a few test images."""
     count = min(config.figure_images, len(test))
     seed = config.seeds[0]
     columns: list[tuple[str, torch.Tensor]] = []
-    for labels in config.labels:
-        for loss in config.losses:
-            path = folder / "checkpoints" / _cell_name(loss, labels, seed) / "last.pt"
-            if not path.exists():
-                continue
-            model = build_model(config.model, config.model_args, test, seed)
-            model.load_state_dict(torch_load(path)["model"])
-            probs = predict_segmentation(model, test.images[:count], device=config.device)
-            columns.append((f"{loss}\n{labels}", probs.argmax(1)))
+    for title, path in _figure_checkpoints(config, folder):
+        model = build_model(config.model, config.model_args, test, seed)
+        model.load_state_dict(torch_load(path)["model"])
+        probs = predict_segmentation(model, test.images[:count], device=config.device)
+        columns.append((title, probs.argmax(1)))
     # Void pixels are left blank (masked), not drawn in the colour of class 0.
     masks = np.ma.masked_equal(test.masks[:count].numpy(), test.ignore_index)
     width = 2 + len(columns)

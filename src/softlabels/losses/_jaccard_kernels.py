@@ -5,6 +5,9 @@ interpreted (``TRITON_INTERPRET=1``, which runs them on the CPU) or compiled.
 
 Layout: logits and soft targets (B, C, N) contiguous, labels and keep (B, N). A program
 holds a (BLOCK_C x BLOCK_N) tile: padded classes get -inf logits, padded pixels are masked.
+The forward kernels walk their pixels tile by tile and add into (BLOCK_C x BLOCK_N)
+accumulators, reducing over the pixels once at the end (one cross-thread reduction per sum
+and program, not per tile).
 """
 
 # ruff: noqa: N803 - kernel arguments follow triton's conventions (C, N, BLOCK_*)
@@ -22,8 +25,7 @@ def softmax_tile(z_ptr, keep_ptr, b, n, C, N, HAS_KEEP: tl.constexpr,
     base = b.to(tl.int64) * C * N
     z = tl.load(z_ptr + base + cls[:, None] * N + n[None, :], mask=inside,
                 other=0.0).to(tl.float32)
-    bad_z = tl.sum(tl.sum((inside & ((z != z) | (tl.abs(z) == float("inf"))))
-                          .to(tl.float32), 1), 0)
+    bad_z = tl.sum((inside & ((z != z) | (tl.abs(z) == float("inf")))).to(tl.float32), 0)
     z = tl.where(in_c[:, None], z, float("-inf"))
     top = tl.max(z, 0)
     e = tl.exp(z - top[None, :])
@@ -47,7 +49,19 @@ def hard_tile(lab_ptr, b, n, N, C, cls, in_c, kept, ignore, HAS_IGNORE: tl.const
 
 @triton.jit
 def put(out_ptr, b, p, P, row, ROWS: tl.constexpr, cls, value, BLOCK_C: tl.constexpr):
-    tl.store(out_ptr + ((b * P + p) * ROWS + row) * BLOCK_C + cls, value)
+    """Store the pixel-sum of a (BLOCK_C x BLOCK_N) accumulator as row ``row``."""
+    tl.store(out_ptr + ((b * P + p) * ROWS + row) * BLOCK_C + cls, tl.sum(value, 1))
+
+
+@triton.jit
+def put_checks(out_ptr, b, p, P, ROWS: tl.constexpr, cls, first, second, third, fourth,
+               BLOCK_C: tl.constexpr):
+    """Store four per-pixel counts, summed, in the first columns of the last row."""
+    value = tl.where(cls == 0, tl.sum(first, 0), 0.0) + tl.where(cls == 1, tl.sum(second, 0),
+                                                                 0.0)
+    value += tl.where(cls == 2, tl.sum(third, 0), 0.0) + tl.where(cls == 3, tl.sum(fourth, 0),
+                                                                  0.0)
+    tl.store(out_ptr + ((b * P + p) * ROWS + ROWS - 1) * BLOCK_C + cls, value)
 
 
 @triton.jit
@@ -56,25 +70,28 @@ def hard_forward(z_ptr, lab_ptr, keep_ptr, out_ptr, C, N, ignore, chunk,
                  BLOCK_C: tl.constexpr, BLOCK_N: tl.constexpr):
     b, p, P = tl.program_id(0), tl.program_id(1), tl.num_programs(1)
     cls = tl.arange(0, BLOCK_C)
-    zero = tl.zeros([BLOCK_C], tl.float32)
-    hits, total, count, ce, bad = zero, zero, zero, zero, zero
+    zero = tl.zeros([BLOCK_C, BLOCK_N], tl.float32)
+    hits, total, count, ce = zero, zero, zero, zero
+    bad_labels = tl.zeros([BLOCK_N], tl.float32)
+    bad_logits = bad_labels
     for start in range(p * chunk, p * chunk + chunk, BLOCK_N):
         n = start + tl.arange(0, BLOCK_N)
         cls, in_c, z, x, lse, kept, bad_z = softmax_tile(z_ptr, keep_ptr, b, n, C, N,
                                                           HAS_KEEP, BLOCK_C)
         onehot, kept, wrong = hard_tile(lab_ptr, b, n, N, C, cls, in_c, kept, ignore,
                                         HAS_IGNORE)
-        hits += tl.sum(tl.where(onehot, x, 0.0), 1)
-        total += tl.sum(tl.where(kept[None, :], x, 0.0), 1)
-        count += tl.sum(onehot.to(tl.float32), 1)
-        ce += tl.sum(tl.where(onehot, lse[None, :] - z, 0.0), 1)
-        bad += tl.where(cls == 0, tl.sum(wrong.to(tl.float32), 0), 0.0)
-        bad += tl.where(cls == 1, bad_z, 0.0)
+        hits += tl.where(onehot, x, 0.0)
+        total += tl.where(kept[None, :], x, 0.0)
+        count += onehot.to(tl.float32)
+        ce += tl.where(onehot, lse[None, :] - z, 0.0)
+        bad_labels += wrong.to(tl.float32)
+        bad_logits += bad_z
     put(out_ptr, b, p, P, 0, 5, cls, hits, BLOCK_C)
     put(out_ptr, b, p, P, 1, 5, cls, total, BLOCK_C)
     put(out_ptr, b, p, P, 2, 5, cls, count, BLOCK_C)
     put(out_ptr, b, p, P, 3, 5, cls, ce, BLOCK_C)
-    put(out_ptr, b, p, P, 4, 5, cls, bad, BLOCK_C)
+    unused = tl.zeros([BLOCK_N], tl.float32)
+    put_checks(out_ptr, b, p, P, 5, cls, bad_labels, bad_logits, unused, unused, BLOCK_C)
 
 
 @triton.jit
@@ -103,13 +120,17 @@ def hard_backward(z_ptr, lab_ptr, keep_ptr, g_ptr, dz_ptr, C, N, ignore,
 
 @triton.jit
 def soft_forward(z_ptr, y_ptr, keep_ptr, out_ptr, C, N, threshold, tolerance, chunk,
-                 HAS_KEEP: tl.constexpr, CHECK_SUM: tl.constexpr,
+                 VARIANT: tl.constexpr, HAS_KEEP: tl.constexpr, CHECK_SUM: tl.constexpr,
                  BLOCK_C: tl.constexpr, BLOCK_N: tl.constexpr):
+    """Sums of a soft target; VARIANT 0 (jml1), 1 (jml2), 2 (sjl) picks the ones it needs,
+    the others stay zero (fewer live accumulators, fewer registers)."""
     b, p, P = tl.program_id(0), tl.program_id(1), tl.num_programs(1)
     cls = tl.arange(0, BLOCK_C)
-    zero = tl.zeros([BLOCK_C], tl.float32)
-    total, prod, dist, excess, shortfall = zero, zero, zero, zero, zero
-    y_total, above, ce, bad = zero, zero, zero, zero
+    zero = tl.zeros([BLOCK_C, BLOCK_N], tl.float32)
+    total, prod, dist, excess, shortfall, y_total, above, ce = (zero, zero, zero, zero, zero,
+                                                                zero, zero, zero)
+    not_finite = tl.zeros([BLOCK_N], tl.float32)
+    out_of_range, off_sum, bad_logits = not_finite, not_finite, not_finite
     for start in range(p * chunk, p * chunk + chunk, BLOCK_N):
         n = start + tl.arange(0, BLOCK_N)
         cls, in_c, z, x, lse, kept, bad_z = softmax_tile(z_ptr, keep_ptr, b, n, C, N,
@@ -119,27 +140,28 @@ def soft_forward(z_ptr, y_ptr, keep_ptr, out_ptr, C, N, threshold, tolerance, ch
                     mask=inside, other=0.0).to(tl.float32)
         w = kept[None, :] & in_c[:, None]
         d = x - y
-        total += tl.sum(tl.where(w, x, 0.0), 1)
-        prod += tl.sum(tl.where(w, x * y, 0.0), 1)
-        dist += tl.sum(tl.where(w, tl.abs(d), 0.0), 1)
-        excess += tl.sum(tl.where(w, tl.maximum(d, 0.0), 0.0), 1)
-        shortfall += tl.sum(tl.where(w, tl.maximum(-d, 0.0), 0.0), 1)
-        y_total += tl.sum(tl.where(w, y, 0.0), 1)
-        above += tl.sum((w & (y > threshold)).to(tl.float32), 1)
+        if VARIANT != 1:
+            total += tl.where(w, x, 0.0)
+            y_total += tl.where(w, y, 0.0)
+        if VARIANT != 0:
+            prod += tl.where(w, x * y, 0.0)
+        if VARIANT == 0:
+            dist += tl.where(w, tl.abs(d), 0.0)
+        if VARIANT == 1:
+            excess += tl.where(w, tl.maximum(d, 0.0), 0.0)
+            shortfall += tl.where(w, tl.maximum(-d, 0.0), 0.0)
+        above += (w & (y > threshold)).to(tl.float32)
         # z is -inf on padded classes, where y is 0: keep 0 * inf out of the product.
-        ce += tl.sum(tl.where(w, y * (lse[None, :] - tl.where(w, z, 0.0)), 0.0), 1)
+        ce += tl.where(w, y * (lse[None, :] - tl.where(w, z, 0.0)), 0.0)
         # Checks per kept pixel: a finite sum, values in [0, 1], a sum of 1 (multiclass).
         sums = tl.sum(y, 0)
         low = tl.min(tl.where(in_c[:, None], y, float("inf")), 0)
         high = tl.max(tl.where(in_c[:, None], y, float("-inf")), 0)
-        not_finite = kept & ((sums != sums) | (tl.abs(sums) == float("inf")))
-        out_of_range = kept & ((low < 0.0) | (high > 1.0))
-        bad += tl.where(cls == 0, tl.sum(not_finite.to(tl.float32), 0), 0.0)
-        bad += tl.where(cls == 1, tl.sum(out_of_range.to(tl.float32), 0), 0.0)
+        not_finite += (kept & ((sums != sums) | (tl.abs(sums) == float("inf")))).to(tl.float32)
+        out_of_range += (kept & ((low < 0.0) | (high > 1.0))).to(tl.float32)
         if CHECK_SUM:
-            off = kept & (tl.abs(sums - 1.0) > tolerance)
-            bad += tl.where(cls == 2, tl.sum(off.to(tl.float32), 0), 0.0)
-        bad += tl.where(cls == 3, bad_z, 0.0)
+            off_sum += (kept & (tl.abs(sums - 1.0) > tolerance)).to(tl.float32)
+        bad_logits += bad_z
     put(out_ptr, b, p, P, 0, 9, cls, total, BLOCK_C)
     put(out_ptr, b, p, P, 1, 9, cls, prod, BLOCK_C)
     put(out_ptr, b, p, P, 2, 9, cls, dist, BLOCK_C)
@@ -148,7 +170,8 @@ def soft_forward(z_ptr, y_ptr, keep_ptr, out_ptr, C, N, threshold, tolerance, ch
     put(out_ptr, b, p, P, 5, 9, cls, y_total, BLOCK_C)
     put(out_ptr, b, p, P, 6, 9, cls, above, BLOCK_C)
     put(out_ptr, b, p, P, 7, 9, cls, ce, BLOCK_C)
-    put(out_ptr, b, p, P, 8, 9, cls, bad, BLOCK_C)
+    put_checks(out_ptr, b, p, P, 9, cls, not_finite, out_of_range, off_sum, bad_logits,
+               BLOCK_C)
 
 
 @triton.jit

@@ -21,13 +21,17 @@ from torch import Tensor
 from torch.autograd.function import FunctionCtx, once_differentiable
 
 from ._cardinalities import Counts, counts_from_sums
-from ._jaccard_checks import SUM_TOLERANCE
+from ._jaccard_checks import SUM_TOLERANCE, VARIANTS
 
 __all__ = ["MAX_CLASSES", "available", "hard_counts", "soft_counts"]
 
-#: Beyond this many classes a pixel tile no longer fits in registers: the PyTorch path runs.
-MAX_CLASSES = 1024
-_TILE = 4096  # elements of a (classes x pixels) tile
+#: Beyond this many classes a pixel tile no longer fits in registers (sm_90 spills at 1,000
+#: classes): the PyTorch path runs.
+MAX_CLASSES = 256
+# Elements of a (classes x pixels) tile: 8 per thread of 4 (forward) or 8 warps. The forward
+# holds five accumulators of that size; more per thread costs registers (about 200 at 16 per
+# thread for sm_90, and spills for soft labels), which costs occupancy.
+_FORWARD_TILE, _BACKWARD_TILE = 1024, 2048
 _PROGRAMS = 1024  # forward programs over the batch: a few per streaming multiprocessor
 # Rows of the partial sums; the last holds the checks' counts in its first columns.
 _HARD_ROWS = 5  # hits, total, count, ce, checks (labels, logits)
@@ -45,23 +49,25 @@ def _kernels() -> Any:
     return importlib.import_module("softlabels.losses._jaccard_kernels")
 
 
-def _launch_shape(batch: int, num_classes: int, pixels: int) -> tuple[int, int, int, int]:
-    """(BLOCK_C, BLOCK_N, forward programs per image, pixels per forward program).
+def _launch_shape(batch: int, num_classes: int, pixels: int) -> dict[str, int]:
+    """Block sizes, forward programs per image and pixels per forward program.
 
     Depends on the shapes only, so the order of every sum, and the bits, repeat.
     """
     import triton
 
     block_c = max(4, triton.next_power_of_2(num_classes))  # 4: room for the check columns
-    block_n = max(16, min(1024, _TILE // block_c))
-    tiles = triton.cdiv(pixels, block_n)
+    forward_n = max(8, min(1024, _FORWARD_TILE // block_c))
+    backward_n = max(8, min(1024, _BACKWARD_TILE // block_c))
+    tiles = triton.cdiv(pixels, forward_n)
     programs = max(1, min(tiles, _PROGRAMS // batch))
-    chunk = triton.cdiv(tiles, programs) * block_n
-    return block_c, block_n, triton.cdiv(pixels, chunk), chunk
+    chunk = triton.cdiv(tiles, programs) * forward_n
+    return {"BLOCK_C": block_c, "forward_n": forward_n, "backward_n": backward_n,
+            "programs": triton.cdiv(pixels, chunk), "chunk": chunk}
 
 
 def _warps(block_c: int, block_n: int) -> int:
-    return 8 if block_c * block_n > 2048 else 4
+    return 8 if block_c * block_n > 1024 else 4
 
 
 class _TritonSums(torch.autograd.Function):
@@ -75,39 +81,45 @@ class _TritonSums(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx: FunctionCtx, logits: Tensor, target: Tensor, keep: Tensor | None,
-                ignore_index: int | None, threshold: float, check_sum: bool
+                ignore_index: int | None, variant: str, threshold: float, check_sum: bool
                 ) -> tuple[Tensor, ...]:
         batch, num_classes, pixels = logits.shape
         hard = not target.is_floating_point()
         kernels = _kernels()
-        block_c, block_n, programs, chunk = _launch_shape(batch, num_classes, pixels)
+        shape = _launch_shape(batch, num_classes, pixels)
+        block_c, programs = shape["BLOCK_C"], shape["programs"]
         rows = _HARD_ROWS if hard else _SOFT_ROWS
         partial = logits.new_empty(batch, programs, rows, block_c, dtype=torch.float32)
         keep_arg = keep.view(torch.uint8) if keep is not None else logits
-        common = {"HAS_KEEP": keep is not None, "BLOCK_C": block_c, "BLOCK_N": block_n,
-                  "num_warps": _warps(block_c, block_n)}
+        common = {"HAS_KEEP": keep is not None, "BLOCK_C": block_c,
+                  "BLOCK_N": shape["forward_n"],
+                  "num_warps": _warps(block_c, shape["forward_n"])}
         if hard:
             kernels.hard_forward[(batch, programs)](
                 logits, target, keep_arg, partial, num_classes, pixels,
-                ignore_index if ignore_index is not None else 0, chunk,
+                ignore_index if ignore_index is not None else 0, shape["chunk"],
                 HAS_IGNORE=ignore_index is not None, **common)
         else:
             kernels.soft_forward[(batch, programs)](
                 logits, target, keep_arg, partial, num_classes, pixels, threshold,
-                SUM_TOLERANCE, chunk, CHECK_SUM=check_sum, **common)
+                SUM_TOLERANCE, shape["chunk"], VARIANT=VARIANTS.index(variant),
+                CHECK_SUM=check_sum, **common)
         sums = partial.sum(1)  # the second, ordered stage of the reduction
         *values, ce = sums[:, :-1, :num_classes].unbind(1)
         checks = sums[:, -1, :4].sum(0)
         target_bad = checks[0] if hard else checks[:3].sum()
         flags = (target_bad > 0, checks[1 if hard else 3] > 0)
         ctx.save_for_backward(logits, target, keep)
-        ctx.ignore_index, ctx.common = ignore_index, common
+        ctx.ignore_index = ignore_index
+        ctx.common = {**common, "BLOCK_N": shape["backward_n"],
+                      "num_warps": _warps(block_c, shape["backward_n"])}
         ctx.mark_non_differentiable(*flags)
         return (*values, ce.sum(1), *flags)
 
     @staticmethod
     @once_differentiable
-    def backward(ctx: Any, *grads: Tensor) -> tuple[Tensor, None, None, None, None, None]:
+    def backward(ctx: Any, *grads: Tensor
+                 ) -> tuple[Tensor, None, None, None, None, None, None]:
         logits, target, keep = ctx.saved_tensors
         batch, num_classes, pixels = logits.shape
         hard = not target.is_floating_point()
@@ -130,18 +142,18 @@ class _TritonSums(torch.autograd.Function):
         else:
             kernels.soft_backward[grid](logits, target, keep_arg, coef, dz, num_classes,
                                         pixels, **common)
-        return dz, None, None, None, None, None
+        return dz, None, None, None, None, None, None
 
 
 def _sums(logits: Tensor, target: Tensor, keep: Tensor | None, ignore_index: int | None,
-          threshold: float, check_sum: bool) -> tuple[Tensor, ...]:
+          variant: str, threshold: float, check_sum: bool) -> tuple[Tensor, ...]:
     if logits.shape[2] == 0:  # nothing to launch: zeros that keep the graph
         rows = _HARD_ROWS if not target.is_floating_point() else _SOFT_ROWS
         zero = 0 * logits.sum(2, dtype=torch.float32)  # (B, C)
         false = torch.zeros((), dtype=torch.bool, device=logits.device)
         return (*[zero] * (rows - 2), zero.sum(1), false, false)
     return _TritonSums.apply(logits.contiguous(), target.contiguous(), keep, ignore_index,
-                             threshold, check_sum)
+                             variant, threshold, check_sum)
 
 
 def hard_counts(logits: Tensor, labels: Tensor, keep: Tensor | None, ignore_index: int | None,
@@ -152,7 +164,7 @@ def hard_counts(logits: Tensor, labels: Tensor, keep: Tensor | None, ignore_inde
     [0, C) (not ignored), and non-finite logits.
     """
     hits, total, count, ce, bad_labels, bad_logits = _sums(logits, labels, keep, ignore_index,
-                                                           0.0, False)
+                                                           "jml1", 0.0, False)
     counts = counts_from_sums("jml1", weights, total, count, count > 0, ce, hits=hits)
     return counts, bad_labels, bad_logits
 
@@ -166,7 +178,7 @@ def soft_counts(logits: Tensor, target: Tensor, keep: Tensor | None, variant: st
     [0, 1] or (``check_sum``) not summing to 1; non-finite logits.
     """
     (total, prod, dist, excess, shortfall, y_total, above, ce, bad_target,
-     bad_logits) = _sums(logits, target, keep, None, threshold, check_sum)
+     bad_logits) = _sums(logits, target, keep, None, variant, threshold, check_sum)
     counts = counts_from_sums(variant, weights, total, y_total, above > 0, ce, prod=prod,
                               dist=dist, excess=excess, shortfall=shortfall)
     return counts, bad_target, bad_logits

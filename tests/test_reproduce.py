@@ -107,7 +107,7 @@ def test_a_failing_study_leaves_the_others(tmp_path: Path, monkeypatch: pytest.M
         STUDIES["robust"], plan=plan, run_cell=good, report=report))
     monkeypatch.setitem(STUDIES, "seg", dataclasses.replace(STUDIES["seg"], run_cell=bad))
     config = ReproduceConfig(studies=("seg", "robust"), out=str(tmp_path))
-    with pytest.raises(StudyFailedError, match="study 'seg' failed: .*RuntimeError: disk on fire"):
+    with pytest.raises(StudyFailedError, match=r"study 'seg' failed: .*RuntimeError: disk on fire"):
         reproduce.run(config, show_progress=False)
     summary = {s["study"]: s for s in json.loads((tmp_path / "summary.json").read_text())}
     assert summary["seg"]["status"] == "failed"

@@ -33,7 +33,7 @@ def test_torn_last_line_from_a_killed_run_is_dropped(tmp_path: Path) -> None:
 def test_corruption_in_the_middle_is_an_error_not_a_silent_loss(tmp_path: Path) -> None:
     path = tmp_path / "results.jsonl"
     path.write_text('{"cell": "a"}\nnot json\n{"cell": "c"}\n')
-    with pytest.raises(ValueError, match="results.jsonl' line 2 is not valid JSON"):
+    with pytest.raises(ValueError, match=r"results\.jsonl. line 2 is not valid JSON"):
         ResultsLog(path).rows()
     assert path.read_text() == '{"cell": "a"}\nnot json\n{"cell": "c"}\n'
 

@@ -26,7 +26,7 @@ from softlabels.studies.sweep import SweepFailedError, run_sweep
 from softlabels.studies.train import TrainStudyConfig
 
 sys.path.insert(0, str(Path(__file__).parent))
-import sweep_fixture_study as fixture  # noqa: E402  (importable by workers through sys.path)
+import sweep_fixture_study as fixture
 
 _NO_RAY = pytest.mark.skipif(importlib.util.find_spec("ray") is None,
                              reason="ray is not installed (pip install 'softlabels[ray]')")

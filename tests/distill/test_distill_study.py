@@ -187,7 +187,8 @@ def test_file_labels_are_checked_against_the_dataset(tmp_path: Path) -> None:
     data = bytearray(good.read_bytes())
     data[-3] ^= 0xFF
     corrupt.write_bytes(bytes(data))
-    with pytest.raises(ValueError, match="is corrupt: its header and tensors do not match the checksum"):
+    with pytest.raises(ValueError,
+                       match="is corrupt: its header and tensors do not match the checksum"):
         _run(_config(tmp_path, labels=("file",), label_file=str(corrupt),
                             out=str(tmp_path / "corrupt")), show_progress=False)
 

@@ -92,12 +92,17 @@ class CellTask:
 
 def execute_cell(task: CellTask, cpus: int | None, show_progress: bool | None
                  ) -> dict[str, Any]:
-    """Compute one cell's result in the current process (any executor's worker)."""
+    """Compute one cell's result in the current process (any executor's worker).
+
+    The row records the cell's thread count: float sums, and so a trained model, depend on
+    it, so rows are bit-identical across executors only with the same ``--cell-cpus``.
+    """
     if cpus is not None:
         torch.set_num_threads(cpus)
     with labelled(task.cell.name):
-        return task.study.run_cell(task.config, task.cell, Path(task.folder),
-                                   show_progress=show_progress)
+        row = task.study.run_cell(task.config, task.cell, Path(task.folder),
+                                  show_progress=show_progress)
+    return {**row, "threads": torch.get_num_threads()}
 
 
 def format_failure(error: BaseException) -> str:

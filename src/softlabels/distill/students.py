@@ -24,9 +24,8 @@ students, GPUs). ``benchmarks/students.py`` measures it.
 
 from __future__ import annotations
 
-import math
-
 import copy
+import math
 import statistics
 import time
 from collections.abc import Callable, Sequence

@@ -9,11 +9,11 @@ Time: the median over repeats in which the cases take turns. Memory: on the CPU 
 in a fresh subprocess (one warm-up step, freed memory handed back with ``malloc_trim``, the
 peak-RSS mark reset through ``/proc/self/clear_refs``; "extra" is the peak resident memory of
 one more step minus the resident memory before it, Linux only); on a GPU it is read from
-PyTorch's allocator. Counts, from one profiled step: top-level operators other than views
-(each launches at least one kernel; on a GPU the launches themselves are counted too), and
-host synchronisations: on the CPU the reads of a tensor's value (``aten::_local_scalar_dense``,
+PyTorch's allocator. Counts, from one profiled step (less an empty one): ``ops``, top-level
+operators other than views (each launches at least one kernel); ``kernels``, the GPU kernels
+that ran; ``reads``, reads of a tensor's value by the host (``aten::_local_scalar_dense``,
 behind ``.item()``, ``bool()``, ``int()``) and data-dependent shapes (``aten::nonzero``), each
-of which synchronises on a GPU; on a GPU also the runtime's synchronising calls.
+a host synchronisation on a GPU; ``syncs``, the CUDA runtime's blocking calls.
 
 Targets: CPU, hard JML <= 1.0x cross-entropy, soft <= 1.5x soft cross-entropy, hard JML
 <= 0.5x the extra memory of the one-hot version; GPU, hard <= 1.1x, soft <= 1.3x, ce+jml <=
@@ -95,7 +95,7 @@ GPU_CASES: dict[str, Case] = {  # the PyTorch path beside the Triton kernels
     "jml (hard, torch path)": lambda x, y, s: jaccard_metric_loss(x, y, backend="torch"),
     "jml (soft, torch path)": lambda x, y, s: jaccard_metric_loss(x, s, backend="torch"),
 }
-RATIOS = (  # (numerator, denominator, CPU target, GPU target)
+RATIOS = (  # (numerator, denominator, CPU target, GPU target); missing cases are skipped
     ("jml (hard)", "cross_entropy (hard)", 1.0, 1.1),
     ("jml (hard, validate=False)", "cross_entropy (hard)", 1.0, 1.1),
     ("jml (soft)", "soft cross_entropy", 1.5, 1.3),
@@ -103,6 +103,19 @@ RATIOS = (  # (numerator, denominator, CPU target, GPU target)
     ("ce+jml (hard, one call)", "cross_entropy (hard)", None, 1.2),
     ("ce+jml (soft, one call)", "soft cross_entropy", None, 1.2),
 )
+
+
+def compiled_cases() -> dict[str, Case]:
+    """torch.compile of the loss calls (sync-free with validate=False: one graph each), and of
+    a lean textbook JML; compilation happens in the warm-up step."""
+    lean = torch.compile(lean_jml)
+    hard = torch.compile(lambda x, y: jaccard_metric_loss(x, y, validate=False))
+    soft = torch.compile(lambda x, s: jaccard_metric_loss(x, s, validate=False))
+    both = torch.compile(lambda x, y: recipe(*ce_jaccard_metric_loss(x, y, validate=False)))
+    return {"lean jml (hard, compiled)": lambda x, y, s: lean(x, y),
+            "jml (hard, compiled)": lambda x, y, s: hard(x, y),
+            "jml (soft, compiled)": lambda x, y, s: soft(x, s),
+            "ce+jml (hard, compiled)": lambda x, y, s: both(x, y)}
 
 
 def inputs(shape: tuple[int, int, int, int], device: str = "cpu",
@@ -121,12 +134,9 @@ def step(case: Case, logits: torch.Tensor, labels: torch.Tensor, soft: torch.Ten
     case(x, labels, soft).backward()
 
 
-SYNC_EVENTS = ("aten::_local_scalar_dense", "aten::nonzero", "cudaStreamSynchronize",
-               "cudaDeviceSynchronize", "cudaEventSynchronize", "cudaMemcpy")
-LAUNCH_EVENTS = ("cudaLaunchKernel", "cuLaunchKernel", "cuLaunchKernelEx",
-                 "cudaLaunchKernelExC")
-
-
+READ_OPS = ("aten::_local_scalar_dense", "aten::nonzero")  # a host read / data-dependent shape
+SYNC_CALLS = ("cudaStreamSynchronize", "cudaDeviceSynchronize", "cudaEventSynchronize",
+              "cudaMemcpy")  # runtime calls that block the host until the GPU catches up
 # Operators that only describe a view, a dtype or a shape: no kernel.
 NO_KERNEL = {"aten::" + name for name in (
     "view", "reshape", "_unsafe_view", "unsqueeze", "squeeze", "flatten", "expand", "slice",
@@ -134,20 +144,30 @@ NO_KERNEL = {"aten::" + name for name in (
     "promote_types", "lift_fresh", "result_type")}
 
 
-def counts(case: Case, tensors: tuple[torch.Tensor, ...]) -> dict[str, int]:
-    """Top-level operators, kernel launches (GPU) and host synchronisations of one step."""
+def profile_counts(fn: Callable[[], None], cuda: bool) -> dict[str, int]:
+    """Top-level kernel-launching operators, GPU kernels, host reads and runtime syncs."""
     activities = [torch.profiler.ProfilerActivity.CPU]
-    if tensors[0].is_cuda:
+    if cuda:
         activities.append(torch.profiler.ProfilerActivity.CUDA)
     with torch.profiler.profile(activities=activities) as prof:
-        step(case, *tensors)
-        synchronize(str(tensors[0].device))
+        fn()
     events = prof.events()
-    top = sum(1 for e in events if e.name.startswith("aten::") and e.name not in NO_KERNEL
-              and not _inside_aten(e))
-    launches = sum(1 for e in events if e.name in LAUNCH_EVENTS)
-    syncs = sum(1 for e in events if e.name in SYNC_EVENTS)
-    return {"ops": top, "launches": launches, "syncs": syncs}
+    return {
+        "ops": sum(1 for e in events if e.name.startswith("aten::") and e.name not in NO_KERNEL
+                   and not _inside_aten(e)),
+        "kernels": sum(1 for e in events if e.device_type == torch.autograd.DeviceType.CUDA
+                       and not e.name.startswith(("Memcpy", "Memset"))),
+        "reads": sum(1 for e in events if e.name in READ_OPS),
+        "syncs": sum(1 for e in events if e.name in SYNC_CALLS),
+    }
+
+
+def counts(case: Case, tensors: tuple[torch.Tensor, ...]) -> dict[str, int]:
+    """``profile_counts`` of one step, less what profiling an empty step records."""
+    cuda = tensors[0].is_cuda
+    empty = profile_counts(lambda: None, cuda)
+    tally = profile_counts(lambda: step(case, *tensors), cuda)
+    return {key: value - empty[key] for key, value in tally.items()}
 
 
 def _inside_aten(event: torch.autograd.profiler_util.FunctionEvent) -> bool:
@@ -236,15 +256,18 @@ def report(name: str, shape: tuple[int, ...], dtype: torch.dtype, cases: dict[st
         memory = {}
     tally = {case: counts(cases[case], tensors) for case in cases}
     print(f"\n{name} {shape} (B, C, H, W), {str(dtype).removeprefix('torch.')}")
-    print(f"  {'case':28s} {'time':>9s} {'extra MB':>9s} {'ops':>4s} {'launches':>8s} "
-          f"{'syncs':>5s}")
+    print(f"  {'case':28s} {'time':>9s} {'extra MB':>9s} {'ops':>4s} {'kernels':>7s} "
+          f"{'reads':>5s} {'syncs':>5s}")
     for case in cases:
         mb = f"{memory[case] / 2**20:9.1f}" if case in memory else f"{'':9s}"
         c = tally[case]
-        launches = str(c["launches"]) if cuda else "-"
-        print(f"  {case:28s} {times[case] * 1e3:7.2f}ms {mb} {c['ops']:4d} {launches:>8s} "
-              f"{c['syncs']:5d}")
-    for numerator, denominator, cpu_target, gpu_target in RATIOS:
+        kernels, syncs = (str(c["kernels"]), str(c["syncs"])) if cuda else ("-", "-")
+        print(f"  {case:28s} {times[case] * 1e3:7.2f}ms {mb} {c['ops']:4d} {kernels:>7s} "
+              f"{c['reads']:5d} {syncs:>5s}")
+    ratios = RATIOS + tuple((name, "cross_entropy (hard)" if "hard" in name else
+                             "soft cross_entropy", None, None)
+                            for name in cases if "compiled" in name)
+    for numerator, denominator, cpu_target, gpu_target in ratios:
         target = gpu_target if cuda else cpu_target
         goal = f" (target <= {target}x)" if target else ""
         print(f"  {numerator} / {denominator}: {times[numerator] / times[denominator]:.2f}x"
@@ -264,7 +287,7 @@ def main() -> None:
                         help="logit dtypes (default: float32 on the CPU, both on a GPU)")
     parser.add_argument("--shapes", nargs="+", choices=sorted(SHAPES), default=None)
     parser.add_argument("--compile", action="store_true",
-                        help="also time torch.compile of a lean PyTorch JML (hard labels)")
+                        help="also time torch.compile of the losses and of a lean PyTorch JML")
     parser.add_argument("--memory-child", nargs=2, metavar=("CASE", "SHAPE"),
                         help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -276,8 +299,7 @@ def main() -> None:
     cuda = args.device.startswith("cuda")
     cases = {**CASES, **(GPU_CASES if cuda else {})}
     if args.compile:
-        compiled = torch.compile(lean_jml)
-        cases["lean jml (hard, compiled)"] = lambda x, y, s: compiled(x, y)
+        cases.update(compiled_cases())
     dtypes = args.dtype or (["float32", "bfloat16"] if cuda else ["float32"])
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, "
           f"{device_name(args.device)}, median of {args.repeats}")

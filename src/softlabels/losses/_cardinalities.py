@@ -206,22 +206,23 @@ class _SoftSums(torch.autograd.Function):
     @staticmethod
     def forward(ctx: FunctionCtx, scores: Tensor, target: Tensor, keep: Tensor | None,
                 activation: str, needed: tuple[bool, bool, bool, bool], with_ce: bool
-                ) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor, Tensor | None]:
+                ) -> tuple[Tensor | None, ...]:
         probs, ce = _probabilities(scores, target, keep, False, activation, with_ce)
         weight = keep.unsqueeze(1) if keep is not None else None
         want_t, want_d, want_p, want_n = needed
         kept = probs * weight if weight is not None else probs
         total = kept.sum(-1)
-        zeros = total.new_zeros(total.shape)
-        prod = (kept * target).sum(-1) if want_t else zeros
+        # Sums the variant does not need are None (not zeros: one tensor returned as several
+        # outputs trips torch.compile).
+        prod = (kept * target).sum(-1) if want_t else None
         diff = None
         if want_d or want_p or want_n:
             diff = probs - target
             if weight is not None:
                 diff.mul_(weight)  # kept pixels only; the backward reuses it
-        dist = torch.linalg.vector_norm(diff, ord=1, dim=-1) if want_d else zeros
-        excess = diff.clamp_min(0).sum(-1) if want_p else zeros
-        shortfall = diff.clamp_max(0).sum(-1).neg() if want_n else zeros
+        dist = torch.linalg.vector_norm(diff, ord=1, dim=-1) if want_d else None
+        excess = diff.clamp_min(0).sum(-1) if want_p else None
+        shortfall = diff.clamp_max(0).sum(-1).neg() if want_n else None
         ctx.save_for_backward(probs, target, keep, diff)
         ctx.activation, ctx.needed, ctx.with_ce, ctx.dtype = (activation, needed, with_ce,
                                                               scores.dtype)

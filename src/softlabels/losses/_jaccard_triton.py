@@ -46,7 +46,7 @@ def available() -> bool:
 
 def _kernels() -> Any:
     """The kernel module, imported on first use (triton reads TRITON_INTERPRET then)."""
-    return importlib.import_module("softlabels.losses._jaccard_kernels")
+    return importlib.import_module("._jaccard_kernels", __package__)
 
 
 def _launch_shape(batch: int, num_classes: int, pixels: int) -> dict[str, int]:
@@ -152,7 +152,10 @@ def _sums(logits: Tensor, target: Tensor, keep: Tensor | None, ignore_index: int
         zero = 0 * logits.sum(2, dtype=torch.float32)  # (B, C)
         false = torch.zeros((), dtype=torch.bool, device=logits.device)
         return (*[zero] * (rows - 2), zero.sum(1), false, false)
-    return _TritonSums.apply(logits.contiguous(), target.contiguous(), keep, ignore_index,
+    # The kernels index (B, C, N) and (B, N) buffers by their shapes: contiguous (an expanded
+    # mask, for one, is not).
+    return _TritonSums.apply(logits.contiguous(), target.contiguous(),
+                             keep.contiguous() if keep is not None else None, ignore_index,
                              variant, threshold, check_sum)
 
 

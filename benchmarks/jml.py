@@ -140,7 +140,7 @@ SYNC_CALLS = ("cudaStreamSynchronize", "cudaDeviceSynchronize", "cudaEventSynchr
 # Operators that only describe a view, a dtype or a shape: no kernel.
 NO_KERNEL = {"aten::" + name for name in (
     "view", "reshape", "_unsafe_view", "unsqueeze", "squeeze", "flatten", "expand", "slice",
-    "select", "unbind", "split", "as_strided", "t", "alias", "detach", "to", "empty",
+    "select", "unbind", "split", "as_strided", "t", "alias", "detach", "empty",
     "promote_types", "lift_fresh", "result_type")}
 
 

@@ -143,7 +143,8 @@ def sync_dist_worker(rank: int, world: int, folder: str) -> None:
     """One of ``world`` gloo ranks: its half of the batch through DDP, results saved to disk.
 
     For every case: the loss (``sync_dist=True``) and the DDP-averaged gradient of a 1x1
-    convolution, and the gradient of the rank's logits; plus the fused cross-entropy.
+    convolution, and the gradient of the rank's logits; then the fused cross-entropy, and
+    the error each rank raises when one rank's labels are invalid.
     """
     from softlabels.losses import ce_jaccard_metric_loss, jaccard_metric_loss
 
@@ -170,6 +171,17 @@ def sync_dist_worker(rank: int, world: int, folder: str) -> None:
                                             data["labels"][part], ignore_index=255,
                                             sync_dist=True)
         results.append({"ce": ce.detach(), "metric": metric.detach()})
+        # A label out of range on the last rank only: every rank must raise (none may wait
+        # for the others in a later collective).
+        labels = data["labels"][part].clone()
+        if rank == world - 1:
+            labels[0, 0, 0] = 7
+        try:
+            jaccard_metric_loss(sync_model()(data["images"][part]), labels, ignore_index=255,
+                                sync_dist=True)
+            results.append({"error": None})
+        except ValueError as error:
+            results.append({"error": str(error)})
         torch.save(results, Path(folder) / f"rank{rank}.pt")
     finally:
         dist.destroy_process_group()

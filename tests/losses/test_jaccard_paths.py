@@ -377,6 +377,14 @@ def test_triton_half_precision_and_checks(triton_device) -> None:
         half)
     assert value.dtype == torch.bfloat16
     assert grad.dtype == torch.bfloat16
+    expanded = data["keep"][:1].expand_as(data["keep"])  # strides the kernels must not assume
+    torch.testing.assert_close(
+        value_and_grad(lambda x: jaccard_metric_loss(x, data["labels"], ignore_index=255,
+                                                     keep=expanded, backend="triton"),
+                       data["logits"])[1],
+        value_and_grad(lambda x: jaccard_metric_loss(x, data["labels"], ignore_index=255,
+                                                     keep=expanded, backend="torch"),
+                       data["logits"])[1], atol=1e-7, rtol=0)
     torch.testing.assert_close(value.float(), expected[0].float(), atol=1e-2, rtol=0)
     torch.testing.assert_close(grad.float(), expected[1].float(), atol=1e-3, rtol=0)
     with pytest.raises(ValueError, match="never clamped"):

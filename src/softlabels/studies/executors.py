@@ -97,12 +97,16 @@ def execute_cell(task: CellTask, cpus: int | None, show_progress: bool | None
     The row records the cell's thread count: float sums, and so a trained model, depend on
     it, so rows are bit-identical across executors only with the same ``--cell-cpus``.
     """
+    before = torch.get_num_threads()
     if cpus is not None:
         torch.set_num_threads(cpus)
-    with labelled(task.cell.name):
-        row = task.study.run_cell(task.config, task.cell, Path(task.folder),
-                                  show_progress=show_progress)
-    return {**row, "threads": torch.get_num_threads()}
+    try:
+        with labelled(task.cell.name):
+            row = task.study.run_cell(task.config, task.cell, Path(task.folder),
+                                      show_progress=show_progress)
+        return {**row, "threads": torch.get_num_threads()}
+    finally:
+        torch.set_num_threads(before)  # a serial cell leaves the driver as it found it
 
 
 def format_failure(error: BaseException) -> str:

@@ -98,8 +98,8 @@ def hard_forward(z_ptr, lab_ptr, keep_ptr, out_ptr, C, N, ignore, chunk,
 def hard_backward(z_ptr, lab_ptr, keep_ptr, g_ptr, dz_ptr, C, N, ignore,
                   HAS_KEEP: tl.constexpr, HAS_IGNORE: tl.constexpr,
                   BLOCK_C: tl.constexpr, BLOCK_N: tl.constexpr):
-    b = tl.program_id(0)
-    n = tl.program_id(1) * BLOCK_N + tl.arange(0, BLOCK_N)
+    b = tl.program_id(1)  # images on the second axis: CUDA caps it at 65,535, not pixels
+    n = tl.program_id(0) * BLOCK_N + tl.arange(0, BLOCK_N)
     cls, in_c, _z, x, _lse, kept, _bad_z = softmax_tile(z_ptr, keep_ptr, b, n, C, N,
                                                       HAS_KEEP, BLOCK_C)
     onehot, kept, _wrong = hard_tile(lab_ptr, b, n, N, C, cls, in_c, kept, ignore,
@@ -177,8 +177,8 @@ def soft_forward(z_ptr, y_ptr, keep_ptr, out_ptr, C, N, threshold, tolerance, ch
 @triton.jit
 def soft_backward(z_ptr, y_ptr, keep_ptr, g_ptr, dz_ptr, C, N, HAS_KEEP: tl.constexpr,
                   BLOCK_C: tl.constexpr, BLOCK_N: tl.constexpr):
-    b = tl.program_id(0)
-    n = tl.program_id(1) * BLOCK_N + tl.arange(0, BLOCK_N)
+    b = tl.program_id(1)  # images on the second axis: CUDA caps it at 65,535, not pixels
+    n = tl.program_id(0) * BLOCK_N + tl.arange(0, BLOCK_N)
     cls, in_c, _z, x, _lse, kept, _bad_z = softmax_tile(z_ptr, keep_ptr, b, n, C, N,
                                                       HAS_KEEP, BLOCK_C)
     inside = in_c[:, None] & (n < N)[None, :]

@@ -132,7 +132,7 @@ class _TritonSums(torch.autograd.Function):
                             g_ce.unsqueeze(1).expand(batch, num_classes)], 1).float()
         dz = torch.empty_like(logits)
         common = ctx.common
-        grid = (batch, -(-pixels // common["BLOCK_N"]))
+        grid = (-(-pixels // common["BLOCK_N"]), batch)  # pixel tiles first: no 65,535 cap
         keep_arg = keep.view(torch.uint8) if keep is not None else logits
         if hard:
             ignore = ctx.ignore_index

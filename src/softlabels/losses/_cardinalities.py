@@ -4,9 +4,10 @@ Autograd through ``softmax -> gather/scatter -> sums`` keeps several (B, C, N) t
 and walks them many times. For p = 1 the functions here return the few (B, C) sums a metric
 loss needs and compute their gradient directly: for sums S_k = sum_i w_k(x_i, y_i) of the
 probabilities x, the gradient with respect to x is sum_k dL/dS_k * dw_k/dx, and the softmax
-backward ``x * (g - <x, g>)`` is folded in. Only the probabilities (and the labels the caller
-already holds) are saved for backward. Cross-entropy can ride along (``with_ce``): it shares
-the softmax, and its gradient ``x - onehot`` folds into the same backward.
+backward ``x * (g - <x, g>)`` is folded in. Only the probabilities and (B, N) tensors (the
+labels, the probability at each label) are saved for backward. Cross-entropy can ride along
+(``with_ce``): it shares the softmax, and its gradient ``x - onehot`` folds into the same
+backward.
 
 No float atomics anywhere, so two calls give identical bits: per-label sums use
 ``scatter_add`` on the CPU, where each row is summed in order by one thread, and a compare
@@ -49,6 +50,7 @@ def linear(*terms: tuple[float, Tensor]) -> Tensor:
 
 def tversky(tp: Tensor, fp: Tensor, fn: Tensor, weights: tuple[float, float],
             present: Tensor, ce: Tensor | None) -> Counts:
+    """Counts from tp, fp, fn (B, C) and weights (alpha, beta) of fp and fn."""
     alpha, beta = weights
     return Counts(tp, linear((1.0, tp), (alpha, fp), (beta, fn)), present, ce)
 
@@ -64,7 +66,7 @@ def counts_from_sums(variant: str, weights: tuple[float, float], total: Tensor,
     dist = sum |x - y|, excess / shortfall = sum relu(x - y) / relu(y - x); all over kept
     pixels. With hard labels every variant has tp = hits. The denominator tp + a fp + b fn
     is written directly in the sums (with fp = total - tp, fn = y_total - tp unless jml2),
-    which saves kernels: a small-tensor op costs about as much as a pass on a GPU.
+    which saves kernels: on a GPU the launches of small-tensor kernels are much of the cost.
     """
     alpha, beta = weights
     rest = 1.0 - alpha - beta  # the weight of tp in tp + a (total - tp) + b (y_total - tp)

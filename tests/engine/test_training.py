@@ -103,7 +103,7 @@ def test_resume_refuses_a_different_config(tmp_path: Path) -> None:
     x, y = blobs(60)
     fit(tiny_model(), x, y, TrainConfig(epochs=1), checkpoint_dir=tmp_path, device="cpu",
         show_progress=False)
-    with pytest.raises(ValueError, match=r"differs in \['config'\]"):
+    with pytest.raises(ValueError, match=r"differs in \['config.epochs', 'config.lr'\]"):
         fit(tiny_model(), x, y, TrainConfig(epochs=2, lr=0.5), checkpoint_dir=tmp_path,
             device="cpu", show_progress=False)
     # resume=False starts over on purpose.

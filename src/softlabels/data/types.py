@@ -7,6 +7,8 @@ from dataclasses import dataclass, field, replace
 import torch
 from torch import Tensor
 
+from torch.utils.data import Dataset
+
 from .._checks import check_hard_labels, check_indices, check_tensor
 
 
@@ -34,14 +36,27 @@ class DatasetInfo:
         return len(self.class_names)
 
 
-class ImageSetMixin:
-    """Sizes shared by every dataset that holds an ``images`` (N, C, H, W) tensor."""
+class ImageSetMixin(Dataset):
+    """Sizes shared by every dataset that holds an ``images`` (N, C, H, W) tensor.
+
+    Such a dataset is a map-style ``torch.utils.data.Dataset`` of ``(image, target)`` pairs,
+    and :meth:`tensors` hands the engine the whole tensors to index on the device.
+    """
 
     images: Tensor
     info: DatasetInfo
 
     def __len__(self) -> int:
         return int(self.images.shape[0])
+
+    def tensors(self) -> tuple[Tensor, Tensor]:
+        """(images (N, C, H, W), targets (N, ...)): what ``dataset[i]`` indexes."""
+        raise NotImplementedError
+
+    def __getitem__(self, index: int) -> tuple[Tensor, Tensor]:
+        """(image float32 (C, H, W), target) at position ``index``."""
+        images, targets = self.tensors()
+        return images[index], targets[index]
 
     @property
     def num_classes(self) -> int:
@@ -107,6 +122,10 @@ class ImageDataset(ImageSetMixin):
                 f"indices must have shape {tuple(self.labels.shape)}, "
                 f"got {tuple(self.indices.shape)}"
             )
+
+    def tensors(self) -> tuple[Tensor, Tensor]:
+        """(images (N, C, H, W), labels (N,))."""
+        return self.images, self.labels
 
     def subset(self, positions: Tensor) -> ImageDataset:
         """Return the images at ``positions`` (int64 (K,) positions into this dataset)."""

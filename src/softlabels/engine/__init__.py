@@ -1,6 +1,7 @@
 """Training and evaluation of classifiers on hard or soft labels."""
 
-from .config import OPTIMIZERS, SCHEDULES, TrainConfig
+from .config import OPTIMIZERS, PRECISIONS, SCHEDULES, TrainConfig
+from .data import from_torch_dataset
 from .evaluation import EvalResult, evaluate, predict_logits
 from .optim import build_optimizer, build_scheduler
 from .training import (
@@ -14,6 +15,7 @@ from .training import (
 
 __all__ = [
     "OPTIMIZERS",
+    "PRECISIONS",
     "SCHEDULES",
     "EvalResult",
     "FitResult",
@@ -24,6 +26,7 @@ __all__ = [
     "epoch_checkpoint_name",
     "evaluate",
     "fit",
+    "from_torch_dataset",
     "load_epoch_checkpoint",
     "predict_logits",
     "saved_checkpoint_epochs",

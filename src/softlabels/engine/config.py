@@ -13,10 +13,12 @@ from .._checks import (
     check_seed,
 )
 
-__all__ = ["OPTIMIZERS", "SCHEDULES", "TrainConfig"]
+__all__ = ["OPTIMIZERS", "PRECISIONS", "SCHEDULES", "TrainConfig"]
 
 OPTIMIZERS = ("sgd", "adamw")
 SCHEDULES = ("cosine", "step", "constant")
+#: Autocast precisions: ``fp32`` (none), ``bf16`` (CPU or CUDA), ``fp16`` (CUDA, loss-scaled).
+PRECISIONS = ("fp32", "bf16", "fp16")
 
 
 @dataclass(frozen=True)
@@ -39,6 +41,11 @@ class TrainConfig:
             ``epoch_XXXX.pt`` (0 = only the resumable ``last.pt``).
         eval_every: evaluate on the held-out data every N epochs (0 = only at the end).
         seed: seeds the data order and augmentation.
+        precision: autocast dtype of the forward pass and loss, one of :data:`PRECISIONS`
+            (weights, optimiser state and the gradient step stay fp32).
+        channels_last: NHWC memory layout for the model and its 4-D inputs (faster
+            convolutions on recent GPUs).
+        compile: ``torch.compile`` the model in place before training.
     """
 
     epochs: int = 30
@@ -53,6 +60,9 @@ class TrainConfig:
     checkpoint_every: int = 0
     eval_every: int = 0
     seed: int = 0
+    precision: str = "fp32"
+    channels_last: bool = False
+    compile: bool = False
 
     def __post_init__(self) -> None:
         check_positive_int("epochs", self.epochs)
@@ -64,6 +74,10 @@ class TrainConfig:
             raise ValueError("momentum must be < 1 (1 never forgets a gradient), got 1.0")
         check_range("weight_decay", self.weight_decay, 0.0, float("inf"))
         check_choice("schedule", self.schedule, SCHEDULES)
+        check_choice("precision", self.precision, PRECISIONS)
+        for name in ("channels_last", "compile"):
+            if not isinstance(getattr(self, name), bool):
+                raise TypeError(f"{name} must be a bool, got {getattr(self, name)!r}")
         check_range("gamma", self.gamma, 0.0, 1.0)
         if not isinstance(self.milestones, tuple | list) or not all(
             isinstance(m, int) and not isinstance(m, bool) for m in self.milestones

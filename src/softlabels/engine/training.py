@@ -1,12 +1,21 @@
 """``fit``: train a model on hard or soft targets, with resumable checkpoints.
 
-The default objective is ``loss_fn(model(x), y)``. An ``objective(model, x, y)`` replaces it
-when a step needs more than the model's output (a teacher's predictions, adversarial examples);
-it may return a dict of named loss terms, which are summed and logged one by one.
+The one training loop of the library (experts, teachers, students, segmentation models and
+robust students all train here). The default objective is ``loss_fn(model(x), y)``. An
+``objective(model, x, y)`` replaces it when a step needs more than the model's output (a
+teacher's predictions, adversarial examples); it may return a dict of named loss terms, which
+are summed and logged one by one.
+
+Data comes as tensors, a map-style ``Dataset`` or a ``DataLoader`` (:mod:`.data`); the
+recipe's ``precision`` autocasts the forward pass, ``channels_last`` and ``compile`` tune it.
+Under ``torchrun`` every rank trains on its shard of each global batch and the gradients are
+all-reduced, so N ranks train the weights one process would (:mod:`softlabels.distributed`);
+rank 0 alone writes checkpoints.
 """
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 import time
@@ -19,13 +28,34 @@ import torch
 from torch import Tensor, nn
 
 from .._checks import check_float, check_ndim
-from .._io import torch_load, torch_save
+from .._io import torch_save
+from ..distributed import (
+    World,
+    all_reduce_gradients,
+    all_reduce_sum,
+    barrier,
+    broadcast_parameters,
+    check_same_on_every_rank,
+    raise_on_every_rank,
+    sharded,
+    world,
+)
 from ..labels import validate
 from ..losses import soft_cross_entropy
 from ..progress import progress
 from ..runtime import resolve_device
+from .checkpoints import (
+    LAST,
+    epoch_checkpoint_name,
+    load_epoch_checkpoint,
+    restore_state,
+    save_state,
+    saved_checkpoint_epochs,
+)
 from .config import TrainConfig
+from .data import Data, Source, make_source
 from .evaluation import EvalResult, evaluate
+from .logs import HistoryLog
 from .optim import build_optimizer, build_scheduler
 
 __all__ = ["FitResult", "NonFiniteLossError", "epoch_checkpoint_name", "fit",
@@ -36,8 +66,7 @@ Objective = Callable[[nn.Module, Tensor, Tensor], "Tensor | Mapping[str, Tensor]
 AugmentFn = Callable[[Tensor, torch.Generator], Tensor]
 PairedAugmentFn = Callable[[Tensor, Tensor, torch.Generator], tuple[Tensor, Tensor]]
 
-_CHECKPOINT_FORMAT = "softlabels.fit_checkpoint"
-_LAST = "last.pt"
+_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
 
 
 class NonFiniteLossError(RuntimeError):
@@ -73,19 +102,22 @@ class FitResult:
 
 def fit(
     model: nn.Module,
-    images: Tensor,
-    targets: Tensor,
+    images: Data,
+    targets: Tensor | None = None,
     config: TrainConfig | None = None,
     *,
     loss_fn: LossFn = soft_cross_entropy,
     objective: Objective | None = None,
     augment: AugmentFn | None = None,
     paired_augment: PairedAugmentFn | None = None,
-    eval_data: tuple[Tensor, Tensor] | None = None,
+    eval_data: tuple[Tensor, Tensor] | Data | None = None,
+    eval_batch_size: int = 512,
     hooks: Sequence[Any] = (),
     checkpoint_dir: str | os.PathLike[str] | None = None,
     resume: bool = True,
     device: str | torch.device = "auto",
+    num_workers: int = 0,
+    logger: str | None = None,
     show_progress: bool | None = None,
 ) -> FitResult:
     """Train ``model`` on ``images`` with hard or soft ``targets``.
@@ -93,7 +125,10 @@ def fit(
     Args:
         model: maps (B, C, H, W) images in [0, 1] to (B, K) logits, or (B, K, H, W) for
             segmentation; trained in place.
-        images: float (N, C, H, W) in [0, 1].
+        images: float (N, C, H, W) in [0, 1]; or a map-style ``Dataset`` of (image (C, H, W),
+            target) pairs (read at the same positions, so the same seed gives the same weights
+            as its tensors) or a ``DataLoader`` of (images, targets) batches (read in its own
+            order). ``targets`` is then None.
         targets: per-image targets with a leading N: int64 hard labels (N,) or (N, H, W), or
             float soft labels (N, K) or (N, K, H, W). With a custom ``loss_fn`` or
             ``objective`` any float (N, ...) target is accepted (e.g. teacher logits for
@@ -105,8 +140,9 @@ def fit(
         augment: ``augment(batch (B, C, H, W), generator) -> batch``, applied every step.
         paired_augment: ``paired_augment(batch, targets, generator) -> (batch, targets)`` for
             transforms that must move the targets too (segmentation masks).
-        eval_data: (images (M, C, H, W), labels (M,)) evaluated every ``config.eval_every``
-            epochs and at the end.
+        eval_data: (images (M, C, H, W), labels (M,)) or a dataset or loader of them,
+            evaluated every ``config.eval_every`` epochs and at the end.
+        eval_batch_size: images per evaluation forward pass.
         hooks: objects with per-epoch state, such as the class temperatures of ABSLD. Each may
             define ``epoch_end(epoch) -> {name: float} | None`` (called after every epoch, its
             values logged in that epoch's history record), ``batch_end(epoch, step, steps)``
@@ -114,21 +150,30 @@ def fit(
             the 1-based ``epoch``) and ``extra_state() -> dict`` with
             ``load_extra_state(dict)`` (saved in ``last.pt`` so a resumed run continues with
             the same state).
-        checkpoint_dir: where ``last.pt`` (the full resumable state, written after every epoch)
-            and ``epoch_XXXX.pt`` weights (every ``config.checkpoint_every`` epochs, and the
-            initial weights as ``epoch_0000.pt``) go.
+        checkpoint_dir: where ``last.pt`` (the full resumable state, written after every epoch),
+            ``epoch_XXXX.pt`` weights (every ``config.checkpoint_every`` epochs, and the
+            initial weights as ``epoch_0000.pt``) and ``history.csv`` (one line per epoch) go.
         resume: continue from ``checkpoint_dir/last.pt`` when it exists. Its config must match
             ``config``; a mismatch is an error, not a silent restart.
         device: ``"auto"``, ``"cpu"``, ``"cuda"`` or a ``torch.device``.
+        num_workers: ``DataLoader`` worker processes that read a ``Dataset`` (0: this process).
+        logger: ``"tensorboard"`` also writes the history's scalars to
+            ``checkpoint_dir/tensorboard`` (needs the ``tensorboard`` package).
         show_progress: see :func:`softlabels.progress.progress`.
 
     Raises:
         NonFiniteLossError: the loss became NaN or infinite; ``last.pt`` still holds the last
-            completed epoch.
+            completed epoch. Under ``torchrun`` every rank raises at the same step.
+        ValueError: bad data or settings (``fp16`` without CUDA, more ranks than samples,
+            configs that differ between ranks), raised on every rank.
     """
     config = config if config is not None else TrainConfig()
-    _check_training_data(images, targets,
-                         default_loss=loss_fn is soft_cross_entropy and objective is None)
+    source = make_source(images, targets, num_workers=num_workers)
+    default_loss = loss_fn is soft_cross_entropy and objective is None
+    _check_training_data(source, default_loss)
+    target_device = resolve_device(device)
+    ranks = world()
+    _check_run(config, target_device, len(source), ranks)
     if objective is None:
         def objective(net: nn.Module, x: Tensor, y: Tensor) -> Tensor:
             outputs = net(x)
@@ -136,99 +181,95 @@ def fit(
                 # A diverged model, not bad input: the loop reports it with the epoch.
                 return outputs.new_tensor(math.nan)
             return loss_fn(outputs, y)
-    target_device = resolve_device(device)
     model.to(target_device)
+    if config.channels_last:
+        model.to(memory_format=torch.channels_last)
+    broadcast_parameters(model)
     optimizer = build_optimizer(model, config)
     scheduler = build_scheduler(optimizer, config)
+    scaler = torch.amp.GradScaler(target_device.type) if config.precision == "fp16" else None
     generator = torch.Generator().manual_seed(config.seed)
     history: list[dict[str, float]] = []
     folder = Path(checkpoint_dir) if checkpoint_dir is not None else None
-    fingerprint = {"config": config.to_dict(), "num_samples": int(images.shape[0]),
-                   "target_shape": list(targets.shape[1:]), "soft": targets.is_floating_point()}
+    _, sample_y = source.sample()
+    fingerprint = {"config": config.to_dict(), "num_samples": len(source),
+                   "target_shape": list(sample_y.shape[1:]),
+                   "soft": sample_y.is_floating_point()}
     start_epoch = 0
-    if folder is not None and resume and (folder / _LAST).exists():
-        start_epoch, history = _restore(folder / _LAST, fingerprint, model, optimizer,
-                                        scheduler, generator, hooks)
-    elif folder is not None and config.checkpoint_every:
+    barrier()  # rank 0's last checkpoint is complete before any rank reads it
+    if folder is not None and resume and (folder / LAST).exists():
+        start_epoch, history = restore_state(folder / LAST, fingerprint, model, optimizer,
+                                             scheduler, scaler, generator, hooks)
+    elif folder is not None and config.checkpoint_every and ranks.is_main:
         torch_save(folder / epoch_checkpoint_name(0), model.state_dict())
-
-    x_all, y_all = images.to(target_device), targets.to(target_device)
+    if config.compile:
+        model.compile()
+    evaluation = None
+    if eval_data is not None:
+        evaluation = (make_source(*eval_data) if isinstance(eval_data, tuple)
+                      else make_source(eval_data))
+    log = HistoryLog(folder, logger) if folder is not None and ranks.is_main else None
+    step = _Step(model, optimizer, scaler, objective, augment, paired_augment, config, hooks)
     began = time.perf_counter()
+    final: EvalResult | None = None
     with progress(config.epochs, "train", show_progress, start=start_epoch) as bar:
         for epoch in range(start_epoch + 1, config.epochs + 1):
             tick = time.perf_counter()
-            means = _train_epoch(model, x_all, y_all, config.batch_size, optimizer, objective,
-                                 augment, paired_augment, generator, epoch, hooks)
-            mean_loss = means["loss"]
+            means = step.epoch(source, generator, epoch, target_device)
             record: dict[str, float] = {"epoch": epoch, **means,
                                         "lr": optimizer.param_groups[0]["lr"]}
             for hook in hooks:
                 logged = hook.epoch_end(epoch) if hasattr(hook, "epoch_end") else None
                 record.update(logged or {})
             scheduler.step()
-            if eval_data is not None and (epoch == config.epochs or (
+            if evaluation is not None and (epoch == config.epochs or (
                     config.eval_every and epoch % config.eval_every == 0)):
-                record["eval_accuracy"] = evaluate(model, *eval_data,
-                                                   device=target_device).accuracy
+                final = evaluate(model, evaluation, batch_size=eval_batch_size,
+                                 device=target_device)
+                record["eval_accuracy"] = final.accuracy
             record["seconds"] = time.perf_counter() - tick
             history.append(record)
-            if folder is not None:
-                _save(folder, epoch, config, fingerprint, model, optimizer, scheduler,
-                      generator, history, hooks)
-            status = f"loss {mean_loss:.4f}" + (
-                f" acc {record['eval_accuracy']:.4f}" if "eval_accuracy" in record else "")
-            bar.advance(status)
-    final = (evaluate(model, *eval_data, device=target_device)
-             if eval_data is not None else None)
+            if folder is not None and ranks.is_main:
+                save_state(folder, epoch, config, fingerprint, model, optimizer, scheduler,
+                           scaler, generator, history, hooks)
+            if log is not None:
+                log.write(history)
+            bar.advance(f"loss {means['loss']:.4f}" + (
+                f" acc {record['eval_accuracy']:.4f}" if "eval_accuracy" in record else ""))
+    if evaluation is not None and final is None:  # resumed after the last epoch
+        final = evaluate(model, evaluation, batch_size=eval_batch_size, device=target_device)
+    if log is not None:
+        log.write(history)
+        log.close()
     return FitResult(model=model, history=history, final=final, start_epoch=start_epoch,
                      seconds=time.perf_counter() - began)
 
 
-def epoch_checkpoint_name(epoch: float) -> str:
-    """File name of the weights after ``epoch``: ``epoch_0002.pt``, or ``epoch_0001.5000.pt``
-    for a checkpoint inside an epoch (1.5 = half-way through the second epoch)."""
-    if isinstance(epoch, bool) or not isinstance(epoch, int | float) or not epoch >= 0:
-        raise ValueError(f"epoch must be a number >= 0, got {epoch!r}")
-    if float(epoch).is_integer():
-        return f"epoch_{int(epoch):04d}.pt"
-    return f"epoch_{epoch:09.4f}.pt"
+def _check_run(config: TrainConfig, device: torch.device, samples: int, ranks: World) -> None:
+    """Settings that cannot work, raised on every rank alike (no rank waits for another)."""
+    if config.precision == "fp16" and device.type != "cuda":
+        raise ValueError("precision fp16 needs CUDA (a loss-scaled half-precision forward); "
+                         "use bf16 on the CPU")
+    if samples < ranks.size:
+        raise ValueError(f"{ranks.size} ranks but only {samples} training samples: every rank "
+                         "needs at least one")
+    check_same_on_every_rank("the training config", config.to_dict())
 
 
-def saved_checkpoint_epochs(checkpoint_dir: str | os.PathLike[str]) -> list[float]:
-    """Epochs with weights in ``checkpoint_dir``, ascending; whole epochs as ``int``."""
-    epochs: list[float] = []
-    for path in Path(checkpoint_dir).glob("epoch_*.pt"):
-        try:
-            value = float(path.stem.removeprefix("epoch_"))
-        except ValueError:  # a file of the user's, such as epoch_best.pt
-            continue
-        epochs.append(int(value) if value.is_integer() else value)
-    return sorted(epochs)
-
-
-def load_epoch_checkpoint(checkpoint_dir: str | os.PathLike[str], epoch: float
-                          ) -> dict[str, Tensor]:
-    """Weights saved after ``epoch`` (0 = initial weights; a fraction = inside an epoch).
-
-    Raises:
-        FileNotFoundError: that epoch was not saved; the message lists the saved epochs.
-    """
-    folder = Path(checkpoint_dir)
-    path = folder / epoch_checkpoint_name(epoch)
-    if not path.is_file():
-        saved = saved_checkpoint_epochs(folder)
-        raise FileNotFoundError(f"no checkpoint for epoch {epoch} in {str(folder)!r}; saved "
-                                f"epochs: {saved if saved else 'none'}")
-    return torch_load(path)
-
-
-def _check_training_data(images: Tensor, targets: Tensor, default_loss: bool) -> None:
+def _check_training_data(source: Source, default_loss: bool) -> None:
     """Shapes always; label values only for the default loss (a custom one owns its targets,
-    e.g. a sentinel for unlabelled images)."""
+    e.g. a sentinel for unlabelled images). Tensors are checked whole, a dataset on its first
+    items (each batch is checked as it is read)."""
+    if len(source) == 0:
+        raise ValueError("images is empty: nothing to train on")
+    whole = getattr(source, "images", None)
+    images, targets = (whole, source.targets) if whole is not None else source.sample()  # type: ignore[attr-defined]
     check_float("images", images)
     check_ndim("images", images, (4,))
-    if images.shape[0] == 0:
-        raise ValueError("images is empty: nothing to train on")
+    if not bool(torch.isfinite(images).all()) or (images.numel() and (
+            float(images.min()) < 0.0 or float(images.max()) > 1.0)):
+        raise ValueError("images must be finite and in [0, 1] (models normalise inside), got "
+                         f"values in [{float(images.min()):g}, {float(images.max()):g}]")
     if targets.shape[:1] != images.shape[:1]:
         raise ValueError(f"targets has {targets.shape[0] if targets.ndim else 0} rows but "
                          f"images has {images.shape[0]}")
@@ -242,105 +283,94 @@ def _check_training_data(images: Tensor, targets: Tensor, default_loss: bool) ->
             raise ValueError(f"targets must be >= 0, got a minimum of {int(targets.min())}")
 
 
-def _train_epoch(model: nn.Module, x_all: Tensor, y_all: Tensor, batch_size: int,
-                 optimizer: torch.optim.Optimizer, objective: Objective,
-                 augment: AugmentFn | None, paired_augment: PairedAugmentFn | None,
-                 generator: torch.Generator, epoch: int, hooks: Sequence[Any]
-                 ) -> dict[str, float]:
-    """One pass over the data; returns the sample-weighted mean loss and of each term."""
-    model.train()
-    order = torch.randperm(x_all.shape[0], generator=generator).to(x_all.device)
-    sums: dict[str, float] = {}
-    seen = 0
-    total = x_all.shape[0]
-    starts = list(range(0, total, batch_size))
-    if total % batch_size == 1 and len(starts) > 1:
-        # A last batch of one sample breaks BatchNorm; it joins the batch before it.
-        starts.pop()
-    for step, start in enumerate(starts):
-        end = starts[step + 1] if step + 1 < len(starts) else total
-        batch = order[start:end]
-        x, y = x_all[batch], y_all[batch]
-        if augment is not None:
-            x = augment(x, generator)
-        if paired_augment is not None:
-            x, y = paired_augment(x, y, generator)
-        out = objective(model, x, y)
+class _Step:
+    """One optimiser step per batch: forward (autocast), backward, all-reduce, update."""
+
+    def __init__(self, model: nn.Module, optimizer: torch.optim.Optimizer, scaler: Any,
+                 objective: Objective, augment: AugmentFn | None,
+                 paired_augment: PairedAugmentFn | None, config: TrainConfig,
+                 hooks: Sequence[Any]) -> None:
+        self.model, self.optimizer, self.scaler = model, optimizer, scaler
+        self.objective, self.augment, self.paired_augment = objective, augment, paired_augment
+        self.config, self.hooks = config, hooks
+        self.parameters = [p for p in model.parameters() if p.requires_grad]
+        self.ranks = world()
+
+    def epoch(self, source: Source, generator: torch.Generator, epoch: int,
+              device: torch.device) -> dict[str, float]:
+        """One pass over ``source``; the sample-weighted mean loss and of each term."""
+        self.model.train()
+        sums: dict[str, Tensor] = {}
+        steps = source.num_batches(self.config.batch_size)
+        for number, batch in enumerate(source.epoch(generator, self.config.batch_size,
+                                                     device)):
+            loss, terms = self._forward_backward(batch, generator, epoch, number)
+            self.optimizer.step() if self.scaler is None else self.scaler.step(self.optimizer)
+            if self.scaler is not None:
+                self.scaler.update()
+            for hook in self.hooks:
+                if hasattr(hook, "batch_end"):
+                    hook.batch_end(epoch, number, steps)
+            for name, value in {"loss": loss, **terms}.items():
+                sums[name] = sums.get(name, 0.0) + value.detach().double() * batch.shard.size
+            sums["_seen"] = sums.get("_seen", 0.0) + float(batch.shard.size)
+        if not sums:
+            return {"loss": math.nan}
+        names = sorted(sums)
+        totals = all_reduce_sum(torch.stack([torch.as_tensor(sums[n]).double().cpu()
+                                             for n in names]))
+        seen = float(totals[names.index("_seen")])
+        return {n: float(t) / seen for n, t in zip(names, totals, strict=True) if n != "_seen"}
+
+    def _loss(self, batch: Any, generator: torch.Generator) -> tuple[Tensor, dict[str, Tensor]]:
+        x, y = batch.x, batch.y
+        with sharded(batch.shard):
+            if self.augment is not None:
+                x = self.augment(x, generator)
+            if self.paired_augment is not None:
+                x, y = self.paired_augment(x, y, generator)
+            if self.config.channels_last:
+                x = x.contiguous(memory_format=torch.channels_last)
+            with _autocast(x.device, self.config.precision):
+                out = self.objective(self.model, x, y)
         terms = dict(out) if isinstance(out, Mapping) else {}
-        loss = sum(terms.values()) if terms else out
-        if not torch.isfinite(loss):
-            raise NonFiniteLossError(
-                f"training loss became {float(loss.detach())} at epoch {epoch}, step {step}; "
-                "lower the learning rate or check the targets (the last completed epoch's "
-                "checkpoint is kept)")
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-        for hook in hooks:
-            if hasattr(hook, "batch_end"):
-                hook.batch_end(epoch, step, len(starts))
-        for name, value in {"loss": loss, **terms}.items():
-            sums[name] = sums.get(name, 0.0) + float(value.detach()) * x.shape[0]
-        seen += x.shape[0]
-    return {name: total / seen for name, total in sums.items()}
+        return (sum(terms.values()) if terms else out).float(), terms  # type: ignore[union-attr]
+
+    def _forward_backward(self, batch: Any, generator: torch.Generator, epoch: int,
+                          number: int) -> tuple[Tensor, dict[str, Tensor]]:
+        self.optimizer.zero_grad(set_to_none=True)
+        if self.ranks.size == 1:
+            loss, terms = self._loss(batch, generator)
+            if not torch.isfinite(loss):
+                raise NonFiniteLossError(_non_finite(float(loss.detach()), epoch, number))
+            (loss if self.scaler is None else self.scaler.scale(loss)).backward()
+            return loss, terms
+        # Each rank's share of the global batch weights its loss, so the summed gradient is
+        # the global batch mean's whatever the shard sizes.
+        weight = batch.shard.size / batch.shard.total
+        failure: Exception | None = None
+        try:
+            loss, terms = self._loss(batch, generator)
+            (loss * weight if self.scaler is None
+             else self.scaler.scale(loss * weight)).backward()
+        except Exception as err:  # every rank must learn of it, or the others wait forever
+            failure, loss, terms = err, torch.zeros(()), {}
+            self.optimizer.zero_grad(set_to_none=True)
+        total, failed = all_reduce_gradients(self.parameters, loss * weight,
+                                             failed=failure is not None)
+        if failed:
+            raise_on_every_rank(failure)
+        if not torch.isfinite(total):
+            raise NonFiniteLossError(_non_finite(float(total), epoch, number))
+        return loss, terms
 
 
-def _save(folder: Path, epoch: int, config: TrainConfig, fingerprint: dict[str, Any],
-          model: nn.Module, optimizer: torch.optim.Optimizer,
-          scheduler: torch.optim.lr_scheduler.LRScheduler, generator: torch.Generator,
-          history: list[dict[str, float]], hooks: Sequence[Any]) -> None:
-    # The epoch file first: if the process dies between the two writes, the resumed run
-    # redoes this epoch and writes both again, instead of skipping a file for good.
-    if config.checkpoint_every and epoch % config.checkpoint_every == 0:
-        torch_save(folder / epoch_checkpoint_name(epoch), model.state_dict())
-    torch_save(folder / _LAST, {
-        "format": _CHECKPOINT_FORMAT,
-        "fingerprint": fingerprint,
-        "epoch": epoch,
-        "model": model.state_dict(),
-        "optimizer": optimizer.state_dict(),
-        "scheduler": scheduler.state_dict(),
-        "generator": generator.get_state(),
-        # Dropout and other modules draw from the global generators (CPU and, on a GPU, CUDA).
-        "torch_rng": torch.get_rng_state(),
-        "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
-        "history": history,
-        "hooks": [hook.extra_state() if hasattr(hook, "extra_state") else None
-                  for hook in hooks],
-    })
+def _non_finite(value: float, epoch: int, step: int) -> str:
+    return (f"training loss became {value} at epoch {epoch}, step {step}; lower the learning "
+            "rate or check the targets (the last completed epoch's checkpoint is kept)")
 
 
-def _restore(path: Path, fingerprint: dict[str, Any], model: nn.Module,
-             optimizer: torch.optim.Optimizer, scheduler: torch.optim.lr_scheduler.LRScheduler,
-             generator: torch.Generator, hooks: Sequence[Any]
-             ) -> tuple[int, list[dict[str, float]]]:
-    state = torch_load(path)
-    if not isinstance(state, dict) or state.get("format") != _CHECKPOINT_FORMAT:
-        raise ValueError(f"{str(path)!r} is not a softlabels training checkpoint")
-    saved = state["fingerprint"]
-    if saved != fingerprint:
-        changed = sorted(k for k in set(saved) | set(fingerprint)
-                         if saved.get(k) != fingerprint.get(k))
-        raise ValueError(
-            f"cannot resume from {str(path)!r}: it was written for a different run (differs in "
-            f"{changed}); use a new checkpoint folder or resume=False")
-    model.load_state_dict(state["model"])
-    optimizer.load_state_dict(state["optimizer"])
-    scheduler.load_state_dict(state["scheduler"])
-    generator.set_state(state["generator"])
-    if "torch_rng" in state:
-        torch.set_rng_state(state["torch_rng"])
-    cuda_states = state.get("cuda_rng") or []
-    if cuda_states and len(cuda_states) == torch.cuda.device_count():
-        torch.cuda.set_rng_state_all(cuda_states)
-    saved_hooks = state.get("hooks") or [None] * len(hooks)
-    if len(saved_hooks) != len(hooks):
-        raise ValueError(f"cannot resume from {str(path)!r}: it holds the state of "
-                         f"{len(saved_hooks)} hooks, this run has {len(hooks)}")
-    for hook, hook_state in zip(hooks, saved_hooks, strict=True):
-        if hook_state is not None and hasattr(hook, "load_extra_state"):
-            hook.load_extra_state(hook_state)
-    history = [dict(h) for h in state["history"]]
-    if any(not math.isfinite(h["loss"]) for h in history):
-        raise ValueError(f"{str(path)!r} records a non-finite loss; it cannot be resumed")
-    return int(state["epoch"]), history
+def _autocast(device: torch.device, precision: str) -> contextlib.AbstractContextManager[Any]:
+    if precision == "fp32":
+        return contextlib.nullcontext()
+    return torch.autocast(device.type, dtype=_DTYPES[precision])

@@ -5,6 +5,7 @@ from .calibration import CalibrationError, expected_calibration_error
 from .classification import (
     accuracy,
     classwise_accuracy,
+    classwise_from_confusion,
     confusion_matrix,
     nsd,
     worst_class_accuracy,
@@ -20,7 +21,8 @@ from .segmentation import (
     worst_case,
 )
 
-__all__ = ["accuracy", "classwise_accuracy", "confusion_matrix", "nsd", "worst_class_accuracy"]
+__all__ = ["accuracy", "classwise_accuracy",
+    "classwise_from_confusion", "confusion_matrix", "nsd", "worst_class_accuracy"]
 __all__ += [
     "CalibrationError",
     "SegmentationMetrics",

@@ -12,6 +12,7 @@ from .._checks import check_finite, check_hard_labels, check_logits, check_ndim,
 __all__ = [
     "accuracy",
     "classwise_accuracy",
+    "classwise_from_confusion",
     "confusion_matrix",
     "nsd",
     "worst_class_accuracy",
@@ -76,7 +77,13 @@ def classwise_accuracy(preds: Tensor, targets: Tensor, num_classes: int) -> Tens
     Returns:
         float64 (C,); NaN for classes with no sample in ``targets``.
     """
-    matrix = confusion_matrix(preds, targets, num_classes).double()
+    return classwise_from_confusion(confusion_matrix(preds, targets, num_classes))
+
+
+def classwise_from_confusion(matrix: Tensor) -> Tensor:
+    """Class-wise accuracy float64 (C,) from a (C, C) confusion matrix (rows: true classes);
+    NaN for a class with no sample. Sums of matrices (batches, ranks) give the exact result."""
+    matrix = matrix.double()
     support = matrix.sum(dim=1)
     return torch.where(support > 0, matrix.diagonal() / support.clamp_min(1), math.nan)
 

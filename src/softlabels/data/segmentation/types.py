@@ -97,6 +97,10 @@ class SegmentationDataset(ImageSetMixin):
                     f"indices must have shape ({n},), got {tuple(self.indices.shape)}"
                 )
 
+    def tensors(self) -> tuple[Tensor, Tensor]:
+        """(images (N, C, H, W), masks (N, H, W))."""
+        return self.images, self.masks
+
     def subset(self, positions: Tensor) -> SegmentationDataset:
         """Return the images and masks at ``positions`` (int64 ``(K,)`` positions into this set).
 

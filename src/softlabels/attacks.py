@@ -52,6 +52,7 @@ from ._checks import (
     check_positive_int,
     check_seed,
 )
+from .distributed import draw_rows
 from .labels import validate
 from .metrics import classwise_accuracy, nsd, worst_class_accuracy
 from .runtime import resolve_device
@@ -384,7 +385,9 @@ def _draw(sample: Callable[..., Tensor], shape: tuple[int, ...] | torch.Size,
     same random start on every device.
     """
     device = generator.device if generator is not None else like.device
-    draws = sample(shape, generator=generator, device=device, dtype=like.dtype)
+    # One draw per image: under data-parallel training each rank keeps its rows of the
+    # global batch's draw, so a sample gets the same start for any number of ranks.
+    draws = draw_rows(sample, tuple(shape), generator, device=device, dtype=like.dtype)
     return draws.to(like.device)
 
 

@@ -17,6 +17,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from .._checks import check_choice, check_float, check_ndim, check_range
+from ..distributed import draw_rows
 
 GeneratorLike = torch.Generator | int | None
 
@@ -44,17 +45,32 @@ def check_images(name: str, x: object) -> Tensor:
     return tensor
 
 
-def uniform(n: int, generator: torch.Generator, like: Tensor) -> Tensor:
-    """``(n,)`` uniform [0, 1) draws from ``generator``, on ``like``'s device and dtype."""
-    draws = torch.rand(n, generator=generator, device=generator.device)
+def uniform(n: int, generator: torch.Generator, like: Tensor, *, per_sample: bool = True
+            ) -> Tensor:
+    """``(n,)`` uniform [0, 1) draws from ``generator``, on ``like``'s device and dtype.
+
+    ``per_sample`` draws (one per image of the batch) are made for the whole global batch
+    under data-parallel training and this rank's rows kept
+    (:func:`softlabels.distributed.draw_rows`), so they do not depend on the number of ranks.
+    """
+    if per_sample:
+        draws = draw_rows(torch.rand, (n,), generator, device=generator.device)
+    else:
+        draws = torch.rand(n, generator=generator, device=generator.device)
     return draws.to(device=like.device, dtype=like.dtype)
 
 
 def randint(
-    low: int, high: int, n: int, generator: torch.Generator, device: torch.device
+    low: int, high: int, n: int, generator: torch.Generator, device: torch.device, *,
+    per_sample: bool = True,
 ) -> Tensor:
-    """``(n,)`` int64 draws in ``[low, high)`` from ``generator``, moved to ``device``."""
-    draws = torch.randint(low, high, (n,), generator=generator, device=generator.device)
+    """``(n,)`` int64 draws in ``[low, high)`` from ``generator``, moved to ``device``
+    (``per_sample`` as in :func:`uniform`)."""
+    if per_sample:
+        draws = draw_rows(lambda shape, **kw: torch.randint(low, high, shape, **kw), (n,),
+                          generator, device=generator.device)
+    else:
+        draws = torch.randint(low, high, (n,), generator=generator, device=generator.device)
     return draws.to(device)
 
 

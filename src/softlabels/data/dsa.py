@@ -117,19 +117,19 @@ def _per_image(values: Tensor, n: int) -> Tensor:
 
 
 def _brightness(x: Tensor, p: DSAParams, g: torch.Generator, siamese: bool) -> Tensor:
-    u = _per_image(uniform(_draws(x, siamese), g, x), x.shape[0])
+    u = _per_image(uniform(_draws(x, siamese), g, x, per_sample=not siamese), x.shape[0])
     return x + (u - 0.5)[:, None, None, None] * p.brightness
 
 
 def _saturation(x: Tensor, p: DSAParams, g: torch.Generator, siamese: bool) -> Tensor:
     mean = x.mean(dim=1, keepdim=True)
-    u = _per_image(uniform(_draws(x, siamese), g, x), x.shape[0])
+    u = _per_image(uniform(_draws(x, siamese), g, x, per_sample=not siamese), x.shape[0])
     return (x - mean) * (u * p.saturation)[:, None, None, None] + mean
 
 
 def _contrast(x: Tensor, p: DSAParams, g: torch.Generator, siamese: bool) -> Tensor:
     mean = x.mean(dim=(1, 2, 3), keepdim=True)
-    u = _per_image(uniform(_draws(x, siamese), g, x), x.shape[0])
+    u = _per_image(uniform(_draws(x, siamese), g, x, per_sample=not siamese), x.shape[0])
     return (x - mean) * (u + p.contrast)[:, None, None, None] + mean
 
 
@@ -147,8 +147,8 @@ def _affine(x: Tensor, theta: Tensor) -> Tensor:
 
 def _scale(x: Tensor, p: DSAParams, g: torch.Generator, siamese: bool) -> Tensor:
     n, k, r = x.shape[0], _draws(x, siamese), p.ratio_scale
-    sx = _per_image(uniform(k, g, x) * (r - 1.0 / r) + 1.0 / r, n)
-    sy = _per_image(uniform(k, g, x) * (r - 1.0 / r) + 1.0 / r, n)
+    sx = _per_image(uniform(k, g, x, per_sample=not siamese) * (r - 1.0 / r) + 1.0 / r, n)
+    sy = _per_image(uniform(k, g, x, per_sample=not siamese) * (r - 1.0 / r) + 1.0 / r, n)
     zero = torch.zeros_like(sx)
     theta = torch.stack([torch.stack([sx, zero, zero], 1), torch.stack([zero, sy, zero], 1)], 1)
     return _affine(x, theta)
@@ -156,7 +156,8 @@ def _scale(x: Tensor, p: DSAParams, g: torch.Generator, siamese: bool) -> Tensor
 
 def _rotate(x: Tensor, p: DSAParams, g: torch.Generator, siamese: bool) -> Tensor:
     n, k = x.shape[0], _draws(x, siamese)
-    angle = _per_image((uniform(k, g, x) - 0.5) * 2 * p.ratio_rotate / 180 * math.pi, n)
+    u = uniform(k, g, x, per_sample=not siamese)
+    angle = _per_image((u - 0.5) * 2 * p.ratio_rotate / 180 * math.pi, n)
     cos, sin, zero = torch.cos(angle), torch.sin(angle), torch.zeros_like(angle)
     theta = torch.stack(
         [torch.stack([cos, -sin, zero], 1), torch.stack([sin, cos, zero], 1)], 1
@@ -165,7 +166,7 @@ def _rotate(x: Tensor, p: DSAParams, g: torch.Generator, siamese: bool) -> Tenso
 
 
 def _flip(x: Tensor, p: DSAParams, g: torch.Generator, siamese: bool) -> Tensor:
-    u = _per_image(uniform(_draws(x, siamese), g, x), x.shape[0])
+    u = _per_image(uniform(_draws(x, siamese), g, x, per_sample=not siamese), x.shape[0])
     return torch.where((u < p.prob_flip)[:, None, None, None], x.flip(3), x)
 
 
@@ -173,8 +174,8 @@ def _crop(x: Tensor, p: DSAParams, g: torch.Generator, siamese: bool) -> Tensor:
     n, _, h, w = x.shape
     k = _draws(x, siamese)
     shift_h, shift_w = int(h * p.ratio_crop_pad + 0.5), int(w * p.ratio_crop_pad + 0.5)
-    dy = _per_image(randint(-shift_h, shift_h + 1, k, g, x.device), n)
-    dx = _per_image(randint(-shift_w, shift_w + 1, k, g, x.device), n)
+    dy = _per_image(randint(-shift_h, shift_h + 1, k, g, x.device, per_sample=not siamese), n)
+    dx = _per_image(randint(-shift_w, shift_w + 1, k, g, x.device, per_sample=not siamese), n)
     # Output pixel (i, j) takes input pixel (i + dy, j + dx), zero outside: index a one-pixel
     # zero border, clamping every outside position onto it (as the official code does).
     padded = F.pad(x, (1, 1, 1, 1))
@@ -190,8 +191,9 @@ def _cutout(x: Tensor, p: DSAParams, g: torch.Generator, siamese: bool) -> Tenso
     k = _draws(x, siamese)
     size_h, size_w = int(h * p.ratio_cutout + 0.5), int(w * p.ratio_cutout + 0.5)
     # Centre in [0, H] for an even square, [0, H) for an odd one, as in the official code.
-    cy = _per_image(randint(0, h + (1 - size_h % 2), k, g, x.device), n)
-    cx = _per_image(randint(0, w + (1 - size_w % 2), k, g, x.device), n)
+    per_sample = not siamese
+    cy = _per_image(randint(0, h + (1 - size_h % 2), k, g, x.device, per_sample=per_sample), n)
+    cx = _per_image(randint(0, w + (1 - size_w % 2), k, g, x.device, per_sample=per_sample), n)
     top, left = cy - size_h // 2, cx - size_w // 2
     rows = torch.arange(h, device=x.device)[None]  # (1, H)
     cols = torch.arange(w, device=x.device)[None]

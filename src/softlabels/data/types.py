@@ -6,7 +6,6 @@ from dataclasses import dataclass, field, replace
 
 import torch
 from torch import Tensor
-
 from torch.utils.data import Dataset
 
 from .._checks import check_hard_labels, check_indices, check_tensor

@@ -25,6 +25,7 @@ students, GPUs). ``benchmarks/students.py`` measures it.
 from __future__ import annotations
 
 import copy
+import dataclasses
 import math
 import statistics
 import time
@@ -46,8 +47,9 @@ from .._checks import (
     check_positive_int,
 )
 from ..engine.config import TrainConfig
+from ..engine.data import batch_bounds
 from ..engine.optim import build_optimizer, build_scheduler
-from ..engine.training import NonFiniteLossError
+from ..engine.training import NonFiniteLossError, fit
 from ..labels import validate
 from ..losses import soft_cross_entropy
 from ..models.convnet import ConvBlock, ConvNet
@@ -223,8 +225,8 @@ def train_students(
         history = _train_vectorized(models, chosen, x_all, y_all, config, generators, augment,
                                     evaluation, eval_batch_size, seed_list, show_progress)
     else:
-        history = _train_sequential(models, x_all, y_all, config, generators, augment,
-                                    evaluation, eval_batch_size, seed_list, show_progress)
+        history = _train_sequential(models, x_all, y_all, config, augment, evaluation,
+                                    eval_batch_size, seed_list, show_progress)
     seconds = time.perf_counter() - began
 
     final = best = None
@@ -240,19 +242,6 @@ def train_students(
 
 
 # --------------------------------------------------------------------------- training loops
-
-
-def _batch_bounds(total: int, batch_size: int) -> list[tuple[int, int]]:
-    """(start, end) of each step's slice of a permutation.
-
-    Same rule as :func:`~softlabels.engine.fit`: a last batch of one sample joins the batch
-    before it, so a student sees exactly the batches it would see under ``fit``.
-    """
-    starts = list(range(0, total, batch_size))
-    if total % batch_size == 1 and len(starts) > 1:
-        starts.pop()
-    ends = [*starts[1:], total]
-    return list(zip(starts, ends, strict=True))
 
 
 def _per_student_loss(logits: Tensor, y: Tensor) -> Tensor:
@@ -310,7 +299,7 @@ def _train_vectorized(models: list[nn.Module], backend: str, x_all: Tensor, y_al
         eval_call = vmap(call, in_dims=(0, 0, None))
 
     total = x_all.shape[0]
-    bounds = _batch_bounds(total, config.batch_size)
+    bounds = batch_bounds(total, config.batch_size)
     history: list[dict[str, Any]] = []
     with progress(config.epochs, f"{count} students (vectorised)", show_progress) as bar:
         for epoch in range(1, config.epochs + 1):
@@ -358,48 +347,20 @@ def _train_vectorized(models: list[nn.Module], backend: str, x_all: Tensor, y_al
 
 
 def _train_sequential(models: list[nn.Module], x_all: Tensor, y_all: Tensor,
-                      config: TrainConfig, generators: list[torch.Generator],
-                      augment: AugmentFn | None, evaluation: tuple[Tensor, Tensor] | None,
-                      eval_batch_size: int, seeds: list[int],
-                      show_progress: bool | None) -> list[dict[str, Any]]:
-    """The reference: one student after the other, each with its own optimiser."""
-    total = x_all.shape[0]
-    bounds = _batch_bounds(total, config.batch_size)
+                      config: TrainConfig, augment: AugmentFn | None,
+                      evaluation: tuple[Tensor, Tensor] | None, eval_batch_size: int,
+                      seeds: list[int], show_progress: bool | None) -> list[dict[str, Any]]:
+    """The reference: one student after the other, each trained by :func:`fit` with its seed
+    (its data order and augmentation draws) exactly as a single model would be."""
     per_student: list[list[dict[str, Any]]] = []
-    label = f"{len(models)} students (sequential)"
-    with progress(config.epochs * len(models), label, show_progress) as bar:
-        for model, generator, seed in zip(models, generators, seeds, strict=True):
-            optimizer = build_optimizer(model, config)
-            scheduler = build_scheduler(optimizer, config)
-            records: list[dict[str, Any]] = []
-            for epoch in range(1, config.epochs + 1):
-                tick = time.perf_counter()
-                model.train()
-                order = torch.randperm(total, generator=generator).to(x_all.device)
-                loss_sum = torch.zeros((), device=x_all.device)
-                for step, (start, end) in enumerate(bounds):
-                    index = order[start:end]
-                    x = x_all[index]
-                    if augment is not None:
-                        x = augment(x, generator)
-                    loss = _per_student_loss(model(x)[None], y_all[index][None])[0]
-                    if not bool(torch.isfinite(loss)):
-                        _raise_non_finite(loss[None], [seed], epoch, step)
-                    optimizer.zero_grad(set_to_none=True)
-                    loss.backward()
-                    optimizer.step()
-                    loss_sum += loss.detach() * (end - start)
-                record: dict[str, Any] = {"epoch": epoch,
-                                          "lr": optimizer.param_groups[0]["lr"],
-                                          "loss": float(loss_sum / total)}
-                scheduler.step()
-                if evaluation is not None and _evaluate_now(epoch, config):
-                    record["eval_accuracy"] = _model_accuracy(model, *evaluation,
-                                                              eval_batch_size)
-                record["seconds"] = time.perf_counter() - tick
-                records.append(record)
-                bar.advance(_status(record))
-            per_student.append(records)
+    for model, seed in zip(models, seeds, strict=True):
+        try:
+            result = fit(model, x_all, y_all, dataclasses.replace(config, seed=seed),
+                         augment=augment, eval_data=evaluation, eval_batch_size=eval_batch_size,
+                         device=x_all.device, show_progress=show_progress)
+        except NonFiniteLossError as err:
+            raise NonFiniteLossError(f"the student with seed [{seed}]: {err}") from err
+        per_student.append(result.history)
     # Same layout as the vectorised history: one record per epoch, lists over students.
     history: list[dict[str, Any]] = []
     for epoch_records in zip(*per_student, strict=True):
@@ -527,18 +488,6 @@ def _stacked_accuracy(eval_call: Callable[..., Tensor], params: dict[str, Tensor
         logits = eval_call(params, buffers, images[start:start + batch_size])  # (S, B, K)
         correct += (logits.argmax(dim=2) == labels[start:start + batch_size]).sum(dim=1)
     return (correct.double() / images.shape[0]).tolist()
-
-
-@torch.no_grad()
-def _model_accuracy(model: nn.Module, images: Tensor, labels: Tensor, batch_size: int) -> float:
-    """Accuracy of one student, in the same chunks as :func:`_stacked_accuracy`."""
-    model.eval()
-    correct = 0
-    for start in range(0, images.shape[0], batch_size):
-        logits = model(images[start:start + batch_size])
-        correct += int((logits.argmax(dim=1) == labels[start:start + batch_size]).sum())
-    model.train()
-    return correct / images.shape[0]
 
 
 # --------------------------------------------------------------------------- input checks

@@ -127,7 +127,7 @@ def evaluate(model: nn.Module, images: Data | Source, labels: Tensor | None = No
     if matrix is None:
         raise ValueError("images is empty: nothing to evaluate")
     totals = all_reduce_sum(torch.cat([matrix.double(), loss_sum[None]]))
-    classes = int(round((totals.numel() - 1) ** 0.5))
+    classes = round((totals.numel() - 1) ** 0.5)
     confusion = totals[:-1].view(classes, classes)
     samples = int(confusion.sum())
     return EvalResult(

@@ -35,6 +35,7 @@ from functools import partial
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+from torch.utils.data import DataLoader, Dataset
 
 from ._attack_checks import (
     check_attack_input,
@@ -52,9 +53,10 @@ from ._checks import (
     check_positive_int,
     check_seed,
 )
-from .distributed import draw_rows
+from .distributed import all_reduce_sum, draw_rows, sharded
+from .engine.data import make_source
 from .labels import validate
-from .metrics import classwise_accuracy, nsd, worst_class_accuracy
+from .metrics import classwise_from_confusion, nsd, worst_class_accuracy
 from .runtime import resolve_device
 
 __all__ = [
@@ -258,6 +260,8 @@ def autoattack(model: nn.Module, x: Tensor, y: Tensor, eps: float, seed: int = 0
         raise ImportError("AutoAttack needs torchattacks: pip install --no-deps "
                           "torchattacks==3.5.1") from err
     check_attack_input(x, y, eps, 1.0, 1)
+    if x.shape[0] == 0:  # a rank without rows in this batch
+        return x.clone()
     with _eval_mode(model):
         num_classes = int(model(x[:1]).shape[1])
         attack = torchattacks.AutoAttack(model, norm="Linf", eps=eps, version=version,
@@ -265,16 +269,17 @@ def autoattack(model: nn.Module, x: Tensor, y: Tensor, eps: float, seed: int = 0
         return attack(x, y).detach()
 
 
-def robust_evaluate(model: nn.Module, images: Tensor, labels: Tensor,
-                    attacks: Mapping[str, Attack | None], *, num_classes: int | None = None,
-                    batch_size: int = 256, device: str | torch.device = "auto"
-                    ) -> dict[str, RobustResult]:
+def robust_evaluate(model: nn.Module, images: Tensor | Dataset | DataLoader,
+                    labels: Tensor | None, attacks: Mapping[str, Attack | None], *,
+                    num_classes: int | None = None, batch_size: int = 256,
+                    device: str | torch.device = "auto") -> dict[str, RobustResult]:
     """Accuracy, class-wise accuracy, worst-class accuracy and NSD under each attack.
 
     Args:
         model: maps (B, C, H, W) in [0, 1] to (B, K) logits.
-        images: float (N, C, H, W) in [0, 1], N >= 1 (converted to the model's dtype).
-        labels: int64 (N,) in [0, K).
+        images: float (N, C, H, W) in [0, 1], N >= 1 (converted to the model's dtype); or a
+            dataset or loader of (image, label) pairs (then ``labels`` is None).
+        labels: int64 (N,) in [0, K) for tensor ``images``.
         attacks: ``{name: attack(model, x, y) -> x_adv}``; ``None`` scores the clean images
             (see :func:`standard_attacks`).
         num_classes: K; read from the model's output when omitted, checked against it when
@@ -283,40 +288,53 @@ def robust_evaluate(model: nn.Module, images: Tensor, labels: Tensor,
         device: where to run; the model's mode is restored afterwards.
 
     Returns:
-        ``{name: RobustResult}`` in the order of ``attacks``.
+        ``{name: RobustResult}`` in the order of ``attacks``. Under ``torchrun`` each rank
+        attacks its shard of every batch (per-image random starts as one process draws them)
+        and the counts are all-reduced, so every rank returns the single-process scores
+        (AutoAttack's own randomness aside).
 
     Every argument, and the model's output on the first image, is checked before any attack
     runs, so a bad label fails in a second rather than after the attacks.
     """
-    check_evaluation_input(images, labels, attacks, batch_size)
+    if isinstance(images, Tensor):
+        check_evaluation_input(images, labels, attacks, batch_size)  # type: ignore[arg-type]
+    elif labels is not None:
+        raise TypeError("labels come from the dataset itself; pass labels=None")
+    source = make_source(images, labels)
+    sample_x, sample_y = source.sample()
+    check_evaluation_input(sample_x, sample_y, attacks, batch_size)
     target = resolve_device(device)
     model.to(target)
-    dtype = model_dtype(model, images)
+    dtype = model_dtype(model, sample_x)
     with _eval_mode(model), torch.no_grad():
-        logits = model(images[:1].to(target, dtype))
+        logits = model(sample_x[:1].to(target, dtype))
     check_logits_of(logits, 1, None)
     width = int(logits.shape[1])
     if num_classes is None:
         num_classes = width
     elif check_positive_int("num_classes", num_classes) != width:
         raise ValueError(f"num_classes={num_classes} but the model outputs {width} logits")
-    check_hard_labels("labels", labels, num_classes)
-    predictions: dict[str, list[Tensor]] = {name: [] for name in attacks}
+    if labels is not None:
+        check_hard_labels("labels", labels, num_classes)
+    counts = torch.zeros(len(attacks), num_classes * num_classes, dtype=torch.int64)
     with _eval_mode(model):
-        for start in range(0, images.shape[0], batch_size):
-            x = images[start:start + batch_size].to(target, dtype)
-            y = labels[start:start + batch_size].to(target)
-            for name, attack in attacks.items():
-                adv = x if attack is None else attack(model, x, y)
+        for batch in source.ordered(batch_size, target, split="batch"):
+            x, y = batch.x.to(dtype), check_hard_labels("labels", batch.y, num_classes)
+            for row, attack in enumerate(attacks.values()):
+                with sharded(batch.shard):  # every rank calls every attack, rows or not
+                    adv = x if attack is None else attack(model, x, y)
                 with torch.no_grad():
-                    predictions[name].append(model(adv.to(dtype)).argmax(1).cpu())
+                    predicted = model(adv.to(dtype)).argmax(1)
+                counts[row] += torch.bincount(y * num_classes + predicted,
+                                              minlength=num_classes ** 2).cpu()
+    all_reduce_sum(counts)
     results = {}
-    for name, parts in predictions.items():
-        predicted = torch.cat(parts)
-        truth = labels.cpu()  # predictions are gathered on the CPU
-        per_class = classwise_accuracy(predicted, truth, num_classes=num_classes)
-        results[name] = RobustResult(float((predicted == truth).float().mean()), per_class,
-                                     worst_class_accuracy(per_class), _nsd_or_nan(per_class))
+    for row, name in enumerate(attacks):
+        confusion = counts[row].view(num_classes, num_classes)
+        per_class = classwise_from_confusion(confusion)
+        results[name] = RobustResult(float(confusion.diagonal().sum() / confusion.sum()),
+                                     per_class, worst_class_accuracy(per_class),
+                                     _nsd_or_nan(per_class))
     return results
 
 

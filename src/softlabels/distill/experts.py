@@ -28,6 +28,7 @@ from ..engine import (
     predict_logits,
     saved_checkpoint_epochs,
 )
+from ..distributed import world
 from ..runtime import build_seeded
 
 __all__ = ["Experts", "early_checkpoint_epochs", "train_experts"]
@@ -127,7 +128,7 @@ class _EarlyCheckpoints:
             raise ValueError(f"cannot keep {self.per_epoch} checkpoints per epoch: an epoch "
                              f"has only {steps} optimizer steps")
         for k in range(1, self.per_epoch):
-            if step + 1 == max(1, round(k * steps / self.per_epoch)):
+            if step + 1 == max(1, round(k * steps / self.per_epoch)) and world().is_main:
                 state = {name: value.detach().cpu() for name, value in
                          self.model.state_dict().items()}
                 torch_save(self.folder / epoch_checkpoint_name(

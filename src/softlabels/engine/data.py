@@ -64,9 +64,29 @@ class Source:
         """One epoch in the order ``generator`` draws (its first draw is the permutation)."""
         raise NotImplementedError
 
-    def ordered(self, batch_size: int, device: torch.device, *, shard: bool = False
-                ) -> Iterator[tuple[Tensor, Tensor]]:
-        """Every item in order (only this rank's contiguous part with ``shard``)."""
+    def ordered(self, batch_size: int, device: torch.device, *, split: str = "none"
+                ) -> Iterator[Batch]:
+        """Every item in order, in batches of ``batch_size``.
+
+        ``split``: ``"none"`` (every rank reads everything), ``"data"`` (each rank reads its
+        contiguous part of the data: scores from counts) or ``"batch"`` (each rank reads its
+        shard of every batch: per-batch randomness such as an attack's stays aligned).
+        """
+        total = len(self)
+        part = shard_rows(total) if split == "data" else Shard(0, total, total)
+        shards, positions = [], []
+        for start in range(part.start, part.stop, batch_size):
+            end = min(start + batch_size, part.stop)
+            shard = shard_rows(end - start) if split == "batch" else \
+                Shard(0, end - start, end - start)
+            shards.append(shard)
+            positions.append(list(range(start + shard.start, start + shard.stop)))
+        for (x, y), shard in zip(self._read(positions, device), shards, strict=True):
+            yield Batch(x, y, shard)
+
+    def _read(self, batches: list[list[int]], device: torch.device
+              ) -> Iterator[tuple[Tensor, Tensor]]:
+        """The items at each list of positions, as batches on ``device``."""
         raise NotImplementedError
 
     def sample(self) -> tuple[Tensor, Tensor]:
@@ -96,12 +116,11 @@ class _Tensors(Source):
             rows = order[start + shard.start:start + shard.stop]
             yield Batch(x_all[rows], y_all[rows], shard)
 
-    def ordered(self, batch_size: int, device: torch.device, *, shard: bool = False
-                ) -> Iterator[tuple[Tensor, Tensor]]:
-        part = shard_rows(len(self)) if shard else Shard(0, len(self), len(self))
-        for start in range(part.start, part.stop, batch_size):
-            end = min(start + batch_size, part.stop)
-            yield self.images[start:end].to(device), self.targets[start:end].to(device)
+    def _read(self, batches: list[list[int]], device: torch.device
+              ) -> Iterator[tuple[Tensor, Tensor]]:
+        for positions in batches:  # contiguous runs: slices, not gathers
+            rows = slice(positions[0], positions[-1] + 1) if positions else slice(0, 0)
+            yield self.images[rows].to(device), self.targets[rows].to(device)
 
     def sample(self) -> tuple[Tensor, Tensor]:
         return self.images[:2].cpu(), self.targets[:2].cpu()
@@ -134,9 +153,11 @@ class _Items(Source):
     def _read(self, batches: list[list[int]], device: torch.device
               ) -> Iterator[tuple[Tensor, Tensor]]:
         pin = device.type == "cuda"
-        if self.num_workers == 0:
+        if self.num_workers == 0 or not all(batches):
             for batch in batches:
-                x, y = collate([self.dataset[i] for i in batch], batch)
+                x, y = (collate([self.dataset[i] for i in batch], batch) if batch else
+                        tuple(t[:0] for t in self.sample()))  # a rank with no row here
+                check_batch(x, y, f"the batch of dataset items {batch[:3]}...")
                 yield x.to(device), y.to(device)
             return
         if self._loader is None:
@@ -144,7 +165,8 @@ class _Items(Source):
                                       num_workers=self.num_workers, pin_memory=pin,
                                       collate_fn=_collate_items, persistent_workers=True)
         self._sampler.batches = batches
-        for x, y in self._loader:
+        for batch, (x, y) in zip(batches, self._loader, strict=True):
+            check_batch(x, y, f"the batch of dataset items {batch[:3]}...")
             yield x.to(device, non_blocking=pin), y.to(device, non_blocking=pin)
 
     def epoch(self, generator: torch.Generator, batch_size: int, device: torch.device
@@ -157,12 +179,6 @@ class _Items(Source):
         for (x, y), shard in zip(self._read(batches, device), shards, strict=True):
             yield Batch(x, y, shard)
 
-    def ordered(self, batch_size: int, device: torch.device, *, shard: bool = False
-                ) -> Iterator[tuple[Tensor, Tensor]]:
-        part = shard_rows(len(self)) if shard else Shard(0, len(self), len(self))
-        batches = [list(range(s, min(s + batch_size, part.stop)))
-                   for s in range(part.start, part.stop, batch_size)]
-        yield from self._read(batches, device)
 
     def sample(self) -> tuple[Tensor, Tensor]:
         positions = list(range(min(2, len(self))))
@@ -199,9 +215,10 @@ class _Loader(Source):
             yield Batch(x, y, Shard(world().rank * rows, (world().rank + 1) * rows,
                                     rows * size))
 
-    def ordered(self, batch_size: int, device: torch.device, *, shard: bool = False
-                ) -> Iterator[tuple[Tensor, Tensor]]:
-        yield from self._batches(device)
+    def ordered(self, batch_size: int, device: torch.device, *, split: str = "none"
+                ) -> Iterator[Batch]:
+        for x, y in self._batches(device):  # the loader's sampler shards, if anything does
+            yield Batch(x, y, Shard(0, int(x.shape[0]), int(x.shape[0])))
 
     def sample(self) -> tuple[Tensor, Tensor]:
         x, y = next(iter(self._batches(torch.device("cpu"))))
@@ -238,12 +255,16 @@ def make_source(data: Data, targets: Tensor | None = None, *, num_workers: int =
 
 
 def check_batch(x: Any, y: Any, where: str) -> None:
-    """Images float (B, C, H, W) finite in [0, 1] and one target per image."""
+    """Images float (B, C, H, W), finite and in [0, 1], and one target per image."""
     check_float(f"images of {where}", x)
     check_ndim(f"images of {where}", x, (4,))
     if not isinstance(y, Tensor) or y.shape[:1] != x.shape[:1]:
         raise ValueError(f"{where} must hold one target per image, got "
                          f"{getattr(y, 'shape', type(y).__name__)} for {x.shape[0]} images")
+    if x.numel() and not (bool(torch.isfinite(x).all()) and float(x.min()) >= 0.0
+                          and float(x.max()) <= 1.0):
+        raise ValueError(f"images of {where} must be finite and in [0, 1], got values in "
+                         f"[{float(x.min()):g}, {float(x.max()):g}]")
 
 
 def collate(items: Sequence[Any], positions: Sequence[int]) -> tuple[Tensor, Tensor]:

@@ -78,7 +78,7 @@ def predict_logits(model: nn.Module, images: Data | Source, *, batch_size: int =
     model.eval()
     try:
         model.to(target)
-        outputs = [model(x).float().cpu() for x, _ in source.ordered(batch_size, target)]
+        outputs = [model(b.x).float().cpu() for b in source.ordered(batch_size, target)]
     finally:
         model.train(was_training)
     if not outputs:
@@ -112,9 +112,9 @@ def evaluate(model: nn.Module, images: Data | Source, labels: Tensor | None = No
     loss_sum = torch.zeros((), dtype=torch.float64)
     try:
         model.to(target)
-        for x, y in source.ordered(batch_size, target, shard=True):
-            logits = model(x).float()
-            y = check_hard_labels("labels", y, logits.shape[1])
+        for batch in source.ordered(batch_size, target, split="data"):
+            logits = model(batch.x).float()
+            y = check_hard_labels("labels", batch.y, logits.shape[1])
             counts = torch.bincount(y * logits.shape[1] + logits.argmax(1),
                                     minlength=logits.shape[1] ** 2).cpu()
             matrix = counts if matrix is None else matrix + counts

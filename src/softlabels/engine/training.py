@@ -349,13 +349,15 @@ class _Step:
         # the global batch mean's whatever the shard sizes.
         weight = batch.shard.size / batch.shard.total
         failure: Exception | None = None
-        try:
-            loss, terms = self._loss(batch, generator)
-            (loss * weight if self.scaler is None
-             else self.scaler.scale(loss * weight)).backward()
-        except Exception as err:  # every rank must learn of it, or the others wait forever
-            failure, loss, terms = err, torch.zeros(()), {}
-            self.optimizer.zero_grad(set_to_none=True)
+        loss, terms = torch.zeros((), device=batch.x.device), {}
+        if batch.shard.size:  # a rank without rows in this batch adds nothing
+            try:
+                loss, terms = self._loss(batch, generator)
+                (loss * weight if self.scaler is None
+                 else self.scaler.scale(loss * weight)).backward()
+            except Exception as err:  # every rank must learn of it, or the others would wait
+                failure = err
+                self.optimizer.zero_grad(set_to_none=True)
         total, failed = all_reduce_gradients(self.parameters, loss * weight,
                                              failed=failure is not None)
         if failed:

@@ -30,6 +30,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..attacks import pgd
+from ..distributed import all_reduce_sum
 from ..runtime import follow_device
 from .temperatures import ClassTemperatures
 from .training import AttackConfig, GeneratorState
@@ -195,7 +196,12 @@ class ABSLD(RSLAD):
                 self._risk[row].index_add_(0, y.cpu(), losses)
 
     def epoch_end(self, epoch: int) -> dict[str, float]:
-        """Update both temperature vectors from the epoch's risk; decay the rate if due."""
+        """Update both temperature vectors from the epoch's risk; decay the rate if due.
+
+        Under data-parallel training each rank has summed the risk of its shards; the sum over
+        ranks is the risk of the whole epoch, so every rank makes the same update.
+        """
+        all_reduce_sum(self._risk)
         self.adv_temperatures.update(self._risk[0])
         self.nat_temperatures.update(self._risk[1])
         self._risk.zero_()

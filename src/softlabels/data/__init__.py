@@ -26,6 +26,7 @@ from .segmentation import (
     paired_random_scale,
 )
 from .split import sample_per_class, train_val_split
+from .streaming import STREAMABLE, StreamingImageFolder, stream_dataset
 from .types import DatasetInfo, ImageDataset
 
 __all__ = [
@@ -33,6 +34,7 @@ __all__ = [
     "DSA_STRATEGY",
     "RESOURCES",
     "SOURCES",
+    "STREAMABLE",
     "Augment",
     "DSAParams",
     "DatasetInfo",
@@ -42,6 +44,7 @@ __all__ = [
     "RandomFlip",
     "Resource",
     "SegmentationDataset",
+    "StreamingImageFolder",
     "augmentation",
     "default_cache_dir",
     "download_dataset",
@@ -57,5 +60,6 @@ __all__ = [
     "random_crop",
     "random_flip",
     "sample_per_class",
+    "stream_dataset",
     "train_val_split",
 ]

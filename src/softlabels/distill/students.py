@@ -47,7 +47,7 @@ from .._checks import (
     check_positive_int,
 )
 from ..engine.config import TrainConfig
-from ..engine.data import batch_bounds
+from ..engine.data import batch_bounds, make_source
 from ..engine.optim import build_optimizer, build_scheduler
 from ..engine.training import NonFiniteLossError, fit
 from ..labels import validate
@@ -118,13 +118,13 @@ class StudentsResult:
 
 def train_students(
     build_model: ModelBuilder,
-    images: Tensor,
-    targets: Tensor,
+    images: Tensor | Any,
+    targets: Tensor | None,
     config: TrainConfig,
     seeds: Sequence[int],
     *,
     augment: AugmentFn | None = None,
-    eval_data: tuple[Tensor, Tensor] | None = None,
+    eval_data: tuple[Tensor, Tensor] | Any | None = None,
     eval_batch_size: int = 64,
     device: str | torch.device = "auto",
     vectorize: bool = True,
@@ -139,9 +139,10 @@ def train_students(
             RNG seeded with ``seed`` (and restored afterwards), so a builder that just calls
             ``create_model(...)`` gets a per-seed initialisation. All students must have the
             same parameter and buffer names, shapes and dtypes.
-        images: float (N, C, H, W) in [0, 1].
+        images: float (N, C, H, W) in [0, 1], or a dataset / loader of (image, target) pairs
+            (read whole: a distilled set is small).
         targets: soft labels float (N, K) (rows summing to 1, or less for top-k labels) or hard
-            labels int64 (N,) in [0, K).
+            labels int64 (N,) in [0, K); None with a dataset.
         config: epochs, batch size, optimiser and schedule, as for
             :func:`~softlabels.engine.fit`; ``config.eval_every`` sets how often ``eval_data``
             is scored (it always is after the last epoch). ``config.seed`` is not used: each
@@ -150,7 +151,8 @@ def train_students(
         augment: ``augment(batch (B, C, H, W), generator) -> batch`` (e.g.
             :class:`~softlabels.data.dsa.DSA`), applied to every student's batch with that
             student's generator.
-        eval_data: (images (M, C, H, W), labels int64 (M,)) to score the students on.
+        eval_data: (images (M, C, H, W), labels int64 (M,)) to score the students on, or a
+            dataset / loader of (image, label) pairs.
         eval_batch_size: images per evaluation forward pass; each pass holds activations
             for ``S * eval_batch_size`` images.
         device: ``"auto"``, ``"cpu"``, ``"cuda"`` or a ``torch.device``.
@@ -194,6 +196,10 @@ def train_students(
     if not isinstance(config, TrainConfig):
         raise TypeError(f"config must be a TrainConfig, got {type(config).__name__}")
     seed_list = _check_seeds(seeds)
+    if not isinstance(images, Tensor):  # a dataset: a distilled set is small, so held whole
+        images, targets = _materialize(images, targets)
+    if eval_data is not None and not isinstance(eval_data, tuple):
+        eval_data = _materialize(eval_data, None)
     _check_data(images, targets)
     if eval_data is not None:
         _check_eval_data(eval_data, images)
@@ -488,6 +494,12 @@ def _stacked_accuracy(eval_call: Callable[..., Tensor], params: dict[str, Tensor
         logits = eval_call(params, buffers, images[start:start + batch_size])  # (S, B, K)
         correct += (logits.argmax(dim=2) == labels[start:start + batch_size]).sum(dim=1)
     return (correct.double() / images.shape[0]).tolist()
+
+
+def _materialize(data: Any, targets: Tensor | None) -> tuple[Tensor, Tensor]:
+    """A dataset or loader of (image, target) pairs as two tensors, in its order."""
+    batches = list(make_source(data, targets).ordered(256, torch.device("cpu")))
+    return torch.cat([b.x for b in batches]), torch.cat([b.y for b in batches])
 
 
 # --------------------------------------------------------------------------- input checks

@@ -35,7 +35,7 @@ PARALLEL_MIN_FILES = 2048
 _CHUNK_FILES = 512
 
 
-def _decode_one(path: str) -> np.ndarray:
+def decode_image(path: str) -> np.ndarray:
     """Decode one file to ``(H, W)`` grey or ``(H, W, 3)`` RGB ``uint8``."""
     # PIL is imported in the worker: the main process may never need it (cache hit).
     from PIL import Image, UnidentifiedImageError
@@ -61,7 +61,7 @@ def _decode_one(path: str) -> np.ndarray:
 
 def _decode_chunk(paths: Sequence[str]) -> np.ndarray:
     """Decode files of one size into ``(n, H, W, C)`` ``uint8`` with C = 1 or 3."""
-    arrays = [_decode_one(p) for p in paths]
+    arrays = [decode_image(p) for p in paths]
     size = arrays[0].shape[:2]
     for path, array in zip(paths, arrays, strict=True):
         if array.shape[:2] != size:
@@ -155,10 +155,11 @@ def _read_tree(paths: list[str], labels: np.ndarray, class_names: tuple[str, ...
     return RawSplit(images=decode_images(paths), labels=labels, class_names=class_names)
 
 
-def locate_tree(
+def tree_files(
     root: Path, split: str, *, canonical: tuple[str, ...] | None = None, what: str = "ImageFolder"
-) -> SplitPlan:
-    """Find the files of ``root/<split>/<class>/*`` (see the module docstring for the rules).
+) -> tuple[list[str], np.ndarray, tuple[str, ...]]:
+    """``(paths, labels, class_names)`` of ``root/<split>/<class>/*`` (see the module
+    docstring for the rules); nothing is decoded.
 
     Raises:
         FileNotFoundError: if the root or split folder is missing or holds no images; the message
@@ -189,8 +190,16 @@ def locate_tree(
         raise FileNotFoundError(
             f"no image files ({', '.join(IMAGE_SUFFIXES)}) under {str(split_dir)!r}/<class>/"
         )
+    return paths, labels, class_names
+
+
+def locate_tree(
+    root: Path, split: str, *, canonical: tuple[str, ...] | None = None, what: str = "ImageFolder"
+) -> SplitPlan:
+    """The :class:`SplitPlan` of ``root/<split>/<class>/*`` (files from :func:`tree_files`)."""
+    paths, labels, class_names = tree_files(root, split, canonical=canonical, what=what)
     return SplitPlan(
-        origin=str(split_dir),
+        origin=str(root / split),
         files=tuple(paths),
         read=partial(_read_tree, paths, labels, class_names),
         key_extra=class_names,

@@ -28,8 +28,8 @@ import torch
 import torch.distributed as dist
 from torch import Tensor, nn
 
-__all__ = ["Shard", "World", "all_reduce_gradients", "all_reduce_sum", "barrier",
-           "broadcast_parameters", "check_same_on_every_rank", "draw_rows",
+__all__ = ["Shard", "World", "all_gather_objects", "all_reduce_gradients", "all_reduce_sum",
+           "barrier", "broadcast_parameters", "check_same_on_every_rank", "draw_rows",
            "init_from_environment", "raise_on_every_rank", "shard_rows", "sharded", "world"]
 
 
@@ -176,15 +176,20 @@ def raise_on_every_rank(error: BaseException | None) -> None:
     Raises:
         ValueError: the failing ranks' messages (the failing rank chains its own error).
     """
-    current = world()
-    messages: list[Any] = [None] * current.size
     text = None if error is None else f"{type(error).__name__}: {error}"
-    if current.size > 1:
-        dist.all_gather_object(messages, text)
-    else:
-        messages = [text]
+    messages = all_gather_objects(text)
     failed = "; ".join(f"rank {r}: {m}" for r, m in enumerate(messages) if m is not None)
     raise ValueError(f"training stopped on every rank: {failed}") from error
+
+
+def all_gather_objects(value: Any) -> list[Any]:
+    """``[value of rank 0, value of rank 1, ...]`` on every rank (``[value]`` alone)."""
+    current = world()
+    if current.size == 1:
+        return [value]
+    values: list[Any] = [None] * current.size
+    dist.all_gather_object(values, value)
+    return values
 
 
 def barrier() -> None:
@@ -206,11 +211,9 @@ def check_same_on_every_rank(name: str, value: Any) -> None:
     Raises:
         ValueError: naming ``name`` and the ranks' values; every rank raises, none hangs.
     """
-    current = world()
-    if current.size == 1:
+    if world().size == 1:
         return
-    values: list[Any] = [None] * current.size
-    dist.all_gather_object(values, value)
+    values = all_gather_objects(value)
     if any(v != values[0] for v in values):
         raise ValueError(f"{name} differs between ranks: "
                          + ", ".join(f"rank {r}: {v!r}" for r, v in enumerate(values)))

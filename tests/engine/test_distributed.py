@@ -18,10 +18,12 @@ import torch.multiprocessing as mp
 from torch import nn
 
 from softlabels.attacks import robust_evaluate, standard_attacks
-from softlabels.data import RandomFlip
+from softlabels.data import RandomFlip, SegmentationDataset
+from softlabels.data.types import DatasetInfo
 from softlabels.engine import TrainConfig, evaluate, fit
 from softlabels.models import create_model
 from softlabels.robust import ABSLD, AttackConfig
+from softlabels.seg import evaluate_segmentation
 
 WORLD = 2
 N = 37  # uneven: shards of a batch differ in size, and the last batch is short
@@ -70,6 +72,12 @@ def _scenarios(tmp: Path) -> dict[str, Any]:
         show_progress=False)
     out["absld"] = student.state_dict()
     out["tau"] = absld.adv_temperatures.values.clone()
+    masks = (x[:, 0] * 3).long().clamp_max(2)
+    masks[:, 0, 0] = 255  # an ignored pixel
+    segmenter = create_model("unet", 3, 1, 8, base_width=4)
+    scenes = SegmentationDataset(x, masks, DatasetInfo("toy", ("a", "b", "c"), (0.5,), (0.3,)),
+                                 ignore_index=255)
+    out["seg"] = evaluate_segmentation(segmenter, scenes, batch_size=5, device="cpu")
     # Interrupted after 2 of 3 epochs (every rank stops at the same point)...
     stop = _StopAfter(2)
     with pytest.raises(KeyboardInterrupt):
@@ -154,6 +162,12 @@ def test_all_reduced_scores_equal_one_process(ranks: Any, single: Any) -> None:
         assert torch.equal(out["evaluate"].nan_to_num(-1), single["evaluate"].nan_to_num(-1))
         for name, accuracy in single["robust"].items():
             torch.testing.assert_close(out["robust"][name], accuracy)
+        # Counts gathered in image order: exact. ECE sums probabilities that other batch
+        # shapes round differently, so it is equal up to float rounding.
+        exact = {k: v for k, v in single["seg"].items() if not k.startswith("ece")}
+        assert str({k: out["seg"][k] for k in exact}) == str(exact)
+        for key in ("ece_dataset", "ece_image"):
+            assert out["seg"][key] == pytest.approx(single["seg"][key], rel=1e-6)
 
 
 @pytest.mark.slow

@@ -42,6 +42,7 @@ from .._checks import (
     check_probabilities,
     check_tensor,
 )
+from ..distributed import all_gather_objects
 from .segmentation import _kept_pixels
 
 __all__ = ["CalibrationError", "expected_calibration_error"]
@@ -139,6 +140,14 @@ class CalibrationError:
         self._pooled += torch.stack([count.sum(0), confidence.sum(0), correct.sum(0)])
         if spatial:
             self._per_image.append(_ece(count, confidence, correct))
+
+    def gather(self) -> None:
+        """Under ``torchrun``: hold every rank's samples (in rank order); a no-op in a single
+        process."""
+        parts = all_gather_objects((self._pooled, self._per_image, self._spatial))
+        self._pooled = sum((p[0] for p in parts), torch.zeros_like(self._pooled))
+        self._per_image = [t for p in parts for t in p[1]]
+        self._spatial = next((p[2] for p in parts if p[2] is not None), None)
 
     def compute(self) -> dict[str, float]:
         """``{"ece_dataset": ECE^D, "ece_image": ECE^I}`` in percent.

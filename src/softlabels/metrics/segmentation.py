@@ -55,6 +55,7 @@ from .._checks import (
     check_positive_int,
     check_tensor,
 )
+from ..distributed import all_gather_objects
 
 __all__ = [
     "LEVELS",
@@ -307,6 +308,12 @@ class SegmentationMetrics:
             empty = torch.zeros(0, self.num_classes, dtype=torch.int64)
             return empty, empty.clone(), empty.clone()
         return torch.cat(self._tp), torch.cat(self._fp), torch.cat(self._fn)
+
+    def gather(self) -> None:
+        """Under ``torchrun``: hold every rank's images (in rank order), so each rank computes
+        the metrics of the whole evaluation set exactly; a no-op in a single process."""
+        tables = all_gather_objects(self.counts())
+        self._tp, self._fp, self._fn = ([t[i] for t in tables] for i in range(3))
 
     def compute(self) -> dict[str, Any]:
         """Every metric over the images seen so far (fractions in [0, 1]).

@@ -191,5 +191,6 @@ def _uninterrupted() -> dict[str, torch.Tensor]:
 def test_bad_input_on_one_rank_stops_every_rank_with_its_message(ranks: Any) -> None:
     for out in ranks[0]:
         assert "training stopped on every rank: rank " in out["errors"]["labels"]
-        assert "[0, 4)" in out["errors"]["labels"] and "99" in out["errors"]["labels"]
+        assert "[0, 4)" in out["errors"]["labels"]
+        assert "99" in out["errors"]["labels"]
         assert "the training config differs between ranks" in out["errors"]["config"]

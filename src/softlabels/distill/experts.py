@@ -20,6 +20,7 @@ from torch import Tensor, nn
 
 from .._checks import check_float, check_ndim, check_positive_int
 from .._io import torch_save
+from ..distributed import world
 from ..engine import (
     TrainConfig,
     epoch_checkpoint_name,
@@ -28,7 +29,6 @@ from ..engine import (
     predict_logits,
     saved_checkpoint_epochs,
 )
-from ..distributed import world
 from ..runtime import build_seeded
 
 __all__ = ["Experts", "early_checkpoint_epochs", "train_experts"]

@@ -25,7 +25,7 @@ def test_help_lists_commands() -> None:
     assert "train" in result.stdout
     sub = subprocess.run([sys.executable, "-m", "softlabels.cli", "train", "--help"],
                          capture_output=True, text=True, check=True)
-    for flag in ("--config", "--out", "--seeds", "--device", "--quick", "--images-per-class",
+    for flag in ("--config", "--out", "--seeds", "--device", "--quick", "--ipc",
                  "--executor", "--workers", "--retries"):
         assert flag in sub.stdout
 
@@ -39,7 +39,7 @@ def test_the_old_seed_flag_still_works_with_a_deprecation_message(
         tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     with pytest.warns(FutureWarning, match="'seed' is deprecated.*'seeds'"):
         assert main(["train", "--seed", "3", "--labels", "hard", "--epochs", "1",
-                     "--images-per-class", "1", "--model-args", "width=4", "depth=1",
+                     "--ipc", "1", "--model-args", "width=4", "depth=1",
                      "--out", str(tmp_path), "--json"]) == 0
     assert [r["seed"] for r in json.loads(capsys.readouterr().out)] == [3]
 
@@ -54,7 +54,7 @@ def test_console_script_is_installed() -> None:
 def test_train_quick_writes_config_results_and_label_store(quick_run: Path,
                                                            capsys: pytest.CaptureFixture) -> None:
     config = json.loads((quick_run / "config.json").read_text())
-    assert config["config"]["images_per_class"] == 5
+    assert config["config"]["ipc"] == 5
     assert config["config"]["seeds"] == [0]
     assert config["study"] == "train"
     rows = [json.loads(line) for line in (quick_run / "results.jsonl").read_text().splitlines()]
@@ -100,7 +100,7 @@ def test_different_config_in_same_folder_is_refused(quick_run: Path,
 
 def test_config_file_and_flag_precedence(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     config = tmp_path / "c.yaml"
-    config.write_text("labels: [hard]\nepochs: 2\nimages_per_class: 3\nmodel_args: [width=8]\n")
+    config.write_text("labels: [hard]\nepochs: 2\nipc: 3\nmodel_args: [width=8]\n")
     out = tmp_path / "run"
     assert main(["train", "--config", str(config), "--epochs", "3", "--out", str(out),
                  "--json"]) == 0
@@ -108,7 +108,7 @@ def test_config_file_and_flag_precedence(tmp_path: Path, capsys: pytest.CaptureF
     assert [r["labels"] for r in rows] == ["hard"]
     stored = json.loads((out / "config.json").read_text())["config"]
     assert stored["epochs"] == 3  # the flag wins over the file
-    assert stored["images_per_class"] == 3
+    assert stored["ipc"] == 3
     assert stored["model_args"] == ["width=8"]
 
 
@@ -118,7 +118,7 @@ def test_config_file_and_flag_precedence(tmp_path: Path, capsys: pytest.CaptureF
         (["--dataset", "imagenet"], "unknown dataset 'imagenet'; valid names: ['cifar10'"),
         (["--model", "vit"], "name must be one of ['convnet'"),
         (["--augment", "mixup"], "invalid choice: 'mixup' (choose from 'dsa', 'flip',"),
-        (["--images-per-class", "500"], "per_class=500 but class 0 has only"),
+        (["--ipc", "500"], "per_class=500 but class 0 has only"),
         (["--dataset", "cifar10", "--data-root", "/nonexistent/folder"], "cifar10"),
         (["--model-args", "width"], "KEY=VALUE"),
         (["--model-args", "heads=4"], "unexpected keyword argument(s) ['heads']"),
@@ -145,7 +145,7 @@ def test_unknown_config_key(tmp_path: Path, capsys: pytest.CaptureFixture) -> No
 
 def test_a_sweep_can_be_extended_in_the_same_folder(tmp_path: Path,
                                                     capsys: pytest.CaptureFixture) -> None:
-    base = ["train", "--epochs", "1", "--images-per-class", "2", "--model-args", "width=8",
+    base = ["train", "--epochs", "1", "--ipc", "2", "--model-args", "width=8",
             "--out", str(tmp_path), "--json"]
     assert main([*base, "--labels", "hard"]) == 0
     first = json.loads(capsys.readouterr().out)

@@ -14,8 +14,8 @@ PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 @pytest.fixture(scope="module")
 def seg_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("seg")
-    assert main(["seg", "--quick", "--losses", "ce", "ce+jml", "--labels", "hard", "ls", "kd",
-                 "semi", "--out", str(out), "--device", "cpu"]) == 0
+    assert main(["seg", "--quick", "--losses", "ce", "ce+jml", "--labels", "hard", "smooth",
+                 "teacher", "semi", "--out", str(out), "--device", "cpu"]) == 0
     return out
 
 
@@ -25,9 +25,10 @@ def test_one_row_per_cell_with_scores(seg_run: Path) -> None:
     students = [r for r in rows if "loss" in r]
     assert len(teachers) + len(students) == len(rows)
     assert {(r["loss"], r["labels"]) for r in students} == {
-        (loss, labels) for loss in ("ce", "ce+jml") for labels in ("hard", "ls", "kd", "semi")}
+        (loss, labels) for loss in ("ce", "ce+jml")
+        for labels in ("hard", "smooth", "teacher", "semi")}
     # One teacher per label mode that needs one, scored on the test split like the students.
-    assert sorted(r["labels"] for r in teachers) == ["kd", "semi"]
+    assert sorted(r["labels"] for r in teachers) == ["semi", "teacher"]
     for row in rows:
         for key in ("miou_dataset", "miou_image", "miou_class", "miou_image_worst"):
             assert 0.0 <= row[key] <= 1.0
@@ -38,14 +39,14 @@ def test_one_row_per_cell_with_scores(seg_run: Path) -> None:
         assert math.isfinite(row["train_loss"])
     # Teachers are trained once per label mode that needs one, and checkpointed.
     names = sorted(p.name for p in (seg_run / "checkpoints").iterdir())
-    assert "teacher-kd-s0" in names
+    assert "teacher-s0" in names
     assert "teacher-semi-s0" in names
 
 
 def test_report_and_figure(seg_run: Path) -> None:
     report = (seg_run / "report.md").read_text()
-    assert "| ce+jml | kd | 1 |" in report
-    assert "| kd | 0 |" in report  # the teachers' own scores
+    assert "| ce+jml | teacher | 1 |" in report
+    assert "| teacher | 0 |" in report  # the teachers' own scores
     assert "predictions.png" in report
     figure = (seg_run / "predictions.png").read_bytes()
     assert figure.startswith(PNG_SIGNATURE)
@@ -54,8 +55,8 @@ def test_report_and_figure(seg_run: Path) -> None:
 
 def test_rerun_resumes(seg_run: Path, capsys: pytest.CaptureFixture) -> None:
     before = (seg_run / "results.jsonl").read_text()
-    assert main(["seg", "--quick", "--losses", "ce", "ce+jml", "--labels", "hard", "ls", "kd",
-                 "semi", "--out", str(seg_run), "--json"]) == 0
+    assert main(["seg", "--quick", "--losses", "ce", "ce+jml", "--labels", "hard", "smooth",
+                 "teacher", "semi", "--out", str(seg_run), "--json"]) == 0
     assert (seg_run / "results.jsonl").read_text() == before
     assert len(json.loads(capsys.readouterr().out)) == 10  # 8 students and 2 teachers
 
@@ -82,7 +83,8 @@ def test_bad_input(tmp_path: Path, capsys: pytest.CaptureFixture, argv, message)
     ("field", "value", "message"),
     [("seeds", (0, 0), "seeds must not repeat"), ("losses", ("ce", "ce"), "losses must not"),
      ("teacher_epochs", 0, "teacher_epochs must be >= 1"), ("kernel", 2, "kernel must be an odd"),
-     ("temperature", -1.0, "temperature must be > 0"), ("eps", 1.5, "eps must be >= 0.0 and"),
+     ("temperature", -1.0, "temperature must be > 0"),
+     ("smoothing", 1.5, "smoothing must be >= 0.0"),
      ("figure_images", -1, "figure_images must be >= 0"), ("seeds", (), "seeds must name")],
 )
 def test_config_errors_are_raised_at_construction(field, value, message) -> None:

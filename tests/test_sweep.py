@@ -65,7 +65,7 @@ def _registered() -> Iterator[None]:
     STUDIES.pop("fixture", None)
 
 
-TINY_TRAIN = {"labels": ("hard", "smooth"), "seeds": (0, 1), "images_per_class": 2,
+TINY_TRAIN = {"labels": ("hard", "smooth"), "seeds": (0, 1), "ipc": 2,
               "epochs": 2, "model_args": ("width=8", "depth=1")}
 
 

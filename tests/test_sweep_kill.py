@@ -17,17 +17,17 @@ from softlabels.results import ResultsLog
 
 # Tiny sweeps of a few seconds each, with a first stage (teacher or expert) and several cells.
 SWEEPS: dict[str, list[str]] = {
-    "train": ["--labels", "hard", "teacher", "--seeds", "0", "1", "--images-per-class", "3",
+    "train": ["--labels", "hard", "teacher", "--seeds", "0", "1", "--ipc", "3",
               "--epochs", "30", "--teacher-epochs", "4", "--model-args", "width=8", "depth=1",
               "--teacher-args", "width=8", "depth=1"],
-    "seg": ["--labels", "hard", "kd", "--losses", "ce", "ce+jml", "--epochs", "3",
+    "seg": ["--labels", "hard", "teacher", "--losses", "ce", "ce+jml", "--epochs", "3",
             "--teacher-epochs", "2", "--model-args", "base_width=4", "--teacher-args",
             "base_width=4", "--figure-images", "0", "--batch-size", "32"],
     "robust": ["--quick", "--methods", "rslad", "absld", "--seeds", "0", "--epochs", "4",
                "--teacher-epochs", "3", "--select-every", "2"],
     "distill": ["--model-args", "width=4", "depth=1", "--expert-epochs", "3",
                 "--expert-augment", "none", "--expert-epoch", "1", "3", "--select-epoch",
-                "--ipc", "1", "2", "--labels", "hard", "expert", "--seeds", "0",
+                "--ipc", "1", "2", "--labels", "hard", "teacher", "--seeds", "0",
                 "--student-epochs", "100", "--eval-every", "50", "--images", "random", "dm",
                 "--dm-iterations", "30"],
 }

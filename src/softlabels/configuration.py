@@ -19,7 +19,7 @@ from typing import Any, TypeVar
 import yaml
 
 __all__ = ["add_config_arguments", "build_config", "check_fields", "field_help",
-           "load_config_file"]
+           "load_config_file", "parse_float", "renamed_value", "upgrade_fields"]
 
 
 def field_help(text: str, *, choices: Sequence[Any] | None = None, low: float | None = None,
@@ -91,6 +91,96 @@ def _check_value(name: str, value: Any, meta: Any) -> None:
 C = TypeVar("C")
 
 
+def parse_float(value: Any) -> float:
+    """A float from a number or text such as ``"0.1"``, ``"1e-3"`` or a fraction ``"8/255"``.
+
+    Fractions are read as two numbers and divided (no expression is evaluated), so an
+    attack radius can be given as it is written in papers.
+
+    Raises:
+        ValueError: the text is neither a number nor ``a/b`` with ``b != 0``.
+    """
+    if isinstance(value, bool):
+        raise ValueError(f"expected a number, got {value!r}")
+    if isinstance(value, int | float):
+        return float(value)
+    text = str(value).strip()
+    try:
+        return float(text)
+    except ValueError:
+        pass
+    numerator, slash, denominator = text.partition("/")
+    try:
+        top, bottom = float(numerator), float(denominator)
+    except ValueError:
+        top = bottom = None  # type: ignore[assignment]
+    if not slash or top is None or bottom == 0.0:
+        raise ValueError(f"expected a number or a fraction such as 8/255, got {value!r}")
+    return top / bottom
+
+
+# argparse names the type in its error ("invalid float value: 'x'").
+parse_float.__name__ = "float"
+
+
+class _Choices(tuple):
+    """The current choices of a flag (what ``--help`` lists), which also accepts the
+    deprecated spellings so that argparse lets them through to :func:`build_config`."""
+
+    old: frozenset[str]
+
+    def __new__(cls, current: Sequence[Any], old: Sequence[str]) -> _Choices:
+        made = super().__new__(cls, current)
+        made.old = frozenset(old)
+        return made
+
+    def __contains__(self, value: object) -> bool:
+        return tuple.__contains__(self, value) or value in self.old
+
+
+def renamed_value(name: str, table: dict[str, str], value: Any, *, warn: bool = True,
+                  stacklevel: int = 3) -> Any:
+    """``value`` of field ``name`` (a string, or a tuple/list of them) with the old spellings
+    of ``table`` (old -> new) replaced, warning (``FutureWarning``) about each one met."""
+    if isinstance(value, list | tuple):
+        met = [v for v in value if isinstance(v, str) and v in table]
+        value = type(value)(table.get(v, v) if isinstance(v, str) else v for v in value)
+    elif isinstance(value, str) and value in table:
+        met, value = [value], table[value]
+    else:
+        return value
+    if met and warn:
+        spelled = ", ".join(f"{old!r} -> {table[old]!r}" for old in dict.fromkeys(met))
+        warnings.warn(f"{name} value(s) {spelled}: the old spelling is deprecated and will be "
+                      "removed in the next release", FutureWarning, stacklevel=stacklevel)
+    return value
+
+
+def upgrade_fields(cls: type, layer: dict[str, Any], *, warn: bool = True) -> dict[str, Any]:
+    """``layer`` (field name -> value) with the deprecated field names of ``cls.RENAMED`` and
+    the deprecated values of ``cls.RENAMED_VALUES`` replaced by their current spellings.
+
+    A stored ``config.json`` of an older run is read with ``warn=False``: the user did not
+    type those spellings, so there is nothing for them to change.
+    """
+    renamed: dict[str, str] = getattr(cls, "RENAMED", {})
+    layer = dict(layer)
+    for old, new in renamed.items():
+        if old not in layer:
+            continue
+        if new in layer:
+            raise ValueError(f"give {new!r} or its old name {old!r}, not both")
+        if warn:
+            warnings.warn(f"config field {old!r} is deprecated and will be removed in the next "
+                          f"release; use {new!r} (--{new.replace('_', '-')})", FutureWarning,
+                          stacklevel=3)
+        layer[new] = layer.pop(old)
+    for name, table in getattr(cls, "RENAMED_VALUES", {}).items():
+        if name in layer:
+            layer[name] = renamed_value(name, table, layer[name], warn=warn, stacklevel=4)
+    return layer
+
+
 def add_config_arguments(parser: argparse.ArgumentParser, cls: type) -> None:
     """Add one ``--field-name`` flag per dataclass field, with the field's ``help`` metadata.
 
@@ -108,18 +198,20 @@ def add_config_arguments(parser: argparse.ArgumentParser, cls: type) -> None:
         kwargs: dict[str, Any] = {"dest": item.name, "default": argparse.SUPPRESS,
                                   "help": help_text}
         if "choices" in item.metadata:
-            kwargs["choices"] = item.metadata["choices"]
+            old = getattr(cls, "RENAMED_VALUES", {}).get(item.name, {})
+            kwargs["choices"] = _Choices(item.metadata["choices"], tuple(old))
         if kind is bool:
             kwargs["action"] = argparse.BooleanOptionalAction
         else:
-            kwargs["type"] = kind
+            kwargs["type"] = parse_float if kind is float else kind
             if is_list:
                 kwargs["nargs"] = "+"
         parser.add_argument(flag, **kwargs)
     for old, new in getattr(cls, "RENAMED", {}).items():
         kind, _ = _base_type(hints[new])
         parser.add_argument("--" + old.replace("_", "-"), dest=old, default=argparse.SUPPRESS,
-                            type=kind, help=argparse.SUPPRESS)
+                            type=parse_float if kind is float else kind,
+                            help=argparse.SUPPRESS)
 
 
 def load_config_file(path: str | Path) -> dict[str, Any]:
@@ -150,28 +242,12 @@ def build_config(cls: type[C], *layers: dict[str, Any]) -> C:
     hints = typing.get_type_hints(cls)
     merged: dict[str, Any] = {}
     for layer in layers:
-        layer = _renamed(cls, layer)
+        layer = upgrade_fields(cls, layer)
         unknown = sorted(set(layer) - names)
         if unknown:
             raise ValueError(f"unknown config field(s) {unknown}; valid fields: {sorted(names)}")
         merged.update(layer)
     return cls(**{name: _coerce(name, value, hints[name]) for name, value in merged.items()})
-
-
-def _renamed(cls: type, layer: dict[str, Any]) -> dict[str, Any]:
-    """``layer`` with the old field names of ``cls.RENAMED`` mapped to their new names."""
-    renamed: dict[str, str] = getattr(cls, "RENAMED", {})
-    layer = dict(layer)
-    for old, new in renamed.items():
-        if old not in layer:
-            continue
-        if new in layer:
-            raise ValueError(f"give {new!r} or its old name {old!r}, not both")
-        warnings.warn(f"config field {old!r} is deprecated and will be removed in the next "
-                      f"release; use {new!r} (--{new.replace('_', '-')})", FutureWarning,
-                      stacklevel=3)
-        layer[new] = layer.pop(old)
-    return layer
 
 
 def _coerce(name: str, value: Any, hint: Any) -> Any:
@@ -184,10 +260,11 @@ def _coerce(name: str, value: Any, hint: Any) -> Any:
         return tuple(_coerce(name, item, kind) for item in items)
     if kind in (int, float) and not isinstance(value, bool):
         try:
-            converted = kind(value)
+            converted = parse_float(value) if kind is float else kind(value)
         except (TypeError, ValueError):
-            raise ValueError(f"config field {name!r} must be of type {kind.__name__}, got "
-                             f"{value!r}") from None
+            hint = " (a number, or a fraction such as 8/255)" if kind is float else ""
+            raise ValueError(f"config field {name!r} must be of type {kind.__name__}{hint}, "
+                             f"got {value!r}") from None
         if kind is int and isinstance(value, float) and converted != value:
             raise ValueError(f"config field {name!r} must be of type int, got {value!r}")
         return converted

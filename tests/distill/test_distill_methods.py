@@ -38,11 +38,11 @@ def _blobs(n_per_class: int = 12, seed: int = 0) -> tuple[torch.Tensor, torch.Te
 
 
 def test_grid_varies_each_mode_only_along_its_axes() -> None:
-    cells = cells_for("test", "random", 10, ["hard", "expert", "topk", "learned"], [5, 20],
+    cells = cells_for("test", "random", 10, ["hard", "teacher", "topk", "learned"], [5, 20],
                       [1.0, 2.0], [1, 3])
     counts = {mode: sum(c.labels == mode for c in cells)
-              for mode in ("hard", "expert", "topk", "learned")}
-    assert counts == {"hard": 1, "expert": 4, "topk": 8, "learned": 1}
+              for mode in ("hard", "teacher", "topk", "learned")}
+    assert counts == {"hard": 1, "teacher": 4, "topk": 8, "learned": 1}
     hard = next(c for c in cells if c.labels == "hard")
     assert (hard.expert_epoch, hard.temperature, hard.k) == (None, None, None)
     assert len({c.name() for c in cells}) == len(cells)

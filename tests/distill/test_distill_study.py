@@ -29,7 +29,7 @@ FIGURES = ("acc_vs_ipc.png", "expert_epoch.png", "pareto.png", "topk_heatmap.png
 # A sweep of a few seconds: tiny ConvNet, few epochs, digits.
 TINY: dict[str, Any] = {
     "model_args": ("width=4", "depth=1"), "expert_epochs": 2, "expert_batch_size": 128,
-    "expert_lr": 0.05, "ipc": (1,), "labels": ("hard", "expert"), "expert_epoch": (1, 2),
+    "expert_lr": 0.05, "ipc": (1,), "labels": ("hard", "teacher"), "expert_epoch": (1, 2),
     "seeds": (0,), "student_epochs": 4, "eval_every": 2, "student_augment": "none",
     "expert_augment": "none",
 }
@@ -74,7 +74,7 @@ def test_quick_writes_every_artifact(quick_run: Path) -> None:
     assert {r["backend"] for r in rows} == {"sequential"}  # --student-backend auto on a CPU
     # Every label mode on random images, hard and expert on DM images, at every IPC.
     expected = {("random", mode, ipc) for mode in config.labels for ipc in config.ipc} | {
-        ("dm", mode, ipc) for mode in ("hard", "expert") for ipc in config.ipc}
+        ("dm", mode, ipc) for mode in ("hard", "teacher") for ipc in config.ipc}
     assert {(r["images"], r["labels"], r["ipc"]) for r in tests} == expected
     for row in tests:
         assert len(row["best"]) == len(row["final"]) == len(config.seeds)
@@ -90,7 +90,7 @@ def test_quick_writes_every_artifact(quick_run: Path) -> None:
     for ipc in config.ipc:
         candidates = [r for r in selects if r["ipc"] == ipc]
         chosen = max(candidates, key=lambda r: (r["best_mean"], -r["expert_epoch"]))
-        used = {r["expert_epoch"] for r in tests if r["ipc"] == ipc and r["labels"] == "expert"}
+        used = {r["expert_epoch"] for r in tests if r["ipc"] == ipc and r["labels"] == "teacher"}
         assert used == {chosen["expert_epoch"]}
     learned = [r for r in tests if r["labels"] == "learned"]
     assert all(set(r["js_to_expert"]) == {str(e) for e in range(config.expert_epochs + 1)}
@@ -113,7 +113,7 @@ def test_quick_report_and_figures(quick_run: Path) -> None:
         data = (quick_run / name).read_bytes()
         assert data.startswith(PNG_SIGNATURE), name
         assert len(data) > 5000, name
-        assert f"![{name}]({name})" in report
+        assert f"]({name})" in report  # linked under its title
     assert sorted(p.name for p in (quick_run / "dm").iterdir()) == [
         "ipc1.pt", "ipc2.pt", "ipc5.pt"]
     assert sorted(p.name for p in (quick_run / "selection").iterdir()) == [
@@ -135,7 +135,7 @@ def test_killed_sweep_resumes_without_redoing_cells(tmp_path: Path) -> None:
     argv = [sys.executable, "-m", "softlabels.cli", "distill", "--out", str(out), "--device",
             "cpu", "--model-args", "width=4", "depth=1", "--expert-epochs", "1",
             "--expert-augment", "none", "--expert-epoch", "1", "--ipc", "1", "2", "3",
-            "--labels", "hard", "expert", "--seeds", "0", "--student-epochs", "30",
+            "--labels", "hard", "teacher", "--seeds", "0", "--student-epochs", "30",
             "--eval-every", "10"]
     process = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                                env={**os.environ, "PYTHONUNBUFFERED": "1"})
@@ -238,7 +238,7 @@ def test_expert_epochs_inside_an_epoch(tmp_path: Path) -> None:
     argv = ["distill", "--out", str(tmp_path / "run"), "--device", "cpu",
             "--model-args", "width=4", "depth=1", "--expert-epochs", "2",
             "--expert-batch-size", "128", "--expert-lr", "0.05", "--ipc", "1",
-            "--labels", "expert", "--expert-epoch", "0.25", "0.5", "2.0", "--seeds", "0",
+            "--labels", "teacher", "--expert-epoch", "0.25", "0.5", "2.0", "--seeds", "0",
             "--student-epochs", "4", "--eval-every", "2", "--student-augment", "none",
             "--expert-augment", "none", "--expert-checkpoints-per-epoch", "4",
             "--expert-early-epochs", "1"]
@@ -247,7 +247,7 @@ def test_expert_epochs_inside_an_epoch(tmp_path: Path) -> None:
     assert sorted(row["expert_epoch"] for row in _students(_rows(run))) == [0.25, 0.5, 2]
     assert (run / "experts" / "seed0" / "epoch_0000.2500.pt").is_file()
     assert not (run / "experts" / "seed0" / "epoch_0001.5000.pt").exists()  # not an early epoch
-    assert "test-random-ipc1-expert-e2-T1" in {  # whole epochs keep their short names
+    assert "test-random-ipc1-teacher-e2-T1" in {  # whole epochs keep their short names
         Cell(**{k: r[k] for k in Cell.__dataclass_fields__}).name()
         for r in _students(_rows(run))}
     accuracy = {r["expert_epoch"] for r in _rows(run) if r["phase"] == "expert_test"}

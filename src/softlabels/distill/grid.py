@@ -1,6 +1,6 @@
 """The cells of a distillation sweep: which (images, IPC, label mode, expert epoch, T, k) to run.
 
-A label mode only varies along the axes it uses (``hard`` ignores the expert epoch, ``expert``
+A label mode only varies along the axes it uses (``hard`` ignores the expert epoch, ``teacher``
 ignores k, ...), so the grid never trains two students on identical labels. An unused axis is
 ``None`` in the cell, which is also how it is written to ``results.jsonl``.
 """
@@ -19,7 +19,7 @@ AXES: dict[str, tuple[str, ...]] = {
     "hard": (),
     "file": (),
     "learned": (),
-    "expert": ("expert_epoch", "temperature"),
+    "teacher": ("expert_epoch", "temperature"),
     "smooth": ("expert_epoch", "temperature"),
     "shuffle": ("expert_epoch", "temperature"),
     "topk": ("expert_epoch", "temperature", "k"),
@@ -34,7 +34,8 @@ class Cell:
     Attributes:
         phase: ``"select"`` (scored on the validation split to choose the expert epoch) or
             ``"test"`` (scored on the test split).
-        images: ``"random"`` (selected real images) or ``"dm"`` (Distribution Matching).
+        images: ``"random"`` (selected real images), ``"dm"`` (Distribution Matching) or
+            ``"file"`` (the user's own images).
         ipc: images per class.
         labels: the label mode.
         expert_epoch, temperature, k: the expert settings the mode uses, else None.

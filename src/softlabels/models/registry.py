@@ -13,6 +13,7 @@ from torch import nn
 
 from ._validate import check_common
 from .convnet import ConvNet
+from .external import build_external, is_external
 from .mlp import MLP
 from .mobilenetv2 import MobileNetV2
 from .resnet import resnet18
@@ -54,7 +55,8 @@ def model_kwargs(name: str) -> dict[str, object]:
 
 def _builder(name: object) -> Callable[..., nn.Module]:
     if not isinstance(name, str) or name not in _MODELS:
-        raise ValueError(f"name must be one of {list_models()}, got {name!r}")
+        raise ValueError(f"name must be one of {list_models()} (or module.path:factory, or "
+                         f"timm:NAME), got {name!r}")
     return _MODELS[name]
 
 
@@ -65,7 +67,11 @@ def create_model(name: str, num_classes: int, in_channels: int = 3,
     """Build the model registered as ``name``.
 
     Args:
-        name: one of :func:`list_models`.
+        name: one of :func:`list_models`, or ``"module.path:factory"`` / ``"timm:NAME"``
+            for a model from outside the registry (see :mod:`softlabels.models.external`):
+            called with ``num_classes``, ``in_channels``, ``image_size=(H, W)`` and
+            ``**kwargs``, and wrapped with ``Normalize(mean, std)`` unless it has a true
+            ``normalizes_input`` attribute.
         num_classes: number of classes (output logits; output channels for ``"unet"``).
         in_channels: input channels C.
         image_size: ``H`` or ``(H, W)`` of the inputs the model will see (fixes the
@@ -88,6 +94,10 @@ def create_model(name: str, num_classes: int, in_channels: int = 3,
         >>> model(torch.rand(4, 1, 8, 8)).shape
         torch.Size([4, 10])
     """
+    if is_external(name):
+        size = check_common(num_classes, in_channels, image_size)
+        return build_external(name, num_classes, in_channels, size, mean=mean, std=std,
+                              **kwargs)
     builder = _builder(name)
     allowed = model_kwargs(name)
     unknown = sorted(set(kwargs) - set(allowed))

@@ -18,8 +18,9 @@ from typing import Any, ClassVar, Protocol
 import yaml
 from torch import nn
 
-from ..configuration import check_fields, field_help
-from ..models import create_model
+from ..configuration import check_fields, field_help, renamed_value
+from ..data import list_datasets
+from ..models import MODEL_SPEC_HELP, create_model
 from ..runtime import DEVICE_CHOICES, build_seeded
 
 __all__ = ["DataSpec", "StudyConfig", "build_model", "like", "model_builder",
@@ -30,15 +31,20 @@ __all__ = ["DataSpec", "StudyConfig", "build_model", "like", "model_builder",
 class StudyConfig:
     """Fields of every study; each is the CLI flag of the same name."""
 
-    #: Old field names still accepted (with a deprecation message) -> their new names.
-    RENAMED: ClassVar[dict[str, str]] = {}
+    #: Old field names still accepted (with a deprecation message) -> their new names. A
+    #: study that adds its own merges this one: ``{**StudyConfig.RENAMED, ...}``.
+    RENAMED: ClassVar[dict[str, str]] = {"seed": "seeds"}
+    #: Field -> {old value: new value}: renamed choices (label modes), still accepted with a
+    #: deprecation message; rows of ``results.jsonl`` with the field as a key are read with
+    #: the new spelling too, so an old run folder resumes.
+    RENAMED_VALUES: ClassVar[dict[str, dict[str, str]]] = {}
 
     dataset: str = field(default="digits", metadata=field_help(
-        "dataset name (softlabels list datasets)"))
+        "dataset: " + ", ".join(list_datasets()) + " (softlabels list datasets)"))
     data_root: str | None = field(default=None, metadata=field_help(
-        "folder holding the dataset files (not needed for embedded data)"))
-    model: str = field(default="convnet", metadata=field_help(
-        "model name (softlabels list models)"))
+        "folder holding the dataset files (default: $SOFTLABELS_DATA/<dataset>; not needed "
+        "for embedded data)"))
+    model: str = field(default="convnet", metadata=field_help("model: " + MODEL_SPEC_HELP))
     model_args: tuple[str, ...] = field(default=("width=64",), metadata=field_help(
         "model options as KEY=VALUE"))
     seeds: tuple[int, ...] = field(default=(0,), metadata=field_help(
@@ -47,6 +53,11 @@ class StudyConfig:
     out: str = field(default="runs/study", metadata=field_help("output folder"))
 
     def __post_init__(self) -> None:
+        for name, table in self.RENAMED_VALUES.items():
+            # A config built in Python with an old spelling; build_config has already
+            # replaced (and warned about) those given on the command line or in a file.
+            object.__setattr__(self, name, renamed_value(name, table, getattr(self, name),
+                                                         stacklevel=4))
         check_fields(self)
         base = self.device.split(":", 1)[0]
         if base not in DEVICE_CHOICES:

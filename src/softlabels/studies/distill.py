@@ -1,9 +1,10 @@
 """``softlabels distill``: soft-label dataset distillation (Qin et al., NeurIPS 2024).
 
 A sweep over (images, IPC, label mode, expert epoch, temperature, k). For each cell a few real
-images per class (random, loss-ranked or from an index file; or Distribution Matching images)
-get labels of one mode, and ``len(seeds)`` students, trained together as one vectorised model,
-learn from them; the cell's row holds each student's final and best test accuracy.
+images per class (random, loss-ranked or from an index file; or Distribution Matching images;
+or the user's own distilled images from ``--image-file``) get labels of one mode, and
+``len(seeds)`` students, trained together as one vectorised model, learn from them; the cell's
+row holds each student's final and best test accuracy.
 
 * Experts are trained once on the training pool (the training split minus a validation split)
   with a checkpoint after every epoch, so any early epoch can label the images.
@@ -22,7 +23,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 from ..configuration import field_help
 from ..data import list_augmentations
@@ -31,6 +32,7 @@ from ..distill.experts import early_checkpoint_epochs
 from ..distill.grid import Cell as GridCell
 from ..distill.grid import cells_for
 from ..engine import OPTIMIZERS, SCHEDULES, TrainConfig
+from ..models import MODEL_SPEC_HELP
 from ..results import Table
 from .common import StudyConfig, like
 from .distill_cells import NEEDS_EXPERT, check, run_cell
@@ -39,18 +41,33 @@ from .sweep import Cell, RowIndex, Stage, Study
 
 __all__ = ["DISTILL_LABELS", "QUICK", "STUDY", "DistillStudyConfig"]
 
-#: Label modes of the study: those of :func:`~softlabels.distill.make_labels` plus
-#: ``learned`` (optimised through an unrolled student) and ``file`` (a user's LabelStore).
-DISTILL_LABELS = ("hard", "expert", "smooth", "topk", "swap", "shuffle", "learned", "file")
-IMAGE_SOURCES = ("random", "dm")
+#: Label modes of the study and what each gives the images. The expert is the teacher: an
+#: early-stopped checkpoint of a model trained on the whole pool (the ``--expert-*`` flags).
+LABEL_MODES: dict[str, str] = {
+    "hard": "one-hot true labels",
+    "teacher": "softmax(expert logits / T) at the chosen expert epoch (T --temperature)",
+    "smooth": "label smoothing with the teacher labels' mean entropy, no class structure",
+    "topk": "teacher labels keeping the k largest probabilities (k --k; 0 = hard argmax)",
+    "swap": "teacher labels with the k-th largest probability swapped with the smallest",
+    "shuffle": "teacher labels with every probability but the top one randomly permuted",
+    "learned": "labels optimised through an unrolled student (images fixed)",
+    "file": "your labels: a LabelStore (--label-file) for real images, or the soft labels "
+            "inside --image-file for file images",
+}
+DISTILL_LABELS = tuple(LABEL_MODES)
+IMAGE_SOURCES = ("random", "dm", "file")
 SELECTIONS = ("random", *QUANTILE_PRESETS)
+_OLD_LABELS = {"expert": "teacher"}
 
 
 @dataclass(frozen=True)
 class DistillStudyConfig(StudyConfig):
     """Settings of ``softlabels distill``; each field is the CLI flag of the same name."""
 
-    model: str = like("model", "convnet", "expert and student model")
+    RENAMED_VALUES: ClassVar[dict[str, dict[str, str]]] = {"labels": _OLD_LABELS,
+                                                           "dm_labels": _OLD_LABELS}
+
+    model: str = like("model", "convnet", "expert and student model: " + MODEL_SPEC_HELP)
     val_fraction: float = field(default=0.1, metadata=field_help(
         "share of each training class held out for --select-epoch", low=0.0, high=1.0,
         low_open=True, high_open=True))
@@ -76,9 +93,13 @@ class DistillStudyConfig(StudyConfig):
     expert_early_epochs: int = field(default=2, metadata=field_help(
         "leading expert epochs with --expert-checkpoints-per-epoch checkpoints", low=0))
     images: tuple[str, ...] = field(default=("random",), metadata=field_help(
-        "image sources: random real images and/or dm (Distribution Matching)",
-        choices=IMAGE_SOURCES, nonempty=True, unique=True))
-    dm_labels: tuple[str, ...] = field(default=("hard", "expert"), metadata=field_help(
+        "image sources: random real images, dm (Distribution Matching) and/or file (your "
+        "own distilled images, --image-file)", choices=IMAGE_SOURCES, nonempty=True,
+        unique=True))
+    image_file: str | None = field(default=None, metadata=field_help(
+        "distilled images to score (images file): a .npz with x, y (and optionally "
+        "soft_labels, class_names), e.g. from softlabels export, or its .safetensors"))
+    dm_labels: tuple[str, ...] = field(default=("hard", "teacher"), metadata=field_help(
         "label modes of the dm images (those also in --labels)", choices=DISTILL_LABELS,
         unique=True))
     selection: str = field(default="random", metadata=field_help(
@@ -90,8 +111,9 @@ class DistillStudyConfig(StudyConfig):
         "seed of the random selection", low=0))
     ipc: tuple[int, ...] = field(default=(1, 10), metadata=field_help(
         "images per class", nonempty=True, unique=True, low=1))
-    labels: tuple[str, ...] = field(default=("hard", "expert"), metadata=field_help(
-        "label modes", choices=DISTILL_LABELS, nonempty=True, unique=True))
+    labels: tuple[str, ...] = field(default=("hard", "teacher"), metadata=field_help(
+        "label modes (softlabels list label-modes)", choices=DISTILL_LABELS, nonempty=True,
+        unique=True))
     expert_epoch: tuple[float, ...] = field(default=(20,), metadata=field_help(
         "expert epochs that label the images (candidates with --select-epoch); fractions "
         "such as 0.5 need --expert-checkpoints-per-epoch", nonempty=True, unique=True,
@@ -119,8 +141,9 @@ class DistillStudyConfig(StudyConfig):
     student_augment: str = field(default="dsa", metadata=field_help(
         "student augmentation", choices=tuple(list_augmentations())))
     student_backend: str = field(default="auto", metadata=field_help(
-        "how a cell's students train: sequential, grouped or vmap (vectorised); auto = "
-        "sequential on a CPU (measured faster there) and vectorised on a GPU",
+        "how a cell's students train: sequential (one after the other), grouped or vmap "
+        "(vectorised); auto = sequential on a CPU (measured faster there), and on a GPU "
+        "vectorised: grouped for a ConvNet, else vmap",
         choices=("auto", "sequential", *STUDENT_BACKENDS[1:])))
     eval_every: int = field(default=100, metadata=field_help(
         "score students every N epochs (best = max over these and the end)", low=0))
@@ -160,8 +183,15 @@ class DistillStudyConfig(StudyConfig):
             raise ValueError(f"expert_epoch {unsaved} falls inside an epoch, but the experts "
                              f"keep only {saved_fractions or 'whole epochs'}; set "
                              f"--expert-checkpoints-per-epoch and --expert-early-epochs")
-        if "file" in self.labels and self.label_file is None:
-            raise ValueError("label mode 'file' needs --label-file (a LabelStore)")
+        if "file" in self.labels and self.label_file is None and "random" in self.images:
+            raise ValueError("label mode 'file' on random images needs --label-file (a "
+                             "LabelStore)")
+        if ("file" in self.images) != (self.image_file is not None):
+            raise ValueError("--images file and --image-file go together: give both or "
+                             "neither")
+        if "file" in self.images and len(self.ipc) != 1:
+            raise ValueError(f"with --images file the images are fixed: give the single ipc "
+                             f"the file holds, got {list(self.ipc)}")
         if "file" in self.dm_labels and "dm" in self.images:
             raise ValueError("label mode 'file' labels real training images; it cannot label "
                              "dm images (drop it from --dm-labels)")
@@ -204,7 +234,7 @@ QUICK: dict[str, Any] = {
     "out": "runs/distill-quick", "model_args": ("width=16", "depth=2"), "expert_epochs": 10,
     "expert_lr": 0.05, "expert_momentum": 0.9, "expert_batch_size": 64,
     "images": ("random", "dm"), "ipc": (1, 2, 5),
-    "labels": ("hard", "expert", "smooth", "topk", "swap", "shuffle", "learned"),
+    "labels": ("hard", "teacher", "smooth", "topk", "swap", "shuffle", "learned"),
     "expert_epoch": (2, 5, 10), "select_epoch": True, "k": (2,), "seeds": (0, 1),
     "student_epochs": 60, "student_lr": 0.05, "eval_every": 30, "dm_iterations": 20,
     "learned_steps": 8, "learned_unroll": 5, "learned_inner_lr": 0.3, "learned_lr": 0.1,
@@ -219,11 +249,11 @@ _CIFAR10 = {
 #: ``reproduce --full``: the CIFAR-10 runs of ``docs/results.md``, in order (later ones extend
 #: the sweep of earlier ones in the same folder).
 FULL: tuple[str, tuple[dict[str, Any], ...]] = ("cifar10", (
-    {**_CIFAR10, "images": ("random", "dm"), "ipc": (1, 10), "labels": ("hard", "expert")},
+    {**_CIFAR10, "images": ("random", "dm"), "ipc": (1, 10), "labels": ("hard", "teacher")},
     {**_CIFAR10, "images": ("random", "dm"), "ipc": (1, 10),
-     "labels": ("hard", "expert", "smooth", "topk", "swap", "shuffle"), "k": (1, 2, 3, 5)},
+     "labels": ("hard", "teacher", "smooth", "topk", "swap", "shuffle"), "k": (1, 2, 3, 5)},
     {**_CIFAR10, "images": ("random", "dm"), "ipc": (50,),
-     "labels": ("hard", "expert", "topk"), "k": (1, 2, 3, 5)},
+     "labels": ("hard", "teacher", "topk"), "k": (1, 2, 3, 5)},
 ))
 
 
@@ -250,7 +280,7 @@ def plan(config: DistillStudyConfig, rows: Sequence[dict[str, Any]]) -> list[Sta
         epochs = list(config.expert_epoch)
         if config.select_epoch and NEEDS_EXPERT & set(config.labels):
             candidates = [_cell(c) for c in cells_for(
-                "select", "random", ipc, ["expert"], epochs, config.temperature[:1], [])]
+                "select", "random", ipc, ["teacher"], epochs, config.temperature[:1], [])]
             select += candidates
             chosen = [index.find(c) for c in candidates]
             if any(row is None for row in chosen):
@@ -269,7 +299,7 @@ def _cell(grid: GridCell) -> Cell:
 def _test_cells(config: DistillStudyConfig, ipc: int, epochs: list[Any]) -> list[Cell]:
     cells = []
     for images in config.images:
-        labels = config.labels if images == "random" else \
+        labels = config.labels if images != "dm" else \
             [mode for mode in config.labels if mode in config.dm_labels]
         cells += [_cell(c) for c in cells_for("test", images, ipc, labels, epochs,
                                               config.temperature, config.k)]
@@ -302,12 +332,12 @@ def summary(config: DistillStudyConfig, rows: Sequence[dict[str, Any]]) -> list[
 
 
 def headline(rows: Sequence[dict[str, Any]]) -> list[str]:
-    """Best accuracy of hard and expert labels on random images, per IPC."""
+    """Best accuracy of hard and teacher labels on random images, per IPC."""
     tests = [r for r in rows if r.get("phase") == "test" and r["images"] == "random"]
     lines = []
     for ipc in sorted({r["ipc"] for r in tests}):
         cells = {r["labels"]: r for r in tests if r["ipc"] == ipc
-                 and r["labels"] in ("hard", "expert")}
+                 and r["labels"] in ("hard", "teacher")}
         if cells:
             lines.append(f"IPC {ipc}: " + ", ".join(
                 f"{mode} {100 * cells[mode]['best_mean']:.1f}%" for mode in sorted(cells)))
@@ -315,10 +345,10 @@ def headline(rows: Sequence[dict[str, Any]]) -> list[str]:
 
 
 STUDY = Study(name="distill",
-              help="soft-label dataset distillation: real images + expert soft labels",
+              help="soft-label dataset distillation: real images + teacher soft labels",
               config_cls=DistillStudyConfig, quick=QUICK, plan=plan, run_cell=run_cell,
               report=report, summary=summary, headline=headline,
               # Backends compute the same students up to floating-point summation order.
               sweep_fields=("images", "dm_labels", "ipc", "labels", "expert_epoch",
                             "temperature", "k", "student_backend"),
-              check=check, full=FULL)
+              check=check, full=FULL, label_modes=LABEL_MODES)

@@ -32,6 +32,7 @@ from ..distill.dm import distribution_matching
 from ..distill.experts import Experts, train_experts
 from ..distill.grid import Cell as GridCell
 from ..distill.learned import learn_labels
+from ..distilled import DistilledSet, load_distilled
 from ..labels import entropy, js_distance, smooth
 from ..runtime import resolve_device
 from ..store import LabelMetadata, LabelStore
@@ -41,9 +42,11 @@ from .sweep import Cell
 if TYPE_CHECKING:
     from .distill import DistillStudyConfig
 
-__all__ = ["check", "run_cell"]
+__all__ = ["check", "resolve_student_backend", "run_cell"]
 
-NEEDS_EXPERT = frozenset({"expert", "smooth", "topk", "swap", "shuffle"})
+NEEDS_EXPERT = frozenset({"teacher", "smooth", "topk", "swap", "shuffle"})
+# The study's label modes that make_labels (a building block) spells otherwise.
+_MAKE_LABELS_MODE = {"teacher": "expert"}
 # Start of learned labels: smoothed true labels, so both the top class and the others can move.
 _LEARNED_INIT_EPS = 0.3
 
@@ -84,8 +87,13 @@ def _context(config: DistillStudyConfig, folder: Path) -> _Context:
 
 
 def check(config: DistillStudyConfig) -> None:
-    """Check the selections and the label file against the data before anything trains."""
+    """Check the selections, the label file and the image file against the data before
+    anything trains."""
     ctx = _context(config, Path(config.out))
+    if "file" in config.images:
+        _file_images(ctx)
+    if config.images == ("file",) and not config.select_epoch:
+        return  # no real image is selected
     for ipc in config.ipc:
         select_random(ctx.pool.labels, ipc, config.selection_seed)  # enough images per class
         if config.index_file is not None:
@@ -94,7 +102,7 @@ def check(config: DistillStudyConfig) -> None:
             positions = select_random(ctx.pool.labels, ipc, config.selection_seed)
         else:
             continue  # loss-ranked images need the experts; they are checked as they are made
-        if "file" in config.labels:
+        if "file" in config.labels and "random" in config.images:
             _file_labels(ctx, ctx.pool.indices[positions])
 
 
@@ -193,24 +201,26 @@ def _dm_images(ctx: _Context, ipc: int, show_progress: bool | None
 def _students(ctx: _Context, cell: GridCell, show_progress: bool | None) -> dict[str, Any]:
     """Label the cell's images, train its students, score them (validation for ``select``)."""
     config, pool = ctx.config, ctx.pool
-    positions = _positions(ctx, cell.ipc)
-    hard = pool.labels[positions]
-    if cell.images == "dm":
-        images = _dm_images(ctx, cell.ipc, show_progress)[0]
-        indices = torch.arange(images.shape[0])
+    if cell.images == "file":
+        given = _file_images(ctx)
+        images, hard, indices = given.images, given.labels, torch.arange(len(given.labels))
     else:
-        images, indices = pool.images[positions], pool.indices[positions]
+        positions = _positions(ctx, cell.ipc)
+        hard = pool.labels[positions]
+        if cell.images == "dm":
+            images = _dm_images(ctx, cell.ipc, show_progress)[0]
+            indices = torch.arange(images.shape[0])
+        else:
+            images, indices = pool.images[positions], pool.indices[positions]
     targets, extra = _labels(ctx, cell, images, hard, indices, show_progress)
     store = LabelStore(indices, targets, LabelMetadata(
         source=cell.labels, dataset=config.dataset,
-        split="train" if cell.images == "random" else f"dm-ipc{cell.ipc}",
+        split="train" if cell.images == "random" else f"{cell.images}-ipc{cell.ipc}",
         temperature=cell.temperature, class_names=pool.info.class_names,
         extra={"cell": cell.key()}))
     store.save(ctx.folder / "labels" / f"{cell.name()}.safetensors", mode="fp32")
     evaluation = ctx.val if cell.phase == "select" else ctx.test  # never test for selection
-    backend = config.student_backend
-    if backend == "auto":
-        backend = "sequential" if resolve_device(config.device).type == "cpu" else "auto"
+    backend = resolve_student_backend(config.student_backend, config.device)
     vectorize = backend != "sequential"
     result = train_students(ctx.build, images, targets, config.student_config(),
                             config.seeds, augment=augmentation(config.student_augment,
@@ -232,17 +242,30 @@ def _students(ctx: _Context, cell: GridCell, show_progress: bool | None) -> dict
             "backend": result.backend, **extra}
 
 
+def resolve_student_backend(backend: str, device: str) -> str:
+    """What ``--student-backend`` means on ``device``: ``auto`` is ``sequential`` on a CPU
+    (measured faster there) and the vectorised ``auto`` of
+    :func:`~softlabels.distill.train_students` (grouped for a ConvNet, else vmap) elsewhere;
+    any other value is itself."""
+    if backend != "auto":
+        return backend
+    return "sequential" if resolve_device(device).type == "cpu" else "auto"
+
+
 def _labels(ctx: _Context, cell: GridCell, images: Tensor, hard: Tensor, indices: Tensor,
             show_progress: bool | None) -> tuple[Tensor, dict[str, Any]]:
     """(N, K) labels of the cell and extra row fields."""
     config, num_classes = ctx.config, ctx.pool.num_classes
+    if cell.labels == "file" and cell.images == "file":
+        return _file_images(ctx).soft_labels, {}  # type: ignore[return-value]  # checked
     if cell.labels == "file":
         return _file_labels(ctx, indices), {}
     if cell.labels == "learned":
         return _learned_labels(ctx, images, hard, show_progress)
     logits = (ctx.experts().logits(cell.expert_epoch, images)  # type: ignore[arg-type]
               if cell.labels in NEEDS_EXPERT else None)
-    targets = make_labels(cell.labels, hard=hard, logits=logits, num_classes=num_classes,
+    targets = make_labels(_MAKE_LABELS_MODE.get(cell.labels, cell.labels), hard=hard,
+                          logits=logits, num_classes=num_classes,
                           temperature=cell.temperature or 1.0, k=cell.k,
                           seed=config.selection_seed, renormalize=config.topk_renormalize)
     return targets, {}
@@ -264,6 +287,33 @@ def _file_labels(ctx: _Context, indices: Tensor) -> Tensor:
     except ValueError as err:
         raise ValueError(f"label store {path!r} does not cover the selected training images: "
                          f"{err}") from err
+
+
+def _file_images(ctx: _Context) -> DistilledSet:
+    """The user's distilled images (``--image-file``), checked against the dataset."""
+    config, pool = ctx.config, ctx.pool
+    path = config.image_file
+    given = _read_image_file(path)  # type: ignore[arg-type]  # check() requires it
+    if tuple(given.images.shape[1:]) != tuple(pool.images.shape[1:]):
+        raise ValueError(f"image file {path!r} holds images of shape (C, H, W) = "
+                         f"{tuple(given.images.shape[1:])} but dataset {config.dataset!r} has "
+                         f"{tuple(pool.images.shape[1:])}")
+    if given.num_classes != pool.num_classes:
+        raise ValueError(f"image file {path!r} has {given.num_classes} classes but dataset "
+                         f"{config.dataset!r} has {pool.num_classes}")
+    counts = torch.bincount(given.labels, minlength=pool.num_classes).tolist()
+    if any(c != config.ipc[0] for c in counts):
+        raise ValueError(f"image file {path!r} holds {counts} images per class; --ipc is "
+                         f"{config.ipc[0]} (give the number of images of every class)")
+    if "file" in config.labels and given.soft_labels is None:
+        raise ValueError(f"label mode 'file' on file images uses the soft labels inside "
+                         f"{path!r}, which has none (it needs a soft_labels array)")
+    return given
+
+
+@functools.lru_cache(maxsize=2)
+def _read_image_file(path: str) -> DistilledSet:
+    return load_distilled(path)
 
 
 def _learned_labels(ctx: _Context, images: Tensor, hard: Tensor, show_progress: bool | None

@@ -8,8 +8,6 @@ protocol of Qin et al.) unless a table says *final* (the DC protocol).
 
 from __future__ import annotations
 
-import dataclasses
-import json
 import math
 from collections.abc import Sequence
 from pathlib import Path
@@ -18,9 +16,11 @@ from typing import Any
 import matplotlib
 import numpy as np
 from matplotlib.figure import Figure
+from matplotlib.ticker import FixedFormatter, FixedLocator, NullLocator
 
 from .._io import write_text
 from ..distill import fit_scaling_law, label_robust_score, pareto_frontier
+from .markdown import config_block, definitions, rule
 
 __all__ = ["PAPER_CIFAR10", "chosen_epoch_row", "group_name", "write_report"]
 
@@ -28,7 +28,7 @@ __all__ = ["PAPER_CIFAR10", "chosen_epoch_row", "group_name", "write_report"]
 #: with hard labels (DATM paper), the soft-label baseline and DM (Qin et al., Table 2).
 PAPER_CIFAR10: dict[tuple[str, str], dict[int, float]] = {
     ("random", "hard"): {1: 15.4, 10: 31.0, 50: 50.6},
-    ("random", "expert"): {1: 21.1, 10: 46.3, 50: 62.1},
+    ("random", "teacher"): {1: 21.1, 10: 46.3, 50: 62.1},
     ("dm", "hard"): {1: 26.0, 10: 48.9, 50: 63.0},
 }
 
@@ -73,9 +73,9 @@ def write_report(folder: Path, config: Any, rows: Sequence[Row],
     lines += _pareto_table(tests, with_epoch)
     lines += _robust_score_table(tests, expert_accuracy, config.expert_epochs)
     lines += _learned_table(tests)
-    lines += [f"![{name}]({name})" for name in made]
-    lines += ["", "Config:", "", "```json",
-              json.dumps(dataclasses.asdict(config), indent=2, sort_keys=True), "```", ""]
+    lines += [f"![{_FIGURE_TITLES[name]}]({name})" for name in made]
+    lines += ["", "Measures:", "", *definitions("best / final"), ""]
+    lines += config_block(config)
     write_text(folder / "report.md", "\n".join(lines))
 
 
@@ -95,7 +95,7 @@ def _main_table(tests: Sequence[Row], with_epoch: bool, paper: bool) -> list[str
         return ["No test cells have finished yet.", ""]
     ipcs = sorted({r["ipc"] for r in tests})
     header = "| images, labels | " + " | ".join(f"IPC {i} best / final" for i in ipcs) + " |"
-    lines = ["## Accuracy by IPC", "", header, "|---" * (len(ipcs) + 1) + "|"]
+    lines = ["## Accuracy by IPC", "", header, rule("l" + "r" * len(ipcs))]
     for name, members in _groups(tests, with_epoch).items():
         by_ipc = {r["ipc"]: r for r in members}
         cells = []
@@ -121,7 +121,7 @@ def _selection_table(selects: Sequence[Row], expert_accuracy: dict[int, float]) 
     if not selects:
         return []
     lines = ["## Expert epoch selection (validation split)", "",
-             "| IPC | expert epoch | val best | chosen |", "|---|---|---|---|"]
+             "| IPC | expert epoch | val best | chosen |", rule("rrrl")]
     for ipc in sorted({r["ipc"] for r in selects}):
         members = sorted((r for r in selects if r["ipc"] == ipc),
                          key=lambda r: r["expert_epoch"])
@@ -136,14 +136,14 @@ def _selection_table(selects: Sequence[Row], expert_accuracy: dict[int, float]) 
 def _expert_table(expert_accuracy: dict[int, float]) -> list[str]:
     if not expert_accuracy:
         return []
-    lines = ["## Expert test accuracy", "", "| epoch | accuracy |", "|---|---|"]
+    lines = ["## Expert test accuracy", "", "| epoch | accuracy |", rule("rr")]
     lines += [f"| {e} | {100 * a:.1f} |" for e, a in sorted(expert_accuracy.items())]
     return [*lines, ""]
 
 
 def _scaling_table(tests: Sequence[Row], with_epoch: bool) -> list[str]:
     lines = ["## Scaling law acc = a - b * IPC^(-c) (best accuracy, every seed a point)", "",
-             "| images, labels | a | b | c | RMSE | note |", "|---|---|---|---|---|---|"]
+             "| images, labels | a | b | c | RMSE | note |", rule("lrrrrl")]
     fitted = 0
     for name, members in _groups(tests, with_epoch).items():
         ipcs = [r["ipc"] for r in members for _ in r["best"]]
@@ -178,7 +178,7 @@ def _pareto_table(tests: Sequence[Row], with_epoch: bool) -> list[str]:
             continue
         frontier = pareto_frontier([r[measure] for r in measured],
                                    [r["best_mean"] for r in measured])
-        lines += [f"Frontier by {title}:", "", f"| {title} | accuracy | cell |", "|---|---|---|"]
+        lines += [f"Frontier by {title}:", "", f"| {title} | accuracy | cell |", rule("rrl")]
         for index in frontier:
             row = measured[index]
             lines.append(f"| {row[measure]} | {_pct(row['best_mean'], row['best_std'])} | "
@@ -194,7 +194,7 @@ def _robust_score_table(tests: Sequence[Row], expert_accuracy: dict[int, float],
     index = {(r["images"], r["ipc"], group_name(r, True).split(" ", 1)[1]): r for r in tests}
     lines = ["## DD-Ranking label-robust score of DM images", "",
              f"Acc(real, hard) = the final expert's {100 * (real or 0):.1f}%.", "",
-             "| IPC | labels | HLR | IOR | LRS |", "|---|---|---|---|---|"]
+             "| IPC | labels | HLR | IOR | LRS |", rule("rlrrr")]
     count = 0
     for (images, ipc, labels), row in sorted(index.items()):
         dm_hard = index.get(("dm", ipc, "hard"))
@@ -215,7 +215,7 @@ def _learned_table(tests: Sequence[Row]) -> list[str]:
         return []
     lines = ["## Learned labels: mean Jensen-Shannon distance to expert labels", "",
              "| images | IPC | outer loss first → last | start → learned, by expert epoch | "
-             "closest epoch |", "|---|---|---|---|---|"]
+             "closest epoch |", rule("lrlll")]
     for row in learned:
         pairs = ", ".join(f"e{e}: {row['js_init_to_expert'][e]:.3f} → {v:.3f}"
                           for e, v in row["js_to_expert"].items())
@@ -228,6 +228,14 @@ def _learned_table(tests: Sequence[Row]) -> list[str]:
 # --------------------------------------------------------------------------- figures
 
 
+_FIGURE_TITLES = {
+    "acc_vs_ipc.png": "Student test accuracy against images per class",
+    "expert_epoch.png": "Expert epoch selection on the validation split",
+    "pareto.png": "Accuracy against the distilled set's size (Pareto frontier)",
+    "topk_heatmap.png": "Top-k teacher labels: test accuracy (%) by k and IPC",
+}
+
+
 def _figures(folder: Path, tests: Sequence[Row], selects: Sequence[Row],
              with_epoch: bool) -> list[str]:
     """Draw every figure the rows allow; returns the file names written."""
@@ -236,9 +244,10 @@ def _figures(folder: Path, tests: Sequence[Row], selects: Sequence[Row],
                        ("expert_epoch.png", lambda ax: _draw_epochs(ax, selects)),
                        ("pareto.png", lambda ax: _draw_pareto(ax, tests)),
                        ("topk_heatmap.png", lambda ax: _draw_topk(ax, tests))):
-        fig = Figure(figsize=(5.5, 4))
+        fig = Figure(figsize=(6, 4.4))
         ax = fig.subplots()
         if draw(ax):
+            ax.set_title(_FIGURE_TITLES[name], fontsize=10)
             fig.tight_layout()
             fig.savefig(folder / name, dpi=100)
             made.append(name)
@@ -248,14 +257,14 @@ def _figures(folder: Path, tests: Sequence[Row], selects: Sequence[Row],
 def _draw_acc(ax: Any, tests: Sequence[Row], with_epoch: bool) -> bool:
     if not tests:
         return False
-    # The paper's comparison (hard vs expert labels) solid in strong colours, the ablations
+    # The paper's comparison (hard vs teacher labels) solid in strong colours, the ablations
     # dashed in others, so that up to 4 + 14 curves stay apart.
     strong = list(matplotlib.colormaps["tab10"].colors)
     palettes = {True: strong[:4], False: strong[4:] + list(matplotlib.colormaps["Dark2"].colors)}
     used = {True: 0, False: 0}
     for name, members in _groups(tests, with_epoch).items():
         members = sorted(members, key=lambda r: r["ipc"])
-        main = members[0]["labels"] in ("hard", "expert")
+        main = members[0]["labels"] in ("hard", "teacher")
         color = palettes[main][used[main] % len(palettes[main])]
         used[main] += 1
         ax.errorbar([r["ipc"] for r in members], [100 * r["best_mean"] for r in members],
@@ -263,11 +272,20 @@ def _draw_acc(ax: Any, tests: Sequence[Row], with_epoch: bool) -> bool:
                     label=name, color=color,
                     linestyle="-" if main else "--", linewidth=1.6 if main else 0.9,
                     markersize=5 if main else 3)
-    ax.set_xscale("log")
-    ax.set_xlabel("images per class")
-    ax.set_ylabel("student test accuracy (%)")
-    ax.legend(fontsize=6, ncol=2)
+    _ipc_ticks(ax, sorted({r["ipc"] for r in tests}))
+    ax.set_xlabel("images per class (IPC)")
+    ax.set_ylabel("student test accuracy (%), best")
+    ax.legend(fontsize=6, ncol=2, title="images, labels", title_fontsize=7)
     return True
+
+
+def _ipc_ticks(ax: Any, ipcs: Sequence[int]) -> None:
+    """A log axis labelled at exactly the IPCs of the sweep (5 and 50 included), not only at
+    the powers of ten."""
+    ax.set_xscale("log")
+    ax.xaxis.set_major_locator(FixedLocator(ipcs))
+    ax.xaxis.set_major_formatter(FixedFormatter([str(i) for i in ipcs]))
+    ax.xaxis.set_minor_locator(NullLocator())
 
 
 def _draw_epochs(ax: Any, selects: Sequence[Row]) -> bool:
@@ -282,8 +300,8 @@ def _draw_epochs(ax: Any, selects: Sequence[Row]) -> bool:
         ax.plot([best["expert_epoch"]], [100 * best["best_mean"]], marker="*", markersize=14,
                 color="black")
     ax.set_xlabel("expert epoch (★ = chosen)")
-    ax.set_ylabel("student validation accuracy (%)")
-    ax.legend(fontsize=7)
+    ax.set_ylabel("student validation accuracy (%), best")
+    ax.legend(fontsize=7, title="images per class", title_fontsize=7)
     return True
 
 
@@ -302,8 +320,8 @@ def _draw_pareto(ax: Any, tests: Sequence[Row]) -> bool:
             color="black", linewidth=1, label="frontier")
     ax.set_xscale("log")
     ax.set_xlabel("distilled set size (bytes: uint8 images + labels)")
-    ax.set_ylabel("student test accuracy (%)")
-    ax.legend(fontsize=6)
+    ax.set_ylabel("student test accuracy (%), best")
+    ax.legend(fontsize=6, title="labels", title_fontsize=7)
     return True
 
 
@@ -324,7 +342,7 @@ def _draw_topk(ax: Any, tests: Sequence[Row]) -> bool:
         # "all" only from the expert labels the top-k cells were cut from.
         same_expert = any(c["ipc"] == r["ipc"] and c["expert_epoch"] == r.get("expert_epoch")
                           and c["temperature"] == r.get("temperature") for c in cells)
-        if r["labels"] == "hard" or (r["labels"] == "expert" and same_expert):
+        if r["labels"] == "hard" or (r["labels"] == "teacher" and same_expert):
             row = rows[0] if r["labels"] == "hard" else rows[-1]
             grid[rows.index(row), ipcs.index(r["ipc"])] = 100 * r["best_mean"]
     image = ax.imshow(grid, origin="lower", aspect="auto", cmap="viridis")

@@ -50,7 +50,7 @@ def list_studies() -> list[str]:
 
 def run_study(study: str | Study, config: Any = None, *, quick: bool = False,
               executor: ExecutorConfig | None = None, show_progress: bool | None = None,
-              **fields: Any) -> Results:
+              overwrite: bool = False, **fields: Any) -> Results:
     """Run (or resume) a study from Python; the same operation as ``softlabels <study>``.
 
     Args:
@@ -59,6 +59,8 @@ def run_study(study: str | Study, config: Any = None, *, quick: bool = False,
         quick: start from the study's ``--quick`` preset.
         executor: where the cells run (default: serially here).
         show_progress: see :func:`softlabels.progress.progress`.
+        overwrite: start afresh, renaming a run already in the folder aside (see
+            :func:`~softlabels.studies.sweep.run_sweep`).
         **fields: config fields (only without ``config``).
 
     Example:
@@ -73,4 +75,5 @@ def run_study(study: str | Study, config: Any = None, *, quick: bool = False,
     if not isinstance(config, chosen.config_cls):
         raise TypeError(f"config must be a {chosen.config_cls.__name__}, got "
                         f"{type(config).__name__}")
-    return run_sweep(chosen, config, executor, show_progress=show_progress)
+    return run_sweep(chosen, config, executor, show_progress=show_progress,
+                     overwrite=overwrite)

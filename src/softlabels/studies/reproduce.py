@@ -5,13 +5,12 @@ real-data settings of ``docs/results.md`` (CIFAR-10 distillation, CamVid segment
 robust distillation) from one ``data_root`` holding ``cifar10/``, ``camvid/`` and ``mnist/``.
 Each study writes to its own sub-folder and resumes like any sweep; a study that fails is
 reported and does not stop (or erase) the others. The combined ``report.md`` and a
-self-contained ``report.html`` (figures embedded) are rebuilt at the end of every run.
+self-contained ``report.html`` (figures embedded), opening with the claims table of
+:mod:`softlabels.studies.reproduce_report`, are rebuilt at the end of every run.
 """
 
 from __future__ import annotations
 
-import base64
-import re
 import sys
 import time
 import traceback
@@ -19,13 +18,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import markdown
-
-from .._io import write_json, write_text
+from .._io import write_json
 from ..configuration import build_config, check_fields, field_help
 from ..results import Table
 from .executors import ExecutorConfig
 from .registry import STUDIES
+from .reproduce_report import cell_seconds, write_reports
+from .run_folder import move_aside
 from .sweep import Results, run_sweep
 
 __all__ = ["HELP", "ReproduceConfig", "StudyFailedError", "run"]
@@ -67,8 +66,11 @@ def _full(name: str) -> tuple[str, tuple[dict[str, Any], ...]]:
 
 
 def run(config: ReproduceConfig, executor: ExecutorConfig | None = None, *,
-        show_progress: bool | None = None) -> Results:
+        show_progress: bool | None = None, overwrite: bool = False) -> Results:
     """Run the chosen studies, then write the combined report; one summary row per study.
+
+    With ``overwrite`` a previous reproduction in ``config.out`` is renamed aside first
+    (:func:`~softlabels.studies.run_folder.move_aside`; nothing is deleted).
 
     Raises:
         ValueError: ``full`` and a dataset folder is missing (before anything runs).
@@ -78,12 +80,14 @@ def run(config: ReproduceConfig, executor: ExecutorConfig | None = None, *,
     out = Path(config.out)
     if config.full:
         _check_data_root(config)
+    if overwrite:
+        move_aside(out)
     out.mkdir(parents=True, exist_ok=True)
     summaries = []
     for number, name in enumerate(config.studies, start=1):
         print(f"[reproduce] {name} ({number}/{len(config.studies)})", file=sys.stderr)
         summaries.append(_run_study(config, name, out / name, executor, show_progress))
-        _write_reports(out, config, summaries)
+        write_reports(out, config.full, summaries)
     write_json(out / "summary.json", summaries)
     failed = [s for s in summaries if s["status"] != "ok"]
     if failed:
@@ -92,10 +96,10 @@ def run(config: ReproduceConfig, executor: ExecutorConfig | None = None, *,
                                + f" (the other studies' results and the report are in "
                                  f"{str(out)!r})")
     table = Table("softlabels reproduce: " + ("full" if config.full else "quick"),
-                  ("study", "status", "seconds", "headline"), text_columns=2,
+                  ("study", "status", "cell seconds", "headline"), text_columns=2,
                   notes=[f"report: {out}/report.md and {out}/report.html"])
     for s in summaries:
-        table.rows.append((s["study"], s["status"], f"{s['seconds']:.0f}",
+        table.rows.append((s["study"], s["status"], f"{s['cell_seconds']:.0f}",
                            "\n".join(s["headline"])))
     return Results("reproduce", config, out, summaries, [table],
                    [line for s in summaries for line in s["headline"]],
@@ -137,56 +141,5 @@ def _run_study(config: ReproduceConfig, name: str, folder: Path,
         summary["error"] = f"{type(err).__name__}: {err}"
         summary["traceback"] = traceback.format_exc()
     summary["seconds"] = time.perf_counter() - began
+    summary["cell_seconds"] = cell_seconds(name, folder)
     return summary
-
-
-def _write_reports(out: Path, config: ReproduceConfig, summaries: list[dict[str, Any]]) -> None:
-    """``report.md`` linking the studies' figures, and ``report.html`` embedding them."""
-    parts = ["# softlabels: the three studies", "",
-             f"Mode: {'full (real data)' if config.full else 'quick (embedded data)'}.", "",
-             "| study | status | wall time | headline |", "|---|---|---|---|"]
-    for s in summaries:
-        parts.append(f"| {s['study']} | {s['status']} | {s['seconds']:.0f} s | "
-                     + "<br>".join(s["headline"] or [s["error"] or ""]) + " |")
-    for s in summaries:
-        folder = Path(s["folder"])
-        parts += ["", f"## {s['study']}", ""]
-        report = folder / "report.md"
-        if s["status"] != "ok":
-            parts += [f"**Failed**: `{s['error']}`", ""]
-        if report.exists():
-            text = report.read_text(encoding="utf-8")
-            text = re.sub(r"^(#+) ", lambda m: "#" * (len(m.group(1)) + 2) + " ", text,
-                          flags=re.MULTILINE)
-            text = re.sub(r"!\[([^\]]*)\]\(([^)/]+)\)",
-                          lambda m, sub=folder.name: f"![{m.group(1)}]({sub}/{m.group(2)})",
-                          text)
-            parts.append(text)
-    text = "\n".join(parts) + "\n"
-    write_text(out / "report.md", text)
-    write_text(out / "report.html", _html(text, out))
-
-
-_CSS = ("body{font-family:system-ui,sans-serif;max-width:1100px;margin:2em auto;"
-        "padding:0 1em;color:#222}table{border-collapse:collapse;font-size:0.85em;"
-        "margin:1em 0}td,th{border:1px solid #ccc;padding:3px 6px;text-align:right}"
-        "td:first-child,th:first-child{text-align:left}img{max-width:100%}"
-        "pre{background:#f5f5f5;padding:0.8em;overflow-x:auto;font-size:0.8em}")
-
-
-def _html(text: str, out: Path) -> str:
-    """A self-contained page: markdown rendered, every PNG inlined as a data URI."""
-    body = markdown.markdown(text, extensions=["tables", "fenced_code"])
-
-    def inline(match: re.Match[str]) -> str:
-        path = out / match.group(1)
-        if not path.is_file():
-            return match.group(0)
-        data = base64.b64encode(path.read_bytes()).decode("ascii")
-        return f'src="data:image/png;base64,{data}"'
-
-    body = re.sub(r'src="([^"]+\.png)"', inline, body)
-    return ("<!DOCTYPE html>\n<html><head><meta charset=\"utf-8\">"
-            f"<title>softlabels report</title><style>{_CSS}</style></head><body>\n"
-            f"{body}\n</body></html>\n")
-

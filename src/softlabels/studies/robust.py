@@ -30,6 +30,7 @@ from ..configuration import field_help
 from ..data import ImageDataset, augmentation, list_augmentations, load_dataset
 from ..data.split import sample_per_class, train_val_split
 from ..engine import TrainConfig, fit, load_epoch_checkpoint
+from ..models import MODEL_SPEC_HELP
 from ..results import Table
 from ..robust import (
     ABSLD,
@@ -64,8 +65,9 @@ class RobustStudyConfig(StudyConfig):
     val_fraction: float = field(default=0.1, metadata=field_help(
         "share of the training part held out to choose each student's checkpoint", low=0.0,
         high=1.0, low_open=True, high_open=True))
-    eps: float = field(default=0.3, metadata=field_help("L-inf radius in pixel units",
-                                                        low=0.0))
+    eps: float = field(default=0.3, metadata=field_help(
+        "L-inf attack radius in pixel units of [0, 1] images (fractions such as 8/255 work)",
+        low=0.0))
     alpha: float = field(default=0.01, metadata=field_help("PGD step used in training"))
     train_steps: int = field(default=10, metadata=field_help("PGD steps used in training"))
     eval_steps: int = field(default=20, metadata=field_help(
@@ -79,11 +81,12 @@ class RobustStudyConfig(StudyConfig):
         "costs thousands of forward passes per image", low=1))
     teacher_method: str = field(default="trades", metadata=field_help(
         "how the teacher is trained", choices=TEACHER_METHODS))
-    teacher_model: str = field(default="convnet", metadata=field_help("teacher model"))
+    teacher_model: str = field(default="convnet", metadata=field_help(
+        "teacher model (as --model)"))
     teacher_args: tuple[str, ...] = field(default=("width=64",), metadata=field_help(
         "teacher model options as KEY=VALUE"))
     teacher_epochs: int = field(default=20, metadata=field_help("teacher epochs", low=1))
-    model: str = like("model", "convnet", "student model")
+    model: str = like("model", "convnet", "student model: " + MODEL_SPEC_HELP)
     model_args: tuple[str, ...] = like("model_args", ("width=16",),
                                        "student model options as KEY=VALUE")
     methods: tuple[str, ...] = field(default=METHODS, metadata=field_help(

@@ -8,8 +8,6 @@ trajectories of the first seed.
 
 from __future__ import annotations
 
-import dataclasses
-import json
 import statistics
 from collections.abc import Sequence
 from pathlib import Path
@@ -19,6 +17,7 @@ import numpy as np
 from matplotlib.figure import Figure
 
 from .._io import write_text
+from .markdown import config_block, definitions, rule
 
 __all__ = ["attack_order", "method_summary", "write_report"]
 
@@ -68,13 +67,13 @@ def write_report(config: Any, folder: Path, rows: Sequence[Row], figures: bool) 
     attacks = attack_order(list(scored["scores"]))
     lines = [f"# Robust distillation on {config.dataset} (eps = {config.eps:g})", "",
              "Accuracy in %, mean ± sample std over seeds "
-             f"{sorted({r['seed'] for r in rows})}; Worst = worst-class accuracy; NSD = "
-             "sample std / mean of the class-wise accuracies (lower is fairer)."
+             f"{sorted({r['seed'] for r in rows})}; Worst (worst-class accuracy) and NSD "
+             "(lower is fairer) are defined below."
              + (f" AutoAttack runs on {scored['scores']['autoattack']['images']} "
                 "class-balanced test images, the other attacks on the whole test split."
                 if "autoattack" in scored["scores"] else ""), ""]
     header = "| method | " + " | ".join(f"{a} {t}" for a in attacks for _, t in _MEASURES) + " |"
-    lines += [header, "|---" * (1 + len(attacks) * len(_MEASURES)) + "|"]
+    lines += [header, rule("l" + "r" * (len(attacks) * len(_MEASURES)))]
     for teacher in teachers:
         cells = []
         for attack in attacks:
@@ -92,10 +91,14 @@ def write_report(config: Any, folder: Path, rows: Sequence[Row], figures: bool) 
         lines.append(f"| {method} | " + " | ".join(cells) + " |")
     lines += ["", "Selected student epochs (validation PGD average + worst): "
               + ", ".join(f"{r['method']} s{r['seed']}: {r['selected_epoch']}" for r in rows), ""]
-    lines += [f"![{name}]({name})" for name in made]
-    lines += ["", "Config:", "", "```json",
-              json.dumps(dataclasses.asdict(config), indent=2, sort_keys=True), "```", ""]
+    lines += [f"![{_FIGURE_TITLES[name]}]({name})" for name in made]
+    lines += ["", "Measures:", "", *definitions("Worst", "NSD"), ""]
+    lines += config_block(config)
     write_text(folder / "report.md", "\n".join(lines))
+
+
+_FIGURE_TITLES = {"classwise_robust.png": "Class-wise PGD accuracy of each method",
+                  "temperatures.png": "ABSLD class temperatures over training"}
 
 
 def _figures(folder: Path, rows: Sequence[Row]) -> list[str]:
@@ -114,7 +117,8 @@ def _figures(folder: Path, rows: Sequence[Row]) -> list[str]:
                       [str(c) for c in range(len(per_class))])
         ax.set_xlabel("class")
         ax.set_ylabel(f"{pgd} accuracy (%), mean over seeds")
-        ax.legend(fontsize=7)
+        ax.set_title(_FIGURE_TITLES["classwise_robust.png"], fontsize=10)
+        ax.legend(fontsize=7, title="method", title_fontsize=7)
         fig.tight_layout()
         fig.savefig(folder / "classwise_robust.png", dpi=100)
         made.append("classwise_robust.png")
@@ -128,7 +132,7 @@ def _figures(folder: Path, rows: Sequence[Row]) -> list[str]:
             ax.set_title(f"ABSLD {kind} temperatures (seed {absld['seed']})", fontsize=9)
             ax.set_xlabel("epoch")
             ax.set_ylabel("temperature")
-        ax.legend(fontsize=6, ncol=2)
+        ax.legend(fontsize=6, ncol=2, title="class", title_fontsize=6)
         fig.tight_layout()
         fig.savefig(folder / "temperatures.png", dpi=100)
         made.append("temperatures.png")

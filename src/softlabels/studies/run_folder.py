@@ -1,17 +1,26 @@
-"""The output folder of a study: its effective config, guarded against mixing runs."""
+"""The output folder of a study: its effective config, guarded against mixing runs.
+
+Nothing here deletes a user's results: a folder holding another run is refused, and
+``--overwrite`` renames it aside (``<out>.replaced-<date>-<time>``) before a fresh run starts.
+"""
 
 from __future__ import annotations
 
 import dataclasses
 import fcntl
 import json
+import sys
+import time
 from pathlib import Path
 from typing import Any
 
 from .. import __version__
 from .._io import write_json
+from ..configuration import renamed_value, upgrade_fields
+from ..results import ResultsLog
 
-__all__ = ["FolderInUseError", "prepare_run_folder", "read_run_config"]
+__all__ = ["FolderInUseError", "move_aside", "prepare_run_folder", "read_rows",
+           "read_run_config"]
 
 
 class FolderInUseError(ValueError):
@@ -37,14 +46,62 @@ def _lock(folder: Path) -> None:
             "wait for it to finish or choose another --out") from None
     _LOCKS[key] = handle
 
+
+def _unlock(folder: Path) -> None:
+    handle = _LOCKS.pop(folder.resolve(), None)
+    if handle is not None:
+        handle.close()
+
+
+def move_aside(folder: str | Path) -> Path | None:
+    """Rename the run folder ``folder`` to ``<folder>.replaced-<date>-<time>`` (never delete it).
+
+    Runs still in use are refused: the folder (and each run folder directly inside it, as
+    ``reproduce`` keeps one per study) is locked first.
+
+    Returns:
+        Where the old folder went, or ``None`` when ``folder`` did not exist or was empty.
+
+    Raises:
+        FolderInUseError: another process is running in it.
+        ValueError: it holds files but is not a softlabels run folder (no ``config.json``,
+            ``results.jsonl`` or ``summary.json``, not even in a sub-folder).
+    """
+    folder = Path(folder)
+    if not folder.is_dir() or not any(folder.iterdir()):
+        return None
+    markers = ("config.json", "results.jsonl", "summary.json")
+    runs = [f for f in (folder, *sorted(p for p in folder.iterdir() if p.is_dir()))
+            if any((f / m).exists() for m in markers)]
+    if not runs:
+        raise ValueError(f"--overwrite replaces only a softlabels run folder, but "
+                         f"{str(folder)!r} holds other files; choose another --out")
+    for run in runs:
+        _lock(run)
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    aside = folder.with_name(f"{folder.name}.replaced-{stamp}")
+    number = 1
+    while aside.exists():
+        aside = folder.with_name(f"{folder.name}.replaced-{stamp}-{number}")
+        number += 1
+    for run in runs:
+        _unlock(run)  # the locks name the old path; the fresh run takes its own
+    folder.rename(aside)
+    print(f"softlabels: moved the previous contents of {str(folder)!r} to {str(aside)!r} "
+          "(--overwrite deletes nothing)", file=sys.stderr, flush=True)
+    return aside
+
 # Fields that may change between a run and its resumption without changing its results
 # (a dataset moved to another folder is still the same dataset).
 _RESUMABLE_CHANGES = frozenset({"device", "out", "data_root"})
 
 
 def prepare_run_folder(config: Any, out: str | Path, sweep_fields: tuple[str, ...] = (),
-                       study: str | None = None) -> Path:
+                       study: str | None = None, *, overwrite: bool = False) -> Path:
     """Create ``out`` and write ``config.json``; refuse a folder that holds another run.
+
+    With ``overwrite`` an existing run folder is first renamed aside (:func:`move_aside`),
+    so the run starts afresh and the old results are kept under another name.
 
     The folder is locked (``flock`` on ``.lock``) for the rest of this process, so a second
     process pointed at it fails with :class:`FolderInUseError` instead of corrupting it.
@@ -60,13 +117,16 @@ def prepare_run_folder(config: Any, out: str | Path, sweep_fields: tuple[str, ..
     if folder.exists() and not folder.is_dir():
         raise ValueError(f"output folder {str(folder)!r} is an existing file; choose a folder "
                          "with --out")
+    if overwrite:
+        move_aside(folder)
     folder.mkdir(parents=True, exist_ok=True)
     _lock(folder)
     current = dataclasses.asdict(config)
     path = folder / "config.json"
     if path.exists():
         stored_file = read_run_config(folder)
-        stored = stored_file["config"]
+        # A run of the previous release spells renamed fields and values the old way.
+        stored = upgrade_fields(type(config), stored_file["config"], warn=False)
         if study is not None and stored_file.get("study", study) != study:
             raise ValueError(f"output folder {str(folder)!r} holds a run of study "
                              f"{stored_file['study']!r}, not {study!r}; use another --out")
@@ -82,7 +142,8 @@ def prepare_run_folder(config: Any, out: str | Path, sweep_fields: tuple[str, ..
         if differing:
             raise ValueError(
                 f"output folder {str(folder)!r} holds a run with a different config (fields "
-                f"{differing}); use a new --out folder or delete that one")
+                f"{differing}); use a new --out folder, or --overwrite to start afresh there "
+                "(the old run is renamed aside, not deleted)")
     record: dict[str, Any] = {"softlabels_version": __version__, "config": current}
     if study is not None:
         record["study"] = study
@@ -110,3 +171,15 @@ def read_run_config(folder: str | Path) -> dict[str, Any]:
         raise ValueError(f"{str(path)!r} is not a softlabels config file (no 'config' "
                          "mapping); use another --out folder")
     return stored
+
+
+def read_rows(config_cls: type, folder: str | Path) -> list[dict[str, Any]]:
+    """The rows of ``folder/results.jsonl``, with the label modes a previous release spelled
+    otherwise (``config_cls.RENAMED_VALUES``) in their current spelling, so that its finished
+    cells are found by the current plan. The file itself is left as it is."""
+    renamed: dict[str, dict[str, str]] = getattr(config_cls, "RENAMED_VALUES", {})
+    rows = ResultsLog(Path(folder) / "results.jsonl").rows()
+    for row in rows:
+        for name in renamed.keys() & row.keys():
+            row[name] = renamed_value(name, renamed[name], row[name], warn=False)
+    return rows

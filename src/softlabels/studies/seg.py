@@ -1,9 +1,10 @@
 """``softlabels seg``: metric losses and soft labels for semantic segmentation.
 
 One cell = (loss, label mode, seed): a segmentation model trained with
-``w_ce * CE + w_metric * metric loss`` on hard, boundary-smoothed (``ls``), distilled (``kd``)
-or semi-supervised (``semi``) labels, then scored on the test split with mIoU at dataset,
-image and class level, worst-case mIoU, and ECE. Teachers (for ``kd`` and ``semi``) are
+``w_ce * CE + w_metric * metric loss`` on hard, boundary-smoothed (``smooth``), distilled
+(``teacher``) or semi-supervised (``semi``) labels, then scored on the test split with mIoU at
+dataset, image and class level, worst-case mIoU, and ECE. Teachers (for ``teacher`` and
+``semi``) are
 trained once per seed with boundary-smoothed labels and CE + JML, as in the paper, in a
 first stage of cells (their test scores are rows with ``phase = "teacher"``). Finished cells
 are read back from ``results.jsonl``; interrupted training resumes from its checkpoint.
@@ -11,29 +12,24 @@ are read back from ``results.jsonl``; interrupted training resumes from its chec
 
 from __future__ import annotations
 
-import dataclasses
 import functools
-import json
-import statistics
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
-import numpy as np
 import torch
-from matplotlib.figure import Figure
 from torch import Tensor, nn
 
-from .._io import torch_load, write_text
+from .._io import torch_load
 from ..configuration import field_help
 from ..data import PairedAugment, SegmentationDataset, load_segmentation
-from ..data.segmentation import PairedFlip, PairedRandomCrop
+from ..data.segmentation import PairedFlip, PairedRandomCrop, list_segmentation_datasets
 from ..engine import OPTIMIZERS, TrainConfig, fit
+from ..models import MODEL_SPEC_HELP
 from ..results import Table
 from ..seg import (
-    LABEL_MODES,
     LOSSES,
     UNLABELLED,
     SegLoss,
@@ -42,27 +38,48 @@ from ..seg import (
     predict_segmentation,
 )
 from .common import StudyConfig, build_model, like
+from .seg_report import draw_predictions, summary_rows, write_report
 from .sweep import Cell, Stage, Study
 
-__all__ = ["QUICK", "STUDY", "SegStudyConfig"]
+__all__ = ["LABEL_MODES", "QUICK", "STUDY", "SegStudyConfig"]
+
+#: The label modes of ``softlabels seg`` and what each trains on.
+LABEL_MODES: dict[str, str] = {
+    "hard": "the annotation (one class per pixel)",
+    "smooth": "label smoothing at class boundaries: (1 - eps) * one_hot + eps / C on pixels "
+              "whose k x k neighbourhood holds another class (eps --smoothing, k --kernel)",
+    "teacher": "knowledge distillation: half the hard-label loss, half KL + metric loss to a "
+               "teacher's softmax(logits / T) (T --temperature)",
+    "semi": "semi-supervised: --labeled-fraction of the images keep their annotation, the "
+            "others get the teacher's confident pixels (--confidence) as pseudo-labels",
+}
+#: Old spelling -> label mode, still accepted for one release. The old spellings are also the
+#: names :class:`~softlabels.seg.SegObjective` (a building block) gives these modes.
+_OLD_LABELS = {"ls": "smooth", "kd": "teacher"}
 
 
 @dataclass(frozen=True)
 class SegStudyConfig(StudyConfig):
     """Settings of ``softlabels seg``; each field is the CLI flag of the same name."""
 
+    RENAMED: ClassVar[dict[str, str]] = {**StudyConfig.RENAMED, "eps": "smoothing"}
+    RENAMED_VALUES: ClassVar[dict[str, dict[str, str]]] = {"labels": _OLD_LABELS}
+
     dataset: str = like("dataset", "digit_scenes",
-                        "segmentation dataset: digit_scenes (embedded) or camvid")
-    model: str = like("model", "unet", "student model")
+                        "segmentation dataset: " + ", ".join(list_segmentation_datasets())
+                        + " (softlabels list datasets)")
+    model: str = like("model", "unet", "student model: " + MODEL_SPEC_HELP)
     model_args: tuple[str, ...] = like("model_args", ("base_width=16",),
                                        "student model options as KEY=VALUE")
-    teacher_model: str = field(default="unet", metadata=field_help("teacher model (kd, semi)"))
+    teacher_model: str = field(default="unet", metadata=field_help(
+        "teacher model of the label modes teacher and semi (as --model)"))
     teacher_args: tuple[str, ...] = field(default=("base_width=32",), metadata=field_help(
         "teacher model options as KEY=VALUE"))
     losses: tuple[str, ...] = field(default=("ce", "ce+jml"), metadata=field_help(
         "losses to compare", choices=LOSSES, nonempty=True, unique=True))
-    labels: tuple[str, ...] = field(default=("hard", "ls", "kd"), metadata=field_help(
-        "label modes", choices=LABEL_MODES, nonempty=True, unique=True))
+    labels: tuple[str, ...] = field(default=("hard", "smooth", "teacher"), metadata=field_help(
+        "label modes (softlabels list label-modes)", choices=tuple(LABEL_MODES),
+        nonempty=True, unique=True))
     epochs: int = field(default=30, metadata=field_help("student epochs", low=1))
     teacher_epochs: int | None = field(default=None, metadata=field_help(
         "teacher epochs (default: the student's)", low=1))
@@ -75,10 +92,10 @@ class SegStudyConfig(StudyConfig):
     w_ce: float = field(default=0.25, metadata=field_help("weight of cross-entropy", low=0.0))
     w_metric: float = field(default=0.75, metadata=field_help(
         "weight of the metric loss", low=0.0))
-    eps: float = field(default=0.5, metadata=field_help(
-        "boundary label smoothing eps (ls)", low=0.0, high=1.0))
+    smoothing: float = field(default=0.5, metadata=field_help(
+        "label-smoothing eps of the smooth labels (at class boundaries)", low=0.0, high=1.0))
     kernel: int = field(default=3, metadata=field_help(
-        "boundary neighbourhood size (ls), odd", low=1))
+        "boundary neighbourhood size of the smooth labels, odd", low=1))
     temperature: float = field(default=1.0, metadata=field_help(
         "distillation temperature", low=0.0, low_open=True))
     labeled_fraction: float = field(default=0.25, metadata=field_help(
@@ -114,17 +131,17 @@ QUICK: dict[str, Any] = {"out": "runs/seg-quick", "epochs": 4, "teacher_epochs":
 #: ``reproduce --full``: the CamVid run of ``docs/results.md``.
 FULL: tuple[str, tuple[dict[str, Any], ...]] = ("camvid", (
     {"dataset": "camvid", "losses": ("ce", "ce+jml", "ce+sjl"),
-     "labels": ("hard", "ls", "kd"), "seeds": (0, 1, 2), "epochs": 8, "crop": 128,
+     "labels": ("hard", "smooth", "teacher"), "seeds": (0, 1, 2), "epochs": 8, "crop": 128,
      "teacher_args": ("base_width=24",)},
 ))
 
-_TEACHER_MODES = ("kd", "semi")
+_TEACHER_MODES = ("teacher", "semi")
 
 
 def plan(config: SegStudyConfig, rows: Sequence[dict[str, Any]]) -> list[Stage]:
-    """Teachers (kd, semi) first, then every (loss, label mode, seed) student."""
+    """Teachers (teacher, semi) first, then every (loss, label mode, seed) student."""
     teachers = tuple(Cell({"phase": "teacher", "labels": labels, "seed": seed},
-                          f"teacher-{labels}-s{seed}")
+                          _teacher_name(labels, seed))
                      for seed in config.seeds for labels in config.labels
                      if labels in _TEACHER_MODES)
     students = tuple(Cell({"loss": loss, "labels": labels, "seed": seed},
@@ -160,13 +177,14 @@ def run_cell(config: SegStudyConfig, cell: Cell, folder: Path, *,
     if labels == "semi":
         labelled = _labelled_split(train, config.labeled_fraction, seed)
         masks = torch.where(labelled[:, None, None], masks, UNLABELLED)
-    objective = SegObjective(_seg_loss(config, train, loss), labels, teacher=teacher,
-                             eps=config.eps, kernel=config.kernel,
+    objective = SegObjective(_seg_loss(config, train, loss), _old(labels), teacher=teacher,
+                             eps=config.smoothing, kernel=config.kernel,
                              temperature=config.temperature, confidence=config.confidence)
     model = build_model(config.model, config.model_args, train, seed)
     result = fit(model, train.images, masks, config.train_config(seed), objective=objective,
                  paired_augment=_augment(config, train),
-                 checkpoint_dir=folder / "checkpoints" / cell.name,
+                 checkpoint_dir=_checkpoints(folder, cell.name,
+                                             _cell_name(loss, _old(labels), seed)),
                  device=config.device, show_progress=show_progress)
     scores = evaluate_segmentation(model, test, device=config.device)
     return {**scores, "train_loss": result.history[-1]["loss"],
@@ -195,78 +213,60 @@ def _labelled_split(data: SegmentationDataset, fraction: float, seed: int) -> Te
 
 def _teacher(config: SegStudyConfig, folder: Path, train: SegmentationDataset, labels: str,
              seed: int, show_progress: bool | None) -> nn.Module:
-    """Train (or resume) the teacher of ``kd`` (all images) or ``semi`` (labelled images)."""
+    """Train (or resume) the teacher of ``teacher`` (all images) or ``semi`` (labelled
+    images)."""
     data = train
     if labels == "semi":
         data = train.subset(torch.nonzero(_labelled_split(train, config.labeled_fraction,
                                                           seed)).flatten())
     teacher = build_model(config.teacher_model, config.teacher_args, train, seed)
-    objective = SegObjective(_seg_loss(config, train, "ce+jml"), "ls", eps=config.eps,
-                             kernel=config.kernel)
+    objective = SegObjective(_seg_loss(config, train, "ce+jml"), _old("smooth"),
+                             eps=config.smoothing, kernel=config.kernel)
     fit(teacher, data.images, data.masks, config.train_config(seed, config.teacher_epochs),
         objective=objective, paired_augment=_augment(config, train),
-        checkpoint_dir=folder / "checkpoints" / f"teacher-{labels}-s{seed}",
+        checkpoint_dir=_checkpoints(folder, _teacher_name(labels, seed),
+                                    f"teacher-{_old(labels)}-s{seed}"),
         device=config.device, show_progress=show_progress)
     return teacher
+
+
+def _teacher_name(labels: str, seed: int) -> str:
+    return f"teacher-s{seed}" if labels == "teacher" else f"teacher-{labels}-s{seed}"
 
 
 def _cell_name(loss: str, labels: str, seed: int) -> str:
     return f"{loss.replace('+', '_')}-{labels}-s{seed}"
 
 
-_REPORT_COLUMNS = (("miou_dataset", "mIoU^D"), ("miou_image", "mIoU^I"),
-                   ("miou_class", "mIoU^C"), ("miou_image_worst", "worst-5% mIoU^I"),
-                   ("ece_dataset", "ECE^D"), ("ece_image", "ECE^I"))
+def _old(labels: str) -> str:
+    """The spelling a label mode had in the previous release (in its run folders' cell
+    names, and in :class:`~softlabels.seg.SegObjective`)."""
+    return next((old for old, new in _OLD_LABELS.items() if new == labels), labels)
 
 
-def summary_rows(rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Mean and sample std over seeds per (loss, labels) of the student rows; mIoU and ECE
-    in %."""
-    groups: dict[tuple[str, str], list[dict[str, Any]]] = {}
-    for row in rows:
-        if "loss" in row:
-            groups.setdefault((row["loss"], row["labels"]), []).append(row)
-    summary = []
-    for (loss, labels), members in groups.items():
-        entry: dict[str, Any] = {"loss": loss, "labels": labels, "seeds": len(members)}
-        for key, _ in _REPORT_COLUMNS:
-            scale = 1.0 if key.startswith("ece") else 100.0
-            values = [scale * m[key] for m in members]
-            entry[key] = (statistics.mean(values),
-                          statistics.stdev(values) if len(values) > 1 else 0.0)
-        entry["seconds"] = statistics.mean(m["seconds"] for m in members)
-        summary.append(entry)
-    return summary
+def _checkpoints(folder: Path, name: str, legacy: str) -> Path:
+    """``checkpoints/<name>``, or the folder of the same cell named before the label modes
+    were renamed, so that a run of the previous release resumes its half-trained models."""
+    path, old = folder / "checkpoints" / name, folder / "checkpoints" / legacy
+    return old if not path.exists() and old.exists() else path
 
 
 def report(config: SegStudyConfig, folder: Path, rows: Sequence[dict[str, Any]],
            figures: bool) -> None:
-    """``report.md`` (students' scores by loss and labels, the teachers'), the figure."""
-    header = "| loss | labels | seeds | " + " | ".join(t for _, t in _REPORT_COLUMNS) + \
-        " | s / cell |"
-    lines = [f"# Segmentation study on {config.dataset}", "",
-             "Mean ± sample std over seeds; mIoU in %, ECE in % (10 bins).", "", header,
-             "|" + "---|" * (len(_REPORT_COLUMNS) + 4)]
-    for entry in summary_rows(rows):
-        cells = [f"{entry[k][0]:.2f} ± {entry[k][1]:.2f}" for k, _ in _REPORT_COLUMNS]
-        lines.append(f"| {entry['loss']} | {entry['labels']} | {entry['seeds']} | "
-                     + " | ".join(cells) + f" | {entry['seconds']:.0f} |")
-    teachers = [r for r in rows if r.get("phase") == "teacher"]
-    if teachers:
-        lines += ["", "Teachers (CE + JML on boundary-smoothed labels), test scores in %:", "",
-                  "| labels | seed | " + " | ".join(t for _, t in _REPORT_COLUMNS) + " |",
-                  "|" + "---|" * (len(_REPORT_COLUMNS) + 2)]
-        for row in teachers:
-            lines.append(f"| {row['labels']} | {row['seed']} | " + " | ".join(
-                f"{(1.0 if k.startswith('ece') else 100.0) * row[k]:.2f}"
-                for k, _ in _REPORT_COLUMNS) + " |")
-    if figures and config.figure_images and _figure_checkpoints(config, folder):
-        _figure(config, folder, _load(config.dataset, config.data_root)[1])
-    if (folder / "predictions.png").exists():
-        lines += ["", "![predictions](predictions.png)"]
-    lines += ["", "Config:", "", "```json",
-              json.dumps(dataclasses.asdict(config), indent=2, sort_keys=True), "```", ""]
-    write_text(folder / "report.md", "\n".join(lines))
+    """``report.md`` (see :func:`~softlabels.studies.seg_report.write_report`) and, with
+    ``figures`` and student checkpoints in the folder, the prediction figure."""
+    found = _figure_checkpoints(config, folder) if figures and config.figure_images else []
+    if found:
+        test = _load(config.dataset, config.data_root)[1]
+        count = min(config.figure_images, len(test))
+        columns = []
+        for title, path in found:
+            model = build_model(config.model, config.model_args, test, config.seeds[0])
+            model.load_state_dict(torch_load(path)["model"])
+            probs = predict_segmentation(model, test.images[:count], device=config.device)
+            columns.append((title, probs.argmax(1)))
+        draw_predictions(folder / "predictions.png", test, count, columns)
+    write_report(config, folder, rows)
 
 
 _SUMMARY_COLUMNS = (("miou_dataset", "mIoU^D"), ("miou_image", "mIoU^I"),
@@ -300,47 +300,15 @@ def _figure_checkpoints(config: SegStudyConfig, folder: Path) -> list[tuple[str,
     found = []
     for labels in config.labels:
         for loss in config.losses:
-            path = folder / "checkpoints" / _cell_name(loss, labels, seed) / "last.pt"
+            path = _checkpoints(folder, _cell_name(loss, labels, seed),
+                                _cell_name(loss, _old(labels), seed)) / "last.pt"
             if path.exists():
                 found.append((f"{loss}\n{labels}", path))
     return found
 
 
-def _figure(config: SegStudyConfig, folder: Path, test: SegmentationDataset) -> None:
-    """Image, ground truth and each first-seed model's prediction for a few test images."""
-    count = min(config.figure_images, len(test))
-    seed = config.seeds[0]
-    columns: list[tuple[str, torch.Tensor]] = []
-    for title, path in _figure_checkpoints(config, folder):
-        model = build_model(config.model, config.model_args, test, seed)
-        model.load_state_dict(torch_load(path)["model"])
-        probs = predict_segmentation(model, test.images[:count], device=config.device)
-        columns.append((title, probs.argmax(1)))
-    # Void pixels are left blank (masked), not drawn in the colour of class 0.
-    masks = np.ma.masked_equal(test.masks[:count].numpy(), test.ignore_index)
-    width = 2 + len(columns)
-    # A bare Figure needs no GUI backend, so this works on any machine.
-    fig = Figure(figsize=(1.8 * width, 1.6 * count))
-    axes = fig.subplots(count, width, squeeze=False)
-    for row in range(count):
-        image = test.images[row].permute(1, 2, 0).squeeze(-1).numpy()
-        panels = [("image", image, "gray"), ("ground truth", masks[row], "tab20")]
-        panels += [(title, pred[row].numpy(), "tab20") for title, pred in columns]
-        for col, (title, panel, cmap) in enumerate(panels):
-            ax = axes[row][col]
-            if cmap == "gray":
-                ax.imshow(panel, cmap=cmap)
-            else:
-                ax.imshow(panel, cmap=cmap, vmin=0, vmax=max(test.num_classes - 1, 1),
-                          interpolation="nearest")
-            ax.set_axis_off()
-            if row == 0:
-                ax.set_title(title, fontsize=7)
-    fig.tight_layout()
-    fig.savefig(folder / "predictions.png", dpi=100)
-
-
 STUDY = Study(name="seg", help="segmentation with Jaccard/Dice metric losses and soft labels",
               config_cls=SegStudyConfig, quick=QUICK, plan=plan, run_cell=run_cell,
               report=report, summary=summary, headline=headline,
-              sweep_fields=("losses", "labels", "seeds", "figure_images"), full=FULL)
+              sweep_fields=("losses", "labels", "seeds", "figure_images"), full=FULL,
+              label_modes=LABEL_MODES)

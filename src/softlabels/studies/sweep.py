@@ -28,7 +28,7 @@ from .._io import write_text
 from ..progress import progress
 from ..results import ResultsLog, Table
 from .executors import CellTask, ExecutorConfig, make_executor
-from .run_folder import prepare_run_folder
+from .run_folder import prepare_run_folder, read_rows
 
 __all__ = ["Cell", "Results", "RowIndex", "Stage", "Study", "SweepFailedError", "run_sweep"]
 
@@ -96,6 +96,8 @@ class Study:
             change).
         check: ``check(config)`` validates the config against the data before any cell runs.
         full: ``(dataset folder, config layers)`` of ``softlabels reproduce --full``.
+        label_modes: ``{label mode: what it is}`` of the study's ``--labels`` (for
+            ``softlabels list label-modes``).
     """
 
     name: str
@@ -110,6 +112,7 @@ class Study:
     sweep_fields: tuple[str, ...] = ()
     check: Callable[[Any], None] | None = None
     full: tuple[str, tuple[Mapping[str, Any], ...]] | None = None
+    label_modes: Mapping[str, str] = field(default_factory=dict)
 
 
 @dataclass
@@ -179,7 +182,7 @@ class RowIndex:
 
 
 def run_sweep(study: Study, config: Any, executor: ExecutorConfig | None = None, *,
-              show_progress: bool | None = None) -> Results:
+              show_progress: bool | None = None, overwrite: bool = False) -> Results:
     """Run (or resume) every cell of ``study``'s plan for ``config`` in ``config.out``.
 
     Args:
@@ -188,6 +191,8 @@ def run_sweep(study: Study, config: Any, executor: ExecutorConfig | None = None,
         executor: where cells run (default: serially in this process).
         show_progress: see :func:`softlabels.progress.progress`; the driver's bar counts
             cells, and serial cells show their own bars beneath it.
+        overwrite: start afresh: a run already in ``config.out`` is renamed aside to
+            ``<out>.replaced-<date>-<time>`` (never deleted) instead of being resumed.
 
     Raises:
         ValueError: the folder holds another run, is in use, or the config does not fit the
@@ -197,9 +202,10 @@ def run_sweep(study: Study, config: Any, executor: ExecutorConfig | None = None,
     """
     began = time.perf_counter()
     executor = executor if executor is not None else ExecutorConfig()
-    folder = prepare_run_folder(config, config.out, study.sweep_fields, study.name)
+    folder = prepare_run_folder(config, config.out, study.sweep_fields, study.name,
+                                overwrite=overwrite)
     log = ResultsLog(folder / "results.jsonl")
-    index = RowIndex(log.rows())
+    index = RowIndex(read_rows(study.config_cls, folder))
     if study.check is not None:
         study.check(config)
     stages = _plan(study, config, index)

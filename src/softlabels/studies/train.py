@@ -2,7 +2,7 @@
 
 The same student (same initialisation, training images, data order and recipe) is trained
 once per label mode, so the accuracy differences come from the labels alone. With
-``images_per_class`` the students see only a few random images per class while the teacher
+``ipc`` (images per class) the students see only a few random images per class while the teacher
 learns from the whole training set: the setting where soft labels carry the most knowledge.
 
 - ``hard``: one-hot labels.
@@ -38,7 +38,13 @@ from .sweep import Cell, Stage, Study
 
 __all__ = ["LABEL_MODES", "STUDY", "TrainStudyConfig"]
 
-LABEL_MODES = ("hard", "smooth", "teacher")
+#: The label modes of ``softlabels train`` and what each trains on.
+LABEL_MODES: dict[str, str] = {
+    "hard": "one-hot labels",
+    "smooth": "label smoothing (1 - eps) * one_hot + eps / C (eps --smoothing)",
+    "teacher": "softmax(teacher logits / T) of a teacher trained on every image, learnt with "
+               "Hinton's distillation loss (T --temperature)",
+}
 _TEACHER = "teacher-model"
 
 
@@ -46,15 +52,18 @@ _TEACHER = "teacher-model"
 class TrainStudyConfig(StudyConfig):
     """Settings of ``softlabels train``; each field is the CLI flag of the same name."""
 
-    RENAMED: ClassVar[dict[str, str]] = {"seed": "seeds"}
+    RENAMED: ClassVar[dict[str, str]] = {**StudyConfig.RENAMED, "images_per_class": "ipc"}
 
-    labels: tuple[str, ...] = field(default=LABEL_MODES, metadata=field_help(
-        "label modes to train with", choices=LABEL_MODES, nonempty=True, unique=True))
+    labels: tuple[str, ...] = field(default=tuple(LABEL_MODES), metadata=field_help(
+        "label modes to train with (softlabels list label-modes)", choices=tuple(LABEL_MODES),
+        nonempty=True, unique=True))
     smoothing: float = field(default=0.1, metadata=field_help(
-        "label-smoothing eps", low=0.0, high=1.0))
+        "label-smoothing eps of the smooth labels: (1 - eps) * one_hot + eps / C", low=0.0,
+        high=1.0))
     temperature: float = field(default=4.0, metadata=field_help(
         "teacher softmax temperature T", low=0.0, low_open=True))
-    teacher_model: str = field(default="convnet", metadata=field_help("teacher model name"))
+    teacher_model: str = field(default="convnet", metadata=field_help(
+        "teacher model (as --model)"))
     teacher_args: tuple[str, ...] = field(default=("width=128",), metadata=field_help(
         "teacher model options as KEY=VALUE"))
     epochs: int = field(default=30, metadata=field_help("student training epochs", low=1))
@@ -69,8 +78,9 @@ class TrainStudyConfig(StudyConfig):
         "learning-rate schedule", choices=SCHEDULES))
     augment: str = field(default="none", metadata=field_help(
         "batch augmentation", choices=tuple(list_augmentations())))
-    images_per_class: int | None = field(default=None, metadata=field_help(
-        "students train on this many random images per class (the teacher on all)", low=1))
+    ipc: int | None = field(default=None, metadata=field_help(
+        "images per class: students train on this many random images of each class (the "
+        "teacher on all)", low=1))
     checkpoint_every: int = field(default=0, metadata=field_help(
         "keep weights every N epochs", low=0))
     out: str = like("out", "runs/train")
@@ -88,7 +98,7 @@ class TrainStudyConfig(StudyConfig):
 
 
 #: Applied by ``--quick`` before the config file and flags: a run of a few seconds.
-QUICK = {"out": "runs/train-quick", "images_per_class": 5, "epochs": 300, "teacher_epochs": 10,
+QUICK = {"out": "runs/train-quick", "ipc": 5, "epochs": 300, "teacher_epochs": 10,
          "teacher_args": ("width=64",)}
 
 
@@ -121,8 +131,8 @@ def run_cell(config: TrainStudyConfig, cell: Cell, folder: Path, *,
         model, data, targets = _teacher(config, folder, full, seed, show_progress), full, None
     else:
         data = full
-        if config.images_per_class is not None:
-            data = full.subset(sample_per_class(full.labels, config.images_per_class, seed))
+        if config.ipc is not None:
+            data = full.subset(sample_per_class(full.labels, config.ipc, seed))
         targets = {"hard": lambda: data.labels,
                    "smooth": lambda: smooth(data.labels, data.num_classes, config.smoothing),
                    "teacher": lambda: _teacher_store(config, folder, full, seed, show_progress
@@ -178,9 +188,9 @@ def _teacher_store(config: TrainStudyConfig, folder: Path, full: ImageDataset, s
 def check(config: TrainStudyConfig) -> None:
     """Check the data before any cell trains: enough images per class for every seed."""
     full, _ = _load(config.dataset, config.data_root)
-    if config.images_per_class is not None:
+    if config.ipc is not None:
         for seed in config.seeds:
-            sample_per_class(full.labels, config.images_per_class, seed)
+            sample_per_class(full.labels, config.ipc, seed)
 
 
 def report(config: TrainStudyConfig, folder: Path, rows: Sequence[dict[str, Any]],
@@ -216,5 +226,5 @@ def headline(rows: Sequence[dict[str, Any]]) -> list[str]:
 STUDY = Study(name="train", help="train a model with hard, smoothed or teacher soft labels",
               config_cls=TrainStudyConfig, quick=QUICK, plan=plan, run_cell=run_cell,
               report=report, summary=summary, headline=headline,
-              sweep_fields=("labels", "seeds"), check=check)
+              sweep_fields=("labels", "seeds"), check=check, label_modes=LABEL_MODES)
 

@@ -182,6 +182,10 @@ def fit(
                 return outputs.new_tensor(math.nan)
             return loss_fn(outputs, y)
     model.to(target_device)
+    if ranks.backend == "nccl":
+        # Per-rank batch statistics would differ from one process's; across GPUs they are
+        # synchronised (gloo has no SyncBatchNorm: on CPUs BatchNorm sees the rank's shard).
+        nn.SyncBatchNorm.convert_sync_batchnorm(model)
     if config.channels_last:
         model.to(memory_format=torch.channels_last)
     broadcast_parameters(model)
@@ -241,6 +245,7 @@ def fit(
     if log is not None:
         log.write(history)
         log.close()
+    barrier()  # rank 0's last checkpoint is on disk before any rank reads an epoch's weights
     return FitResult(model=model, history=history, final=final, start_epoch=start_epoch,
                      seconds=time.perf_counter() - began)
 

@@ -180,3 +180,22 @@ def test_a_streamed_imagefolder_trains_like_the_decoded_one(tmp_path: Path) -> N
     assert _equal(a.state_dict(), b.state_dict())
     with pytest.raises(ValueError, match="cannot stream"):
         stream_dataset("mnist", tmp_path)
+
+
+@pytest.mark.data
+def test_a_streamed_camvid_split_equals_the_decoded_one(test_data_root: Path) -> None:
+    from softlabels.data import load_segmentation, stream_segmentation
+    from softlabels.seg import evaluate_segmentation
+
+    streamed = stream_segmentation("camvid", test_data_root / "camvid", "val")
+    decoded = load_segmentation("camvid", test_data_root / "camvid", "val", cache_dir=False)
+    assert len(streamed) == len(decoded) == 101
+    assert streamed.info == decoded.info
+    for i in (0, 50, 100):
+        image, mask = streamed[i]
+        assert torch.equal(image, decoded.images[i])
+        assert torch.equal(mask, decoded.masks[i])
+    model = nn.Conv2d(3, 11, 1)
+    first = streamed.subset(torch.arange(6))
+    assert evaluate_segmentation(model, first, device="cpu") == evaluate_segmentation(
+        model, decoded.subset(torch.arange(6)), device="cpu")

@@ -26,7 +26,13 @@ from .segmentation import (
     paired_random_scale,
 )
 from .split import sample_per_class, train_val_split
-from .streaming import STREAMABLE, StreamingImageFolder, stream_dataset
+from .streaming import (
+    STREAMABLE,
+    StreamingImageFolder,
+    StreamingSegmentation,
+    stream_dataset,
+    stream_segmentation,
+)
 from .types import DatasetInfo, ImageDataset
 
 __all__ = [
@@ -45,6 +51,7 @@ __all__ = [
     "Resource",
     "SegmentationDataset",
     "StreamingImageFolder",
+    "StreamingSegmentation",
     "augmentation",
     "default_cache_dir",
     "download_dataset",
@@ -61,5 +68,6 @@ __all__ = [
     "random_flip",
     "sample_per_class",
     "stream_dataset",
+    "stream_segmentation",
     "train_val_split",
 ]

@@ -17,16 +17,20 @@ from rich.progress import (
     BarColumn,
     MofNCompleteColumn,
     Progress,
+    ProgressColumn,
+    Task,
     TextColumn,
-    TimeElapsedColumn,
     TimeRemainingColumn,
 )
+from rich.table import Column
+from rich.text import Text
 
 __all__ = ["ProgressReporter", "labelled", "progress"]
 
 _LOG_EVERY = 10.0
-# Labels and statuses are cut so that a bar fits an 80-column terminal.
-_LABEL_WIDTH, _STATUS_WIDTH = 28, 24
+# A bar fits an 80-column terminal: the label (the cell's name first) takes 36 columns, the bar,
+# count and ETA 30, and the status what is left (cut with an ellipsis, longer on a wider one).
+_LABEL_WIDTH, _STATUS_WIDTH = 36, 60
 
 _PREFIX: contextvars.ContextVar[str] = contextvars.ContextVar("softlabels_progress_prefix",
                                                               default="")
@@ -91,6 +95,7 @@ def progress(total: int, label: str, enabled: bool | None = None,
         start: units already done (a resumed run).
     """
     prefix = _PREFIX.get()
+    shown = _label(prefix, label)
     label = f"{prefix} {label}" if prefix else label
     if enabled is False:
         yield _Silent(total, label)
@@ -100,20 +105,16 @@ def progress(total: int, label: str, enabled: bool | None = None,
         return
     if _LIVE:
         bar = _LIVE[-1]
-        task = bar.add_task(_cut(label, _LABEL_WIDTH), total=total, completed=start, status="")
+        task = bar.add_task(shown, total=total, completed=start, status="")
         try:
             yield ProgressReporter(bar, task, total, label)
         finally:
             bar.remove_task(task)
         return
-    columns = (TextColumn("[bold]{task.description}"), BarColumn(bar_width=16),
-               MofNCompleteColumn(), TimeElapsedColumn(), TextColumn("eta"),
-               TimeRemainingColumn(), TextColumn("{task.fields[status]}"))
-    with Progress(*columns, transient=False) as bar:
+    with Progress(*_columns(), transient=False, expand=True) as bar:
         _LIVE.append(bar)
         try:
-            task = bar.add_task(_cut(label, _LABEL_WIDTH), total=total, completed=start,
-                                status="")
+            task = bar.add_task(shown, total=total, completed=start, status="")
             yield ProgressReporter(bar, task, total, label)
         finally:
             _LIVE.pop()
@@ -121,6 +122,36 @@ def progress(total: int, label: str, enabled: bool | None = None,
 
 def _cut(text: str, width: int) -> str:
     return text if len(text) <= width else text[:width - 1] + "…"
+
+
+def _label(prefix: str, label: str) -> str:
+    """The bar's label: the cell's name whole (cut in the middle only when it alone is too
+    long, since both ends tell cells apart), then as much of the task's own label as fits."""
+    if not prefix:
+        return _cut(label, _LABEL_WIDTH)
+    if len(prefix) > _LABEL_WIDTH:
+        head = (_LABEL_WIDTH - 1) // 2
+        return prefix[:head] + "…" + prefix[len(prefix) - (_LABEL_WIDTH - 1 - head):]
+    return _cut(f"{prefix} {label}", _LABEL_WIDTH)
+
+
+class _Eta(TimeRemainingColumn):
+    """``eta 0:01:23`` in one column (two columns would cost a separator)."""
+
+    def render(self, task: Task) -> Text:
+        return Text("eta ") + super().render(task)
+
+
+def _columns() -> tuple[ProgressColumn, ...]:
+    """Label, bar, count, ETA and status; only the status gives way on a narrow terminal."""
+    def fixed(width: int) -> Column:
+        return Column(width=width, no_wrap=True)
+
+    return (TextColumn("[bold]{task.description}", table_column=fixed(_LABEL_WIDTH)),
+            BarColumn(bar_width=8, table_column=fixed(8)),
+            MofNCompleteColumn(table_column=fixed(9)), _Eta(table_column=fixed(11)),
+            TextColumn("{task.fields[status]}",
+                       table_column=Column(no_wrap=True, overflow="ellipsis", ratio=1)))
 
 
 class _Silent(ProgressReporter):

@@ -234,7 +234,7 @@ if __name__ == "__main__":  # python -m softlabels.studies.claims docs/runs
     if len(sys.argv) != 2:
         sys.exit("usage: python -m softlabels.studies.claims RUNS_FOLDER")
     target = Path(__file__).with_name(COMMITTED_FILE)
-    rounded = {key: {group: {label: round(v, 4) for label, v in items.items()}
+    rounded = {key: {group: {label: round(v, 6) for label, v in items.items()}
                      for group, items in values.items()}
                for key, values in committed_values(sys.argv[1]).items()}
     target.write_text(json.dumps(rounded, indent=2) + "\n", encoding="utf-8")

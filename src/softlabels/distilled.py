@@ -163,12 +163,14 @@ def save_distilled(path: str | os.PathLike[str], data: DistilledSet,
     return target
 
 
-def load_distilled(path: str | os.PathLike[str]) -> DistilledSet:
+def load_distilled(path: str | os.PathLike[str], num_classes: int | None = None
+                   ) -> DistilledSet:
     """Read a distilled set written by :func:`save_distilled`, or any ``.npz`` that
     ``load_dataset("npz")`` reads (``x``, ``y``; optional ``class_names``, ``soft_labels``).
 
-    Without ``class_names`` the classes are ``"0" .. str(max label)``, or as many as the soft
-    labels have columns.
+    A file that names no classes has as many as its soft labels have columns, else
+    ``num_classes`` (the dataset it belongs to), else ``max label + 1``; they are called
+    ``"0"``, ``"1"``, ...
 
     Raises:
         FileNotFoundError: no such file.
@@ -180,7 +182,7 @@ def load_distilled(path: str | os.PathLike[str]) -> DistilledSet:
         raise FileNotFoundError(f"distilled set {str(source)!r} does not exist")
     try:
         if _format(source, None) == "npz":
-            return _read_npz(source)
+            return _read_npz(source, num_classes)
         return _read_safetensors(source)
     except ValueError as err:
         if str(source) in str(err):
@@ -188,7 +190,7 @@ def load_distilled(path: str | os.PathLike[str]) -> DistilledSet:
         raise ValueError(f"distilled set {str(source)!r}: {err}") from err
 
 
-def _read_npz(path: Path) -> DistilledSet:
+def _read_npz(path: Path, num_classes: int | None) -> DistilledSet:
     raw = read_npz(path)  # x, y and class names, with the loader's own checks
     with np.load(path, allow_pickle=False) as archive:
         extra = {k: torch.from_numpy(np.asarray(archive[k], dtype=np.float32))
@@ -200,8 +202,9 @@ def _read_npz(path: Path) -> DistilledSet:
     images = images.float().div_(255.0) if raw.images.dtype == np.uint8 else images.float()
     names = tuple(raw.class_names)
     soft = extra.pop("soft_labels", None)
-    if soft is not None and not has_names:
-        names = tuple(str(c) for c in range(max(len(names), soft.shape[1])))
+    count = soft.shape[1] if soft is not None and soft.ndim == 2 else num_classes
+    if not has_names and count is not None:
+        names = tuple(str(c) for c in range(max(len(names), count)))
     return _assemble(images, torch.from_numpy(raw.labels), names, soft, extra, provenance)
 
 

@@ -293,7 +293,7 @@ def _file_images(ctx: _Context) -> DistilledSet:
     """The user's distilled images (``--image-file``), checked against the dataset."""
     config, pool = ctx.config, ctx.pool
     path = config.image_file
-    given = _read_image_file(path)  # type: ignore[arg-type]  # check() requires it
+    given = _read_image_file(path, pool.num_classes)  # type: ignore[arg-type]  # checked
     if tuple(given.images.shape[1:]) != tuple(pool.images.shape[1:]):
         raise ValueError(f"image file {path!r} holds images of shape (C, H, W) = "
                          f"{tuple(given.images.shape[1:])} but dataset {config.dataset!r} has "
@@ -312,8 +312,8 @@ def _file_images(ctx: _Context) -> DistilledSet:
 
 
 @functools.lru_cache(maxsize=2)
-def _read_image_file(path: str) -> DistilledSet:
-    return load_distilled(path)
+def _read_image_file(path: str, num_classes: int) -> DistilledSet:
+    return load_distilled(path, num_classes)
 
 
 def _learned_labels(ctx: _Context, images: Tensor, hard: Tensor, show_progress: bool | None

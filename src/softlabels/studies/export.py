@@ -112,7 +112,8 @@ def _images(config: DistillStudyConfig, run: Path, row: dict[str, Any], indices:
             raise ValueError(f"cell {row!r} needs its DM images {str(path)!r}, which are gone")
         saved = torch_load(path)
         return saved["images"], saved["labels"].to(torch.int64)  # DM keeps them in [0, 1]
-    given = load_distilled(config.image_file)  # type: ignore[arg-type]  # file cells have it
+    given = load_distilled(config.image_file,  # type: ignore[arg-type]  # file cells have it
+                           train.num_classes)
     return given.images, given.labels
 
 

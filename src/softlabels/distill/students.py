@@ -49,7 +49,7 @@ from .._checks import (
 from ..engine.config import TrainConfig
 from ..engine.data import batch_bounds, make_source
 from ..engine.optim import build_optimizer, build_scheduler
-from ..engine.training import NonFiniteLossError, fit
+from ..engine.training import NonFiniteLossError, autocast, fit
 from ..labels import validate
 from ..losses import soft_cross_entropy
 from ..models.convnet import ConvBlock, ConvNet
@@ -324,7 +324,9 @@ def _train_vectorized(models: list[nn.Module], backend: str, x_all: Tensor, y_al
                     x = torch.stack([augment(x_all[index[i]], generators[i])
                                      for i in range(count)])
                 y = y_all[index]
-                losses = _per_student_loss(train_call(params, buffers, x), y)
+                with autocast(x.device, config.precision):
+                    logits = train_call(params, buffers, x)
+                losses = _per_student_loss(logits.float(), y)
                 if not bool(torch.isfinite(losses).all()):
                     _raise_non_finite(losses, seeds, epoch, step)
                 optimizer.zero_grad(set_to_none=True)

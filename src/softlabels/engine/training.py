@@ -58,7 +58,7 @@ from .evaluation import EvalResult, evaluate
 from .logs import HistoryLog
 from .optim import build_optimizer, build_scheduler
 
-__all__ = ["FitResult", "NonFiniteLossError", "epoch_checkpoint_name", "fit",
+__all__ = ["FitResult", "NonFiniteLossError", "autocast", "epoch_checkpoint_name", "fit",
            "load_epoch_checkpoint", "saved_checkpoint_epochs"]
 
 LossFn = Callable[[Tensor, Tensor], Tensor]
@@ -336,7 +336,7 @@ class _Step:
                 x, y = self.paired_augment(x, y, generator)
             if self.config.channels_last:
                 x = x.contiguous(memory_format=torch.channels_last)
-            with _autocast(x.device, self.config.precision):
+            with autocast(x.device, self.config.precision):
                 out = self.objective(self.model, x, y)
         terms = dict(out) if isinstance(out, Mapping) else {}
         return (sum(terms.values()) if terms else out).float(), terms  # type: ignore[union-attr]
@@ -377,7 +377,8 @@ def _non_finite(value: float, epoch: int, step: int) -> str:
             "rate or check the targets (the last completed epoch's checkpoint is kept)")
 
 
-def _autocast(device: torch.device, precision: str) -> contextlib.AbstractContextManager[Any]:
+def autocast(device: torch.device, precision: str) -> contextlib.AbstractContextManager[Any]:
+    """The autocast context of a :data:`~softlabels.engine.config.PRECISIONS` name."""
     if precision == "fp32":
         return contextlib.nullcontext()
     return torch.autocast(device.type, dtype=_DTYPES[precision])

@@ -20,6 +20,8 @@ from torch import nn
 
 from ..configuration import check_fields, field_help, renamed_value
 from ..data import list_datasets
+from ..engine import PRECISIONS
+from ..engine.logs import LOGGERS
 from ..models import MODEL_SPEC_HELP, create_model
 from ..runtime import DEVICE_CHOICES, build_seeded
 
@@ -50,6 +52,16 @@ class StudyConfig:
     seeds: tuple[int, ...] = field(default=(0,), metadata=field_help(
         "seeds, one cell each", nonempty=True, unique=True, low=0))
     device: str = field(default="auto", metadata=field_help("auto, cpu or cuda (or cuda:N)"))
+    precision: str = field(default="fp32", metadata=field_help(
+        "autocast precision of every training run: fp32, bf16 (CPU or CUDA; recommended on "
+        "CUDA) or fp16 (CUDA, loss-scaled)", choices=PRECISIONS))
+    channels_last: bool = field(default=False, metadata=field_help(
+        "NHWC memory layout for models and inputs (faster convolutions on recent GPUs)"))
+    compile: bool = field(default=False, metadata=field_help(
+        "torch.compile every model before it trains"))
+    logger: str | None = field(default=None, metadata=field_help(
+        "also log each training run's history to tensorboard (history.csv is always written "
+        "beside its checkpoints)", choices=LOGGERS))
     out: str = field(default="runs/study", metadata=field_help("output folder"))
 
     def __post_init__(self) -> None:
@@ -69,6 +81,11 @@ class StudyConfig:
 
     def check(self) -> None:
         """Checks that involve several fields; a study overrides it."""
+
+    def engine(self) -> dict[str, Any]:
+        """The :class:`~softlabels.engine.TrainConfig` fields every training run shares."""
+        return {"precision": self.precision, "channels_last": self.channels_last,
+                "compile": self.compile}
 
 
 def like(name: str, default: Any, help: str | None = None) -> Any:

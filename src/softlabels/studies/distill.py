@@ -206,7 +206,8 @@ class DistillStudyConfig(StudyConfig):
         return TrainConfig(epochs=self.expert_epochs, batch_size=self.expert_batch_size,
                            optimizer="sgd", lr=self.expert_lr, momentum=self.expert_momentum,
                            weight_decay=self.expert_weight_decay,
-                           schedule=self.expert_schedule, checkpoint_every=1)
+                           schedule=self.expert_schedule, checkpoint_every=1,
+                           **self.engine())
 
     def student_config(self) -> TrainConfig:
         """The students' recipe: the DC protocol's step decay at half the epochs."""
@@ -214,7 +215,8 @@ class DistillStudyConfig(StudyConfig):
         return TrainConfig(epochs=self.student_epochs, batch_size=self.student_batch_size,
                            optimizer=self.student_optimizer, lr=self.student_lr,
                            momentum=0.9, weight_decay=5e-4, schedule="step",
-                           milestones=milestones, eval_every=self.eval_every)
+                           milestones=milestones, eval_every=self.eval_every,
+                           **self.engine())
 
     def needs_experts(self) -> bool:
         """Whether any label mode, selection or report uses an expert."""

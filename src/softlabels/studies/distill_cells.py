@@ -132,7 +132,7 @@ def _train_expert(ctx: _Context, seed: int, show_progress: bool | None) -> dict[
                             device=config.device,
                             checkpoints_per_epoch=config.expert_checkpoints_per_epoch,
                             early_epochs=config.expert_early_epochs,
-                            show_progress=show_progress)
+                            logger=config.logger, show_progress=show_progress)
     return {"saved_epochs": len(experts.saved_epochs())}
 
 

@@ -135,7 +135,7 @@ class RobustStudyConfig(StudyConfig):
         return TrainConfig(epochs=epochs, batch_size=self.batch_size, optimizer="sgd",
                            lr=self.lr, momentum=0.9, weight_decay=self.weight_decay,
                            schedule="step", milestones=milestones,
-                           checkpoint_every=self.select_every, seed=seed)
+                           checkpoint_every=self.select_every, seed=seed, **self.engine())
 
 
 #: ``--quick``: digits, small models, a few epochs; well under a minute.
@@ -228,6 +228,7 @@ def _teacher(config: RobustStudyConfig, folder: Path, data: _Data,
         config.train_config(_TEACHER_SEED, config.teacher_epochs), objective=objective,
         hooks=[objective], augment=augmentation(config.augment, min(data.train.image_size)),
         checkpoint_dir=folder / "checkpoints" / "teacher", device=config.device,
+        logger=config.logger,
         show_progress=show_progress)
     return teacher.eval()
 
@@ -276,7 +277,8 @@ def _student(config: RobustStudyConfig, folder: Path, data: _Data, teacher: nn.M
     checkpoints = folder / "checkpoints" / f"{method}-s{seed}"
     fit(student, data.train.images, data.train.labels, recipe, objective=distiller.objective,
         hooks=[distiller], augment=augmentation(config.augment, min(data.train.image_size)),
-        checkpoint_dir=checkpoints, device=config.device, show_progress=show_progress)
+        checkpoint_dir=checkpoints, device=config.device, logger=config.logger,
+        show_progress=show_progress)
     final = checkpoints / f"epoch_{config.epochs:04d}.pt"
     if not final.exists():  # the last epoch is a candidate even off the select_every grid
         torch_save(final, student.state_dict())

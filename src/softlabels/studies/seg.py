@@ -120,7 +120,8 @@ class SegStudyConfig(StudyConfig):
         return TrainConfig(epochs=epochs if epochs is not None else self.epochs,
                            batch_size=self.batch_size,
                            optimizer=self.optimizer, lr=self.lr,
-                           weight_decay=self.weight_decay, schedule="cosine", seed=seed)
+                           weight_decay=self.weight_decay, schedule="cosine", seed=seed,
+                           **self.engine())
 
 
 #: ``--quick``: a run of well under a minute on digit scenes.
@@ -185,7 +186,7 @@ def run_cell(config: SegStudyConfig, cell: Cell, folder: Path, *,
                  paired_augment=_augment(config, train),
                  checkpoint_dir=_checkpoints(folder, cell.name,
                                              _cell_name(loss, _old(labels), seed)),
-                 device=config.device, show_progress=show_progress)
+                 device=config.device, logger=config.logger, show_progress=show_progress)
     scores = evaluate_segmentation(model, test, device=config.device)
     return {**scores, "train_loss": result.history[-1]["loss"],
             "seconds": time.perf_counter() - began}
@@ -226,7 +227,7 @@ def _teacher(config: SegStudyConfig, folder: Path, train: SegmentationDataset, l
         objective=objective, paired_augment=_augment(config, train),
         checkpoint_dir=_checkpoints(folder, _teacher_name(labels, seed),
                                     f"teacher-{_old(labels)}-s{seed}"),
-        device=config.device, show_progress=show_progress)
+        device=config.device, logger=config.logger, show_progress=show_progress)
     return teacher
 
 

@@ -16,6 +16,7 @@ results (the expert epoch chosen on the validation cells decides the test cells)
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import sys
 import time
@@ -25,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from .._io import write_text
+from ..distributed import barrier, check_same_on_every_rank, init_from_environment
 from ..progress import progress
 from ..results import ResultsLog, Table
 from .executors import CellTask, ExecutorConfig, make_executor
@@ -194,16 +196,33 @@ def run_sweep(study: Study, config: Any, executor: ExecutorConfig | None = None,
         overwrite: start afresh: a run already in ``config.out`` is renamed aside to
             ``<out>.replaced-<date>-<time>`` (never deleted) instead of being resumed.
 
+    Under ``torchrun`` (``WORLD_SIZE`` > 1) every rank runs the same cells in the same order,
+    each training step split across the ranks (:mod:`softlabels.distributed`); rank 0 alone
+    holds the lock and writes ``config.json``, the rows, the report and the checkpoints.
+
     Raises:
         ValueError: the folder holds another run, is in use, or the config does not fit the
-            data (``study.check``).
+            data (``study.check``); under ``torchrun``, an executor other than ``serial`` or a
+            config that differs between ranks (raised on every rank).
         SweepFailedError: cells failed after their retries; the message names them, the
             other rows are written, and a rerun runs only the missing cells.
     """
     began = time.perf_counter()
     executor = executor if executor is not None else ExecutorConfig()
-    folder = prepare_run_folder(config, config.out, study.sweep_fields, study.name,
-                                overwrite=overwrite)
+    ranks = init_from_environment(config.device)
+    if ranks.size > 1:
+        if executor.executor != "serial":
+            raise ValueError(f"under torchrun the ranks share each cell: use --executor serial, "
+                             f"not {executor.executor!r}")
+        check_same_on_every_rank("the study config", json.dumps(dataclasses.asdict(config),
+                                                                 sort_keys=True, default=str))
+        show_progress = show_progress if ranks.is_main else False
+    folder = Path(config.out)
+    if ranks.is_main:
+        folder = prepare_run_folder(config, config.out, study.sweep_fields, study.name,
+                                    overwrite=overwrite)
+        ResultsLog(folder / "results.jsonl").rows()  # a torn last line is repaired here
+    barrier()  # the folder is ready before any other rank reads it
     log = ResultsLog(folder / "results.jsonl")
     index = RowIndex(read_rows(study.config_cls, folder))
     if study.check is not None:
@@ -229,10 +248,13 @@ def run_sweep(study: Study, config: Any, executor: ExecutorConfig | None = None,
                          running: Sequence[str]) -> None:
                 nonlocal cells_run
                 if result is not None:
-                    row = log.append(_merge(cell, result))
+                    row = _merge(cell, result)
+                    # Every rank computed the same row; rank 0 writes it.
+                    row = log.append(row) if ranks.is_main else json.loads(json.dumps(row))
                     index.add(row)
                     cells_run += 1
-                    study.report(config, folder, index.rows, False)
+                    if ranks.is_main:
+                        study.report(config, folder, index.rows, False)
                 else:
                     failed[cell.name] = error or "unknown error"
                     _say(f"[{study.name}] cell {cell.name} failed: {failed[cell.name]}",
@@ -243,10 +265,13 @@ def run_sweep(study: Study, config: Any, executor: ExecutorConfig | None = None,
             errors = pool.run(tasks, finished, retries=executor.retries,
                               show_progress=show_progress)
             for name, text in errors.items():
-                write_text(folder / "failures" / f"{name}.log", text)
+                if ranks.is_main:
+                    write_text(folder / "failures" / f"{name}.log", text)
             stages = _plan(study, config, index)
             bar.set_total(sum(len(s.cells) + s.pending for s in stages))
-    study.report(config, folder, index.rows, True)
+    if ranks.is_main:
+        study.report(config, folder, index.rows, True)
+    barrier()
     planned = [index.find(c) for s in stages for c in s.cells]
     rows = [r for r in planned if r is not None]
     results = Results(study.name, config, folder, rows, study.summary(config, rows),

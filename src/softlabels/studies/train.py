@@ -94,7 +94,8 @@ class TrainStudyConfig(StudyConfig):
         return TrainConfig(epochs=epochs, batch_size=self.batch_size,
                            optimizer=self.optimizer, lr=self.lr,
                            weight_decay=self.weight_decay, schedule=self.schedule,
-                           checkpoint_every=self.checkpoint_every, seed=seed)
+                           checkpoint_every=self.checkpoint_every, seed=seed,
+                           **self.engine())
 
 
 #: Applied by ``--quick`` before the config file and flags: a run of a few seconds.
@@ -145,6 +146,7 @@ def run_cell(config: TrainStudyConfig, cell: Cell, folder: Path, *,
         fit(model, data.images, targets, config.train_config(seed), loss_fn=loss_fn,
             augment=augmentation(config.augment, min(full.image_size)),
             checkpoint_dir=folder / "checkpoints" / cell.name, device=config.device,
+            logger=config.logger,
             show_progress=show_progress)
     result = evaluate(model, test.images, test.labels, device=config.device)
     return {"train_images": len(data), "accuracy": result.accuracy,
@@ -161,6 +163,7 @@ def _teacher(config: TrainStudyConfig, folder: Path, full: ImageDataset, seed: i
     fit(teacher, full.images, full.labels, config.train_config(seed, teacher=True),
         augment=augmentation(config.augment, min(full.image_size)),
         checkpoint_dir=folder / "checkpoints" / f"{_TEACHER}-s{seed}", device=config.device,
+        logger=config.logger,
         show_progress=show_progress)
     _teacher_store(config, folder, full, seed, show_progress, teacher)
     return teacher

@@ -5,6 +5,8 @@ from __future__ import annotations
 import dataclasses
 import json
 import re
+import shutil
+import subprocess
 from html.parser import HTMLParser
 from pathlib import Path
 from typing import Any
@@ -13,6 +15,7 @@ import pytest
 
 from softlabels.cli import main
 from softlabels.studies import reproduce
+from softlabels.studies.claims import CLAIMS, VERDICTS
 from softlabels.studies.registry import STUDIES
 from softlabels.studies.reproduce import ReproduceConfig, StudyFailedError
 from softlabels.studies.sweep import Cell, Stage
@@ -65,12 +68,104 @@ def test_every_figure_is_a_png_and_the_html_embeds_them(quick_run: Path) -> None
     assert parser.tables >= 4
 
 
+def _studies_table(report: str) -> list[str]:
+    part = report.split("## The studies in this run", 1)[1].split("\n## ", 1)[0]
+    return [line for line in part.splitlines() if line.startswith("| ")]
+
+
 def test_rerun_resumes(quick_run: Path) -> None:
     results = {p: p.read_bytes() for p in quick_run.glob("*/results.jsonl")}
     checkpoints = {p: p.stat().st_mtime_ns for p in quick_run.rglob("*.pt")}
+    before = _studies_table((quick_run / "report.md").read_text())
     assert main(["reproduce", "--out", str(quick_run)]) == 0
     assert {p: p.read_bytes() for p in quick_run.glob("*/results.jsonl")} == results
     assert {p: p.stat().st_mtime_ns for p in quick_run.rglob("*.pt")} == checkpoints
+    # The resumed report keeps the cells' own wall times, not the seconds the resume took.
+    after = _studies_table((quick_run / "report.md").read_text())
+    assert after == before
+    seconds = [float(re.search(r"\| (\d+) s \|", line).group(1)) for line in after[1:]]
+    assert all(s > 0 for s in seconds), after
+
+
+def _claims_rows(report: str) -> list[list[str]]:
+    part = report.split("## What reproduced", 1)[1].split("\n\n")
+    table = next(p for p in part if p.startswith("| study | claim |"))
+    return [[cell.strip() for cell in line.strip("|").split(" | ")]
+            for line in table.splitlines()[2:]]
+
+
+def test_the_report_opens_with_the_claims_table(quick_run: Path) -> None:
+    report = (quick_run / "report.md").read_text()
+    assert report.index("## What reproduced") < report.index("## distill")
+    header = report.split("## What reproduced", 1)[1].split("| claim |", 1)[1].split("\n")[0]
+    assert "verdict" in header
+    assert "paper" in header
+    assert "ours (committed full runs)" in header
+    assert "smoke test on embedded data" in header
+    rows = _claims_rows(report)
+    assert len(rows) == len(CLAIMS)
+    for row, claim in zip(rows, CLAIMS, strict=True):
+        study, claim_text, _paper, ours, verdict, _quick = row
+        assert (study, claim_text) == (claim.study, claim.text)
+        assert verdict.strip("*") in VERDICTS
+        assert re.search(r"\d", ours), row  # committed numbers, never n/a
+    quick = {claim.key: row[5] for claim, row in zip(CLAIMS, rows, strict=True)}
+    # The quick run measures what its cells allow (it has no IPC 10 or 50, no AutoAttack).
+    assert quick["distill-soft-beats-hard"].startswith("IPC 1: teacher ")
+    assert quick["robust-trades-teacher"] == "n/a"
+    for term in ("**mIoU^D**", "**mIoU^I**", "**mIoU^C**", "**NSD**"):
+        assert term in report
+
+
+_PROBE = """<script>
+window.addEventListener("load", () => {
+  const body = document.body, images = Array.from(document.images);
+  body.dataset.images = images.length;
+  body.dataset.loaded = images.filter(i => i.complete && i.naturalWidth > 0).length;
+  const claims = Array.from(document.querySelectorAll("table")).find(
+    t => t.querySelectorAll("th").length > 1
+         && t.querySelectorAll("th")[1].textContent.trim() === "claim");
+  body.dataset.claims = claims ? claims.querySelectorAll("tbody tr").length : -1;
+  body.dataset.claimsAlign = claims ? getComputedStyle(claims.querySelector("td")).textAlign
+                                    : "";
+  const details = Array.from(document.querySelectorAll("details"));
+  body.dataset.details = details.length;
+  body.dataset.open = details.filter(d => d.open).length;
+  body.dataset.configs = details.filter(d => d.querySelector("pre")).length;
+});
+</script>"""
+
+
+def _chromium() -> str:
+    for name in ("chromium", "chromium-browser", "google-chrome"):
+        if shutil.which(name):
+            return shutil.which(name)  # type: ignore[return-value]
+    pytest.skip("no chromium on this machine (apt-get install chromium; .ci/run installs it)")
+
+
+def test_report_html_renders_in_a_real_browser(quick_run: Path, tmp_path: Path) -> None:
+    browser = [_chromium(), "--headless", "--no-sandbox", "--disable-gpu", "--no-first-run",
+               "--disable-background-networking", "--disable-component-update",
+               "--disable-sync", f"--user-data-dir={tmp_path / 'profile'}"]
+    page = quick_run / "report.html"
+    probe = tmp_path / "probe.html"
+    probe.write_text(page.read_text().replace("</body>", _PROBE + "</body>"))
+    dom = subprocess.run([*browser, "--virtual-time-budget=10000", "--dump-dom",
+                          probe.as_uri()], capture_output=True, text=True, timeout=180,
+                         check=True).stdout
+    found = dict(re.findall(r'data-([a-z-]+)="([^"]*)"', dom.split("<body", 1)[1][:2000]))
+    links = re.findall(r"!\[[^\]]*\]\(([^)]+)\)", (quick_run / "report.md").read_text())
+    assert int(found["images"]) == len(links) > 0
+    assert found["loaded"] == found["images"]  # every figure decoded and drawn
+    assert int(found["claims"]) == len(CLAIMS)
+    assert found["claims-align"] == "left"  # text columns read left-aligned
+    assert int(found["configs"]) == 3  # one collapsed config per study
+    assert found["open"] == "0"
+    screenshot = quick_run / "report.png"
+    subprocess.run([*browser, f"--screenshot={screenshot}", "--window-size=1200,3000",
+                    page.as_uri()], capture_output=True, timeout=180, check=True)
+    assert screenshot.read_bytes().startswith(PNG_SIGNATURE)
+    print(f"screenshot of report.html: {screenshot}")
 
 
 def test_full_names_the_missing_datasets(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:

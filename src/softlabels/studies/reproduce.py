@@ -96,11 +96,11 @@ def run(config: ReproduceConfig, executor: ExecutorConfig | None = None, *,
                                + f" (the other studies' results and the report are in "
                                  f"{str(out)!r})")
     table = Table("softlabels reproduce: " + ("full" if config.full else "quick"),
-                  ("study", "status", "cell seconds", "headline"), text_columns=2,
+                  ("study", "status", "headline", "cell seconds"), text_columns=3,
                   notes=[f"report: {out}/report.md and {out}/report.html"])
     for s in summaries:
-        table.rows.append((s["study"], s["status"], f"{s['cell_seconds']:.0f}",
-                           "\n".join(s["headline"])))
+        table.rows.append((s["study"], s["status"], "\n".join(s["headline"]),
+                           f"{s['cell_seconds']:.0f}"))
     return Results("reproduce", config, out, summaries, [table],
                    [line for s in summaries for line in s["headline"]],
                    time.perf_counter() - began)

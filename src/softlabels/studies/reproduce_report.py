@@ -20,7 +20,7 @@ from typing import Any
 import markdown
 
 from .._io import write_text
-from .claims import CLAIMS, RUNS, committed, show
+from .claims import CLAIMS, RUNS, VERDICTS, committed, show
 from .markdown import definitions, rule
 from .run_folder import read_rows
 
@@ -47,14 +47,14 @@ def _claims(full: bool, summaries: Sequence[dict[str, Any]]) -> list[str]:
              "`softlabels reproduce --full` reruns them). Accuracies and mIoU in %, mean "
              "over seeds (the best student accuracy for distillation, the PGD-20 scores of "
              "the selected students for robustness).", "",
-             f"| claim | paper | ours (committed full runs) | verdict | {this_run} |",
-             rule("lllll")]
+             f"| study | claim | paper | ours (committed full runs) | verdict | {this_run} |",
+             rule("llllll")]
     values = committed()
     for claim in CLAIMS:
         rows = (read_rows(RUNS[claim.study][1], ran[claim.study]) if claim.study in ran
                 else None)
         here = show(claim, claim.measure(rows)) if rows is not None else "not run"
-        lines.append(f"| {claim.text} ({claim.study}) | {claim.paper} | "
+        lines.append(f"| {claim.study} | {claim.text} | {claim.paper} | "
                      f"{show(claim, values.get(claim.key))} | **{claim.verdict}** | {here} |")
     return [*lines, "", "Measures:", "", *definitions(*_TERMS), ""]
 
@@ -93,7 +93,8 @@ _CSS = ("body{font-family:system-ui,sans-serif;max-width:1100px;margin:2em auto;
         "font-size:0.85em;margin:1em 0}td,th{border:1px solid #ccc;padding:3px 6px;"
         "vertical-align:top}th{background:#f3f3f3}img{max-width:100%;display:block;"
         "margin:0.5em 0}pre{background:#f5f5f5;padding:0.8em;overflow-x:auto;"
-        "font-size:0.8em}details{margin:0.5em 0}summary{cursor:pointer;color:#555}")
+        "font-size:0.8em}details{margin:0.5em 0}summary{cursor:pointer;color:#555}"
+        ".verdict-0{color:#1a7f37}.verdict-1{color:#9a6700}.verdict-2{color:#cf222e}")
 
 
 def _html(text: str, out: Path) -> str:
@@ -108,6 +109,9 @@ def _html(text: str, out: Path) -> str:
         return f'src="data:image/png;base64,{data}"'
 
     body = re.sub(r'src="([^"]+\.png)"', inline, body)
+    for number, verdict in enumerate(VERDICTS):  # green, amber, red
+        body = body.replace(f"<strong>{verdict}</strong>",
+                            f'<strong class="verdict-{number}">{verdict}</strong>')
     return ("<!DOCTYPE html>\n<html><head><meta charset=\"utf-8\">"
             f"<title>softlabels: what reproduced</title><style>{_CSS}</style></head><body>\n"
             f"{body}\n</body></html>\n")

@@ -6,6 +6,7 @@ the first seed's student checkpoints (``softlabels seg`` passes their prediction
 
 from __future__ import annotations
 
+import math
 import statistics
 from collections.abc import Sequence
 from pathlib import Path
@@ -99,8 +100,13 @@ def draw_predictions(path: Path, test: SegmentationDataset, count: int,
     # Void pixels are left blank (masked), not drawn in the colour of class 0.
     masks = np.ma.masked_equal(test.masks[:count].numpy(), test.ignore_index)
     width = 2 + len(columns)
+    names = test.info.class_names
+    # The class legend and the title get their own bands (inches) below and above the panels.
+    ncol = min(len(names), max(3, int(1.8 * width / 1.2)))
+    legend_band, title_band = 0.3 + 0.2 * math.ceil(len(names) / ncol), 0.35
+    height = 1.6 * count + legend_band + title_band
     # A bare Figure needs no GUI backend, so this works on any machine.
-    fig = Figure(figsize=(1.8 * width, 1.6 * count + 0.9))
+    fig = Figure(figsize=(1.8 * width, height))
     axes = fig.subplots(count, width, squeeze=False)
     for row in range(count):
         image = test.images[row].permute(1, 2, 0).squeeze(-1).numpy()
@@ -115,10 +121,10 @@ def draw_predictions(path: Path, test: SegmentationDataset, count: int,
             ax.set_axis_off()
             if row == 0:
                 ax.set_title(title, fontsize=8)
-    handles = [Patch(color=cmap(c / top), label=name)
-               for c, name in enumerate(test.info.class_names)]
-    fig.legend(handles=handles, loc="lower center", ncol=min(6, len(handles)), fontsize=7,
-               frameon=False, title="classes (void: blank)", title_fontsize=7)
-    fig.suptitle("Test predictions of the first seed", fontsize=9)
-    fig.tight_layout(rect=(0, 0.9 / (1.6 * count + 0.9) + 0.04, 1, 0.97))
+    handles = [Patch(color=cmap(c / top), label=name) for c, name in enumerate(names)]
+    fig.legend(handles=handles, loc="lower center", ncol=ncol, fontsize=7, frameon=False,
+               title="classes (void pixels blank)", title_fontsize=7)
+    fig.suptitle("Test images, ground truth and each model's prediction (first seed)",
+                 fontsize=9)
+    fig.tight_layout(rect=(0, legend_band / height, 1, 1 - title_band / height))
     fig.savefig(path, dpi=100)

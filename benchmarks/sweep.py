@@ -71,7 +71,7 @@ def main() -> None:
 
         print(f"\n2. {args.real_cells} real cells (digits students, {args.epochs} epochs)")
         seeds = tuple(range(args.real_cells))
-        fields = {"labels": ("hard",), "seeds": seeds, "images_per_class": 20,
+        fields = {"labels": ("hard",), "seeds": seeds, "ipc": 20,
                   "epochs": args.epochs, "model_args": ("width=32",), "device": "cpu"}
         timings, rows = {}, {}
         for name in ("serial", "processes"):

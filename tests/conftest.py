@@ -1,8 +1,11 @@
-"""Shared fixtures: where the real development datasets are."""
+"""Shared fixtures: where the real development datasets are; a folder another process holds."""
 
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -21,3 +24,19 @@ def test_data_root() -> Path:
             "mnist/ and cifar10/)"
         )
     return root
+
+
+@pytest.fixture
+def locked_elsewhere(tmp_path: Path) -> Iterator[Path]:
+    """``tmp_path`` with its run-folder lock (``.lock``) held by another live process."""
+    holder = subprocess.Popen([sys.executable, "-c", (
+        "import fcntl, sys, time; f = open(sys.argv[1], 'a+'); "
+        "fcntl.flock(f, fcntl.LOCK_EX); print('locked', flush=True); time.sleep(60)"),
+        str(tmp_path / ".lock")], stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout is not None
+        assert holder.stdout.readline().strip() == "locked"
+        yield tmp_path
+    finally:
+        holder.kill()
+        holder.wait()

@@ -157,21 +157,10 @@ def test_a_sweep_can_be_extended_in_the_same_folder(tmp_path: Path,
     assert "labels must not repeat" in capsys.readouterr().err
 
 
-def test_a_folder_in_use_by_another_process_is_refused(tmp_path: Path,
+def test_a_folder_in_use_by_another_process_is_refused(locked_elsewhere: Path,
                                                        capsys: pytest.CaptureFixture) -> None:
-    # A second live process holds the folder's lock.
-    holder = subprocess.Popen([sys.executable, "-c", (
-        "import fcntl, sys, time; f = open(sys.argv[1], 'a+'); "
-        "fcntl.flock(f, fcntl.LOCK_EX); print('locked', flush=True); time.sleep(60)"),
-        str(tmp_path / ".lock")], stdout=subprocess.PIPE, text=True)
-    try:
-        assert holder.stdout is not None
-        assert holder.stdout.readline().strip() == "locked"
-        assert main(["train", "--quick", "--out", str(tmp_path)]) == 2
-        assert "in use by another running softlabels process" in capsys.readouterr().err
-    finally:
-        holder.kill()
-        holder.wait()
+    assert main(["train", "--quick", "--out", str(locked_elsewhere)]) == 2
+    assert "in use by another running softlabels process" in capsys.readouterr().err
 
 
 def test_a_run_folder_from_an_older_version_resumes(tmp_path: Path) -> None:

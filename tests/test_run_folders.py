@@ -5,8 +5,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -62,21 +60,11 @@ def test_overwrite_refuses_a_folder_that_is_not_a_run(tmp_path: Path) -> None:
     assert (tmp_path / "notes.txt").read_text() == "my thesis"
 
 
-def test_overwrite_refuses_a_run_in_use(tmp_path: Path) -> None:
-    (tmp_path / "config.json").write_text("{}")
-    holder = subprocess.Popen([sys.executable, "-c", (
-        "import fcntl, sys, time; f = open(sys.argv[1], 'a+'); "
-        "fcntl.flock(f, fcntl.LOCK_EX); print('locked', flush=True); time.sleep(60)"),
-        str(tmp_path / ".lock")], stdout=subprocess.PIPE, text=True)
-    try:
-        assert holder.stdout is not None
-        assert holder.stdout.readline().strip() == "locked"
-        with pytest.raises(FolderInUseError):
-            move_aside(tmp_path)
-        assert (tmp_path / "config.json").exists()
-    finally:
-        holder.kill()
-        holder.wait()
+def test_overwrite_refuses_a_run_in_use(locked_elsewhere: Path) -> None:
+    (locked_elsewhere / "config.json").write_text("{}")
+    with pytest.raises(FolderInUseError):
+        move_aside(locked_elsewhere)
+    assert (locked_elsewhere / "config.json").exists()
 
 
 def test_the_cli_passes_overwrite_to_the_sweep(tmp_path: Path,

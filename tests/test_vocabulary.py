@@ -80,7 +80,7 @@ def test_old_spellings_still_work_with_a_deprecation_message(argv: list[str], fi
 
 
 def test_an_old_label_mode_given_in_python_is_renamed_too() -> None:
-    with pytest.warns(FutureWarning, match="'kd' -> 'teacher'"):
+    with pytest.warns(FutureWarning, match="labels 'kd' is deprecated .*; use 'teacher'"):
         config = SegStudyConfig(labels=("hard", "kd"))
     assert config.labels == ("hard", "teacher")
     with warnings.catch_warnings():

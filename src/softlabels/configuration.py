@@ -150,9 +150,11 @@ def renamed_value(name: str, table: dict[str, str], value: Any, *, warn: bool = 
     else:
         return value
     if met and warn:
-        spelled = ", ".join(f"{old!r} -> {table[old]!r}" for old in dict.fromkeys(met))
-        warnings.warn(f"{name} value(s) {spelled}: the old spelling is deprecated and will be "
-                      "removed in the next release", FutureWarning, stacklevel=stacklevel)
+        olds = list(dict.fromkeys(met))
+        warnings.warn(f"{name} {', '.join(map(repr, olds))} "
+                      f"{'is' if len(olds) == 1 else 'are'} deprecated and will be removed in "
+                      f"the next release; use {', '.join(repr(table[o]) for o in olds)}",
+                      FutureWarning, stacklevel=stacklevel)
     return value
 
 

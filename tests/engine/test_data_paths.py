@@ -151,8 +151,18 @@ def test_settings_that_cannot_run() -> None:
         fit(_model(), x, y, TrainConfig(precision="fp16"), device="cpu", show_progress=False)
     with pytest.raises(ValueError, match="precision must be one of"):
         TrainConfig(precision="fp8")
-    with pytest.raises(TypeError, match="targets come from the _Items itself"):
-        fit(_model(), _Items(x, y), y, CONFIG, device="cpu", show_progress=False)
+    with pytest.raises(ValueError, match=r"targets must be a tensor with one row per item of "
+                                         r"the _Items \(50\)"):
+        fit(_model(), _Items(x, y), y[:3], CONFIG, device="cpu", show_progress=False)
+    with pytest.raises(TypeError, match="targets come from the DataLoader"):
+        fit(_model(), DataLoader(TensorDataset(x, y)), y, CONFIG, device="cpu",
+            show_progress=False)
+
+
+def test_targets_given_with_a_dataset_replace_its_own() -> None:
+    x, y = _tensors()
+    soft = torch.softmax(torch.randn(len(x), 3, generator=torch.Generator().manual_seed(2)), 1)
+    assert _equal(_trained(_Items(x, y), soft), _trained(x, soft))
 
 
 def test_a_streamed_imagefolder_trains_like_the_decoded_one(tmp_path: Path) -> None:

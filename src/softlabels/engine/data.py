@@ -228,11 +228,13 @@ class _Loader(Source):
 def make_source(data: Data, targets: Tensor | None = None, *, num_workers: int = 0,
                 name: str = "images") -> Source:
     """The :class:`Source` of ``data``: tensors with ``targets``, or a dataset or loader
-    that yields (image, target) pairs itself.
+    that yields (image, target) pairs itself. ``targets`` given with a dataset replace its
+    own, row ``i`` for item ``i`` (soft labels for a streamed split, say).
 
     Raises:
-        TypeError: ``data`` is none of these, or ``targets`` is given with a dataset.
-        ValueError: ``targets`` is missing for tensors, or ``num_workers < 0``.
+        TypeError: ``data`` is none of these, or ``targets`` is given with a DataLoader.
+        ValueError: ``targets`` is missing for tensors or does not have one row per item,
+            or ``num_workers < 0``.
     """
     if isinstance(num_workers, bool) or not isinstance(num_workers, int) or num_workers < 0:
         raise ValueError(f"num_workers must be an int >= 0, got {num_workers!r}")
@@ -240,16 +242,22 @@ def make_source(data: Data, targets: Tensor | None = None, *, num_workers: int =
         if targets is None:
             raise ValueError(f"{name} is a tensor: pass its targets too")
         return _Tensors(data, targets)
-    if targets is not None:
-        raise TypeError(f"targets come from the {type(data).__name__} itself; pass "
-                        "targets=None")
+    if isinstance(data, DataLoader):
+        if targets is not None:
+            raise TypeError("targets come from the DataLoader's batches; pass targets=None")
+        return _Loader(data)
+    if targets is not None and (not isinstance(targets, Tensor)
+                                or targets.shape[:1] != (len(data),)):  # type: ignore[arg-type]
+        raise ValueError(f"targets must be a tensor with one row per item of the "
+                         f"{type(data).__name__} ({len(data)}), got "  # type: ignore[arg-type]
+                         f"{getattr(targets, 'shape', type(targets).__name__)}")
     tensors = getattr(data, "tensors", None)
     if callable(tensors):  # softlabels' own datasets hold tensors: index them directly
-        return _Tensors(*tensors())
-    if isinstance(data, DataLoader):
-        return _Loader(data)
+        images, own = tensors()
+        return _Tensors(images, own if targets is None else targets)
     if isinstance(data, Dataset) or (hasattr(data, "__getitem__") and hasattr(data, "__len__")):
-        return _Items(data, num_workers)  # type: ignore[arg-type]
+        items = data if targets is None else _Retargeted(data, targets)
+        return _Items(items, num_workers)  # type: ignore[arg-type]
     raise TypeError(f"{name} must be a tensor, a map-style Dataset or a DataLoader, got "
                     f"{type(data).__name__}")
 
@@ -307,6 +315,20 @@ def _describe(value: Any) -> str:
     if isinstance(value, Tensor):
         return f"{value.dtype} {tuple(value.shape)}"
     return type(value).__name__
+
+
+@dataclass(frozen=True)
+class _Retargeted(Dataset):
+    """A dataset's images with other targets (one row per item)."""
+
+    dataset: Any
+    targets: Tensor
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, index: int) -> tuple[Tensor, Tensor]:
+        return self.dataset[index][0], self.targets[index]
 
 
 @dataclass(frozen=True)

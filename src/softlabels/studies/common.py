@@ -59,6 +59,12 @@ class StudyConfig:
         "NHWC memory layout for models and inputs (faster convolutions on recent GPUs)"))
     compile: bool = field(default=False, metadata=field_help(
         "torch.compile every model before it trains"))
+    stream: bool = field(default=False, metadata=field_help(
+        "read the dataset image by image from its folder instead of decoding it into memory "
+        "(ImageFolder trees and CamVid; for data larger than memory)"))
+    data_workers: int = field(default=0, metadata=field_help(
+        "DataLoader worker processes decoding a streamed dataset while the model trains",
+        low=0))
     logger: str | None = field(default=None, metadata=field_help(
         "also log each training run's history to tensorboard (history.csv is always written "
         "beside its checkpoints)", choices=LOGGERS))
@@ -81,6 +87,12 @@ class StudyConfig:
 
     def check(self) -> None:
         """Checks that involve several fields; a study overrides it."""
+
+    def no_streaming(self, why: str) -> None:
+        """Refuse ``stream`` in a study that holds its data in memory (``why`` says why)."""
+        if self.stream:
+            raise ValueError(f"--stream is not available here: {why}; drop --stream (the "
+                             "data is decoded into memory)")
 
     def engine(self) -> dict[str, Any]:
         """The :class:`~softlabels.engine.TrainConfig` fields every training run shares."""

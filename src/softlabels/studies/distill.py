@@ -166,6 +166,8 @@ class DistillStudyConfig(StudyConfig):
     out: str = like("out", "runs/distill")
 
     def check(self) -> None:
+        self.no_streaming("distillation selects, labels and re-reads a few real images per "
+                          "class many times, so the training pool is held in memory")
         if "swap" in self.labels and 0 in self.k:
             raise ValueError("k = 0 means hard argmax labels for topk; swap needs k >= 1")
         if any(e > self.expert_epochs for e in self.expert_epoch):

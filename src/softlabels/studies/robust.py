@@ -116,6 +116,8 @@ class RobustStudyConfig(StudyConfig):
     out: str = like("out", "runs/robust")
 
     def check(self) -> None:
+        self.no_streaming("robust distillation scores every checkpoint under attack on held-"
+                          "out splits it carves from memory")
         if self.tau_min > self.tau_max:
             raise ValueError(f"tau_min must be <= tau_max, got tau_min={self.tau_min} > "
                              f"tau_max={self.tau_max}")

@@ -93,7 +93,7 @@ def move_aside(folder: str | Path) -> Path | None:
 
 # Fields that may change between a run and its resumption without changing its results
 # (a dataset moved to another folder is still the same dataset).
-_RESUMABLE_CHANGES = frozenset({"device", "out", "data_root", "logger"})
+_RESUMABLE_CHANGES = frozenset({"device", "out", "data_root", "logger", "data_workers"})
 
 
 def prepare_run_folder(config: Any, out: str | Path, sweep_fields: tuple[str, ...] = (),

@@ -24,7 +24,7 @@ from torch import Tensor, nn
 
 from .._io import torch_load
 from ..configuration import field_help
-from ..data import PairedAugment, SegmentationDataset, load_segmentation
+from ..data import PairedAugment, SegmentationDataset, load_segmentation, stream_segmentation
 from ..data.segmentation import PairedFlip, PairedRandomCrop, list_segmentation_datasets
 from ..engine import OPTIMIZERS, TrainConfig, fit
 from ..models import MODEL_SPEC_HELP
@@ -110,6 +110,9 @@ class SegStudyConfig(StudyConfig):
     out: str = like("out", "runs/seg")
 
     def check(self) -> None:
+        if self.stream and "semi" in self.labels:
+            raise ValueError("label mode semi rewrites the training masks in memory; drop "
+                             "--stream or semi")
         if self.kernel % 2 == 0:
             raise ValueError(f"kernel must be an odd int >= 1, got {self.kernel}")
         self.train_config(0)  # validates the training fields
@@ -153,19 +156,26 @@ def plan(config: SegStudyConfig, rows: Sequence[dict[str, Any]]) -> list[Stage]:
 
 
 @functools.lru_cache(maxsize=4)
-def _load(dataset: str, data_root: str | None
-          ) -> tuple[SegmentationDataset, SegmentationDataset]:
-    """(train, test), loaded once per process."""
+def _cached(dataset: str, data_root: str | None, stream: bool) -> tuple[Any, Any]:
+    if stream:
+        return (stream_segmentation(dataset, data_root, "train"),
+                stream_segmentation(dataset, data_root, "test"))
     options = {"num_images": 256} if dataset == "digit_scenes" else {}
     return (load_segmentation(dataset, data_root, "train", **options),
             load_segmentation(dataset, data_root, "test"))
+
+
+def _load(config: SegStudyConfig) -> tuple[Any, Any]:
+    """(train, test): :class:`SegmentationDataset` objects, or streamed folders with
+    ``stream``; loaded once per process."""
+    return _cached(config.dataset, config.data_root, config.stream)
 
 
 def run_cell(config: SegStudyConfig, cell: Cell, folder: Path, *,
              show_progress: bool | None = None) -> dict[str, Any]:
     """Train and score one teacher or one student; returns its row."""
     began = time.perf_counter()
-    train, test = _load(config.dataset, config.data_root)
+    train, test = _load(config)
     labels, seed = cell.key["labels"], cell.key["seed"]
     if cell.key.get("phase") == "teacher":
         teacher = _teacher(config, folder, train, labels, seed, show_progress)
@@ -174,19 +184,20 @@ def run_cell(config: SegStudyConfig, cell: Cell, folder: Path, *,
     loss = cell.key["loss"]
     teacher = (_teacher(config, folder, train, labels, seed, show_progress)
                if labels in _TEACHER_MODES else None)
-    masks = train.masks
+    masks = None  # the dataset's own
     if labels == "semi":
         labelled = _labelled_split(train, config.labeled_fraction, seed)
-        masks = torch.where(labelled[:, None, None], masks, UNLABELLED)
+        masks = torch.where(labelled[:, None, None], train.masks, UNLABELLED)
     objective = SegObjective(_seg_loss(config, train, loss), _old(labels), teacher=teacher,
                              eps=config.smoothing, kernel=config.kernel,
                              temperature=config.temperature, confidence=config.confidence)
     model = build_model(config.model, config.model_args, train, seed)
-    result = fit(model, train.images, masks, config.train_config(seed), objective=objective,
+    result = fit(model, train, masks, config.train_config(seed), objective=objective,
                  paired_augment=_augment(config, train),
                  checkpoint_dir=_checkpoints(folder, cell.name,
                                              _cell_name(loss, _old(labels), seed)),
-                 device=config.device, logger=config.logger, show_progress=show_progress)
+                 device=config.device, num_workers=config.data_workers,
+                 logger=config.logger, show_progress=show_progress)
     scores = evaluate_segmentation(model, test, device=config.device)
     return {**scores, "train_loss": result.history[-1]["loss"],
             "seconds": time.perf_counter() - began}
@@ -223,11 +234,12 @@ def _teacher(config: SegStudyConfig, folder: Path, train: SegmentationDataset, l
     teacher = build_model(config.teacher_model, config.teacher_args, train, seed)
     objective = SegObjective(_seg_loss(config, train, "ce+jml"), _old("smooth"),
                              eps=config.smoothing, kernel=config.kernel)
-    fit(teacher, data.images, data.masks, config.train_config(seed, config.teacher_epochs),
+    fit(teacher, data, None, config.train_config(seed, config.teacher_epochs),
         objective=objective, paired_augment=_augment(config, train),
         checkpoint_dir=_checkpoints(folder, _teacher_name(labels, seed),
                                     f"teacher-{_old(labels)}-s{seed}"),
-        device=config.device, logger=config.logger, show_progress=show_progress)
+        device=config.device, num_workers=config.data_workers, logger=config.logger,
+        show_progress=show_progress)
     return teacher
 
 
@@ -258,8 +270,9 @@ def report(config: SegStudyConfig, folder: Path, rows: Sequence[dict[str, Any]],
     ``figures`` and student checkpoints in the folder, the prediction figure."""
     found = _figure_checkpoints(config, folder) if figures and config.figure_images else []
     if found:
-        test = _load(config.dataset, config.data_root)[1]
+        test = _load(config)[1]
         count = min(config.figure_images, len(test))
+        test = test.subset(torch.arange(count))  # in memory, also for a streamed split
         columns = []
         for title, path in found:
             model = build_model(config.model, config.model_args, test, config.seeds[0])

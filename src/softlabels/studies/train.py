@@ -27,7 +27,15 @@ from typing import Any, ClassVar
 import torch
 
 from ..configuration import field_help
-from ..data import ImageDataset, augmentation, list_augmentations, load_dataset, sample_per_class
+from ..data import (
+    ImageDataset,
+    StreamingImageFolder,
+    augmentation,
+    list_augmentations,
+    load_dataset,
+    sample_per_class,
+    stream_dataset,
+)
 from ..engine import OPTIMIZERS, SCHEDULES, TrainConfig, evaluate, fit, predict_logits
 from ..labels import smooth, soften
 from ..losses import kd_loss, soft_cross_entropy
@@ -116,10 +124,20 @@ def plan(config: TrainStudyConfig, rows: Sequence[dict[str, Any]]) -> list[Stage
 
 
 @functools.lru_cache(maxsize=4)
-def _load(dataset: str, data_root: str | None) -> tuple[ImageDataset, ImageDataset]:
-    """(train, test), loaded once per process."""
+def _cached(dataset: str, data_root: str | None, stream: bool
+            ) -> tuple[ImageDataset | StreamingImageFolder, ...]:
+    if stream:
+        if data_root is None:
+            raise ValueError("--stream reads a folder: give --data-root")
+        return (stream_dataset(dataset, data_root, "train"),
+                stream_dataset(dataset, data_root, "test"))
     return (load_dataset(dataset, data_root, split="train"),
             load_dataset(dataset, data_root, split="test"))
+
+
+def _load(config: TrainStudyConfig) -> tuple[Any, Any]:
+    """(train, test), loaded (or listed, with ``stream``) once per process."""
+    return _cached(config.dataset, config.data_root, config.stream)
 
 
 def run_cell(config: TrainStudyConfig, cell: Cell, folder: Path, *,
@@ -127,7 +145,7 @@ def run_cell(config: TrainStudyConfig, cell: Cell, folder: Path, *,
     """Train and score one teacher or one student; returns its row."""
     began = time.perf_counter()
     mode, seed = cell.key["labels"], cell.key["seed"]
-    full, test = _load(config.dataset, config.data_root)
+    full, test = _load(config)
     if mode == _TEACHER:
         model, data, targets = _teacher(config, folder, full, seed, show_progress), full, None
     else:
@@ -143,12 +161,12 @@ def run_cell(config: TrainStudyConfig, cell: Cell, folder: Path, *,
             loss_fn = functools.partial(kd_loss, temperature=config.temperature,
                                         teacher_kind="probs")
         model = build_model(config.model, config.model_args, full, seed)
-        fit(model, data.images, targets, config.train_config(seed), loss_fn=loss_fn,
+        fit(model, data, targets, config.train_config(seed), loss_fn=loss_fn,
             augment=augmentation(config.augment, min(full.image_size)),
             checkpoint_dir=folder / "checkpoints" / cell.name, device=config.device,
-            logger=config.logger,
+            num_workers=config.data_workers, logger=config.logger,
             show_progress=show_progress)
-    result = evaluate(model, test.images, test.labels, device=config.device)
+    result = evaluate(model, test, device=config.device)
     return {"train_images": len(data), "accuracy": result.accuracy,
             "worst_class_accuracy": result.worst_class_accuracy, "nsd": result.nsd,
             "classwise_accuracy": result.classwise_accuracy.tolist(),
@@ -160,10 +178,10 @@ def _teacher(config: TrainStudyConfig, folder: Path, full: ImageDataset, seed: i
     """The teacher of ``seed``, trained on every training image (or resumed: a finished one
     loads from its checkpoint)."""
     teacher = build_model(config.teacher_model, config.teacher_args, full, seed)
-    fit(teacher, full.images, full.labels, config.train_config(seed, teacher=True),
+    fit(teacher, full, None, config.train_config(seed, teacher=True),
         augment=augmentation(config.augment, min(full.image_size)),
         checkpoint_dir=folder / "checkpoints" / f"{_TEACHER}-s{seed}", device=config.device,
-        logger=config.logger,
+        num_workers=config.data_workers, logger=config.logger,
         show_progress=show_progress)
     _teacher_store(config, folder, full, seed, show_progress, teacher)
     return teacher
@@ -179,7 +197,7 @@ def _teacher_store(config: TrainStudyConfig, folder: Path, full: ImageDataset, s
     if teacher is None:  # the store was deleted: its teacher's checkpoint rebuilds it
         teacher = _teacher(config, folder, full, seed, show_progress)
         return LabelStore.load(path)
-    logits = predict_logits(teacher, full.images, device=config.device)
+    logits = predict_logits(teacher, full, device=config.device)
     store = LabelStore(full.indices, soften(logits, config.temperature), LabelMetadata(
         source="teacher", dataset=config.dataset, split="train",
         temperature=config.temperature, class_names=full.info.class_names,
@@ -190,7 +208,7 @@ def _teacher_store(config: TrainStudyConfig, folder: Path, full: ImageDataset, s
 
 def check(config: TrainStudyConfig) -> None:
     """Check the data before any cell trains: enough images per class for every seed."""
-    full, _ = _load(config.dataset, config.data_root)
+    full, _ = _load(config)
     if config.ipc is not None:
         for seed in config.seeds:
             sample_per_class(full.labels, config.ipc, seed)

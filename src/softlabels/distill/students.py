@@ -287,7 +287,9 @@ def _train_vectorized(models: list[nn.Module], backend: str, x_all: Tensor, y_al
     params = {name: nn.Parameter(value.detach()) for name, value in stacked_params.items()}
     buffers = {name: value.detach() for name, value in stacked_buffers.items()}
     optimizer = build_optimizer(list(params.values()), config)
-    scheduler = build_scheduler(optimizer, config)
+    total = x_all.shape[0]
+    bounds = batch_bounds(total, config.batch_size)
+    scheduler = build_scheduler(optimizer, config, len(bounds))
     # A weightless copy that only lends its structure and forward code.
     base = copy.deepcopy(models[0]).to("meta")
     # train_call: (S, B, C, H, W), a batch per student; eval_call: (B, C, H, W) shared.
@@ -304,8 +306,6 @@ def _train_vectorized(models: list[nn.Module], backend: str, x_all: Tensor, y_al
         # wider convolution instead of S copies of the input.
         eval_call = vmap(call, in_dims=(0, 0, None))
 
-    total = x_all.shape[0]
-    bounds = batch_bounds(total, config.batch_size)
     history: list[dict[str, Any]] = []
     with progress(config.epochs, f"{count} students (vectorised)", show_progress) as bar:
         for epoch in range(1, config.epochs + 1):
@@ -332,10 +332,13 @@ def _train_vectorized(models: list[nn.Module], backend: str, x_all: Tensor, y_al
                 optimizer.zero_grad(set_to_none=True)
                 losses.sum().backward()
                 optimizer.step()
+                if config.per_step:
+                    scheduler.step()
                 sums += losses.detach() * (end - start)
             record: dict[str, Any] = {"epoch": epoch, "lr": optimizer.param_groups[0]["lr"],
                                       "loss": (sums / total).tolist()}
-            scheduler.step()
+            if not config.per_step:
+                scheduler.step()
             if evaluation is not None and _evaluate_now(epoch, config):
                 base.eval()
                 record["eval_accuracy"] = _stacked_accuracy(eval_call, params, buffers,

@@ -13,10 +13,12 @@ from .._checks import (
     check_seed,
 )
 
-__all__ = ["OPTIMIZERS", "PRECISIONS", "SCHEDULES", "TrainConfig"]
+__all__ = ["OPTIMIZERS", "PRECISIONS", "SCHEDULES", "SCHEDULE_UNITS", "TrainConfig"]
 
 OPTIMIZERS = ("sgd", "adamw")
-SCHEDULES = ("cosine", "step", "constant")
+SCHEDULES = ("cosine", "step", "constant", "poly")
+#: When the learning rate changes: after every ``epoch`` or after every optimiser ``step``.
+SCHEDULE_UNITS = ("epoch", "step")
 #: Autocast precisions: ``fp32`` (none), ``bf16`` (CPU or CUDA), ``fp16`` (CUDA, loss-scaled).
 PRECISIONS = ("fp32", "bf16", "fp16")
 
@@ -33,7 +35,15 @@ class TrainConfig:
         momentum: SGD momentum (ignored by AdamW).
         weight_decay: L2 (SGD) or decoupled (AdamW) weight decay.
         schedule: ``"cosine"`` (to zero over ``epochs``), ``"step"`` (x ``gamma`` at each
-            milestone) or ``"constant"``.
+            milestone), ``"constant"`` or ``"poly"`` (``(1 - t)^0.9``, the segmentation
+            recipe).
+        schedule_unit: ``"epoch"`` (the rate changes after every epoch) or ``"step"`` (after
+            every optimiser step, as segmentation recipes count iterations).
+        warmup: share of training (0 to < 1) over which the rate rises linearly to ``lr``
+            before the schedule starts; implies per-step updates.
+        decay_norms: apply ``weight_decay`` to biases and normalisation weights too (False:
+            to the weights of convolutions and linear layers only, the official recipe of the
+            Jaccard metric losses).
         milestones: epochs at which the step schedule decays; empty means halfway and at
             three quarters.
         gamma: step-schedule decay factor.
@@ -60,6 +70,9 @@ class TrainConfig:
     checkpoint_every: int = 0
     eval_every: int = 0
     seed: int = 0
+    schedule_unit: str = "epoch"
+    warmup: float = 0.0
+    decay_norms: bool = True
     precision: str = "fp32"
     channels_last: bool = False
     compile: bool = False
@@ -75,7 +88,11 @@ class TrainConfig:
         check_range("weight_decay", self.weight_decay, 0.0, float("inf"))
         check_choice("schedule", self.schedule, SCHEDULES)
         check_choice("precision", self.precision, PRECISIONS)
-        for name in ("channels_last", "compile"):
+        check_choice("schedule_unit", self.schedule_unit, SCHEDULE_UNITS)
+        check_range("warmup", self.warmup, 0.0, 1.0)
+        if self.warmup >= 1.0:
+            raise ValueError(f"warmup must be < 1 (a share of training), got {self.warmup}")
+        for name in ("channels_last", "compile", "decay_norms"):
             if not isinstance(getattr(self, name), bool):
                 raise TypeError(f"{name} must be a bool, got {getattr(self, name)!r}")
         check_range("gamma", self.gamma, 0.0, 1.0)
@@ -103,6 +120,11 @@ class TrainConfig:
         data = asdict(self)
         data["milestones"] = list(self.milestones)
         return data
+
+    @property
+    def per_step(self) -> bool:
+        """Whether the rate changes after every optimiser step rather than every epoch."""
+        return self.schedule_unit == "step" or self.warmup > 0 or self.schedule == "poly"
 
     def resolved_milestones(self) -> list[int]:
         """The step schedule's milestones, defaulting to 1/2 and 3/4 of the epochs."""

@@ -190,7 +190,7 @@ def fit(
         model.to(memory_format=torch.channels_last)
     broadcast_parameters(model)
     optimizer = build_optimizer(model, config)
-    scheduler = build_scheduler(optimizer, config)
+    scheduler = build_scheduler(optimizer, config, source.num_batches(config.batch_size))
     scaler = torch.amp.GradScaler(target_device.type) if config.precision == "fp16" else None
     generator = torch.Generator().manual_seed(config.seed)
     history: list[dict[str, float]] = []
@@ -213,7 +213,8 @@ def fit(
         evaluation = (make_source(*eval_data) if isinstance(eval_data, tuple)
                       else make_source(eval_data))
     log = HistoryLog(folder, logger) if folder is not None and ranks.is_main else None
-    step = _Step(model, optimizer, scaler, objective, augment, paired_augment, config, hooks)
+    step = _Step(model, optimizer, scheduler, scaler, objective, augment, paired_augment,
+                 config, hooks)
     began = time.perf_counter()
     final: EvalResult | None = None
     with progress(config.epochs, "train", show_progress, start=start_epoch) as bar:
@@ -225,7 +226,8 @@ def fit(
             for hook in hooks:
                 logged = hook.epoch_end(epoch) if hasattr(hook, "epoch_end") else None
                 record.update(logged or {})
-            scheduler.step()
+            if not config.per_step:
+                scheduler.step()
             if evaluation is not None and (epoch == config.epochs or (
                     config.eval_every and epoch % config.eval_every == 0)):
                 final = evaluate(model, evaluation, batch_size=eval_batch_size,
@@ -291,11 +293,13 @@ def _check_training_data(source: Source, default_loss: bool) -> None:
 class _Step:
     """One optimiser step per batch: forward (autocast), backward, all-reduce, update."""
 
-    def __init__(self, model: nn.Module, optimizer: torch.optim.Optimizer, scaler: Any,
+    def __init__(self, model: nn.Module, optimizer: torch.optim.Optimizer,
+                 scheduler: torch.optim.lr_scheduler.LRScheduler, scaler: Any,
                  objective: Objective, augment: AugmentFn | None,
                  paired_augment: PairedAugmentFn | None, config: TrainConfig,
                  hooks: Sequence[Any]) -> None:
         self.model, self.optimizer, self.scaler = model, optimizer, scaler
+        self.scheduler = scheduler
         self.objective, self.augment, self.paired_augment = objective, augment, paired_augment
         self.config, self.hooks = config, hooks
         self.parameters = [p for p in model.parameters() if p.requires_grad]
@@ -313,6 +317,8 @@ class _Step:
             self.optimizer.step() if self.scaler is None else self.scaler.step(self.optimizer)
             if self.scaler is not None:
                 self.scaler.update()
+            if self.config.per_step:
+                self.scheduler.step()
             for hook in self.hooks:
                 if hasattr(hook, "batch_end"):
                     hook.batch_end(epoch, number, steps)

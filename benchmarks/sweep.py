@@ -1,9 +1,10 @@
 """What each sweep executor costs, and what two workers buy on this machine.
 
 1. Scheduling overhead: a sweep of ``--cells`` empty cells (a study whose ``run_cell`` returns
-   at once) under ``serial``, ``processes`` and ``ray``; prints the start-up time (pool or
-   cluster) and the time per cell after it, i.e. what the driver adds to every cell (append
-   the row, rewrite the report, ship the task and its result).
+   at once) under ``serial``, ``processes`` and ``ray``: a sweep of 1 cell and one of
+   ``--cells``, each with a fresh executor (Ray: in one cluster started first); their
+   difference per extra cell is what the driver and the executor add to every cell (ship the
+   task, return the row, append it durably, rewrite the report).
 2. Real cells: a ``softlabels train`` sweep of ``--real-cells`` digit students (one label mode
    and seed each) under ``serial`` (one cell at a time, all threads) and ``processes`` with 2
    workers of 1 thread each; prints wall times and the ratio. On two cores this can only show
@@ -30,7 +31,7 @@ import torch
 import _noop_study
 from _machine import device_name
 from softlabels.results import ResultsLog
-from softlabels.studies.executors import ExecutorConfig, make_executor
+from softlabels.studies.executors import ExecutorConfig, runtime_env
 from softlabels.studies.registry import STUDIES, register_study, run_study
 
 
@@ -43,9 +44,9 @@ def _seconds(study: str, executor: ExecutorConfig, out: Path, **fields: object) 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--cells", type=int, default=50)
+    parser.add_argument("--cells", type=int, default=200)
     parser.add_argument("--real-cells", type=int, default=4)
-    parser.add_argument("--epochs", type=int, default=40)
+    parser.add_argument("--epochs", type=int, default=150)
     parser.add_argument("--skip-ray", action="store_true")
     parser.add_argument("--quick", action="store_true", help="10 empty cells, 2 real cells")
     args = parser.parse_args()
@@ -64,10 +65,21 @@ def main() -> None:
         print(f"{'executor':<10} {'1 cell s':>9} {f'{args.cells} cells s':>11} "
               f"{'ms / extra cell':>16}")
         for name, executor in executors.items():
+            session = None
+            if name == "ray":  # one cluster for both sweeps: its start is not a cell's cost
+                import ray
+
+                began = time.perf_counter()
+                ray.init(num_cpus=2, include_dashboard=False, logging_level="ERROR",
+                         log_to_driver=False, runtime_env=runtime_env(sys.path))
+                session = time.perf_counter() - began
             one = _seconds("noop", executor, root / f"noop1-{name}", cells=1)
             many = _seconds("noop", executor, root / f"noop-{name}", cells=args.cells)
             per_cell = 1000 * (many - one) / (args.cells - 1)
-            print(f"{name:<10} {one:>9.2f} {many:>11.2f} {per_cell:>16.1f}")
+            print(f"{name:<10} {one:>9.2f} {many:>11.2f} {per_cell:>16.1f}"
+                  + (f"  (cluster start {session:.1f} s)" if session is not None else ""))
+            if session is not None:
+                ray.shutdown()
 
         print(f"\n2. {args.real_cells} real cells (digits students, {args.epochs} epochs)")
         seeds = tuple(range(args.real_cells))

@@ -211,3 +211,29 @@ def test_a_failing_study_leaves_the_others(tmp_path: Path, monkeypatch: pytest.M
     assert "**Failed**: `SweepFailedError: " in report_text
     assert "RuntimeError: disk on fire" in report_text
     assert "### Robust" in report_text  # the study's own report, its headings two levels down
+
+
+def test_overwrite_moves_a_previous_reproduction_aside(tmp_path: Path,
+                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    def plan(config: Any, rows: Any) -> list[Stage]:
+        return [Stage("students", (Cell({"method": "rslad", "seed": 0}, "rslad-s0"),))]
+
+    def cell(config: Any, cell: Cell, folder: Path, **_: Any) -> dict[str, Any]:
+        score = {"accuracy": 0.5, "worst_class_accuracy": 0.25, "nsd": 0.1}
+        return {"scores": {"pgd5": score}, "seconds": 2.0}
+
+    def report(config: Any, folder: Path, rows: Any, figures: bool) -> None:
+        (folder / "report.md").write_text("# Robust\n")
+
+    monkeypatch.setitem(STUDIES, "robust", dataclasses.replace(
+        STUDIES["robust"], plan=plan, run_cell=cell, report=report))
+    out = tmp_path / "reproduce"
+    (out / "robust").mkdir(parents=True)
+    (out / "robust" / "config.json").write_text('{"config": {"lr": 1}}')  # another config
+    (out / "summary.json").write_text("[]")
+    config = ReproduceConfig(studies=("robust",), out=str(out))
+    reproduce.run(config, show_progress=False, overwrite=True)
+    aside = [p for p in tmp_path.iterdir() if p.name.startswith("reproduce.replaced-")]
+    assert len(aside) == 1
+    assert (aside[0] / "robust" / "config.json").read_text() == '{"config": {"lr": 1}}'
+    assert json.loads((out / "summary.json").read_text())[0]["cell_seconds"] == 2.0

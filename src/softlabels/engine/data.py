@@ -269,10 +269,14 @@ def check_batch(x: Any, y: Any, where: str) -> None:
     if not isinstance(y, Tensor) or y.shape[:1] != x.shape[:1]:
         raise ValueError(f"{where} must hold one target per image, got "
                          f"{getattr(y, 'shape', type(y).__name__)} for {x.shape[0]} images")
-    if x.numel() and not (bool(torch.isfinite(x).all()) and float(x.min()) >= 0.0
-                          and float(x.max()) <= 1.0):
-        raise ValueError(f"images of {where} must be finite and in [0, 1], got values in "
-                         f"[{float(x.min()):g}, {float(x.max()):g}]")
+    if x.numel():
+        # One pass: NaN fails both comparisons and an infinity the bounds, so the extremes
+        # alone prove every value finite and in [0, 1] (a separate isfinite pass cost a
+        # streamed ImageNet batch about 0.4 s).
+        low, high = (float(v) for v in torch.aminmax(x.detach()))
+        if not (low >= 0.0 and high <= 1.0):
+            raise ValueError(f"images of {where} must be finite and in [0, 1], got values in "
+                             f"[{low:g}, {high:g}]")
 
 
 def collate(items: Sequence[Any], positions: Sequence[int]) -> tuple[Tensor, Tensor]:

@@ -273,10 +273,11 @@ def _check_training_data(source: Source, default_loss: bool) -> None:
     images, targets = (whole, source.targets) if whole is not None else source.sample()  # type: ignore[attr-defined]
     check_float("images", images)
     check_ndim("images", images, (4,))
-    if not bool(torch.isfinite(images).all()) or (images.numel() and (
-            float(images.min()) < 0.0 or float(images.max()) > 1.0)):
-        raise ValueError("images must be finite and in [0, 1] (models normalise inside), got "
-                         f"values in [{float(images.min()):g}, {float(images.max()):g}]")
+    if images.numel():
+        low, high = (float(v) for v in torch.aminmax(images.detach()))
+        if not (low >= 0.0 and high <= 1.0):  # NaN fails both, an infinity a bound
+            raise ValueError("images must be finite and in [0, 1] (models normalise inside), "
+                             f"got values in [{low:g}, {high:g}]")
     if targets.shape[:1] != images.shape[:1]:
         raise ValueError(f"targets has {targets.shape[0] if targets.ndim else 0} rows but "
                          f"images has {images.shape[0]}")

@@ -106,7 +106,9 @@ def _rank(rank: int, port: int, tmp: str) -> None:
                                                   device="cpu", show_progress=False)),
                           ("config", lambda: fit(_model(), *_data(), TrainConfig(
                               epochs=1, lr=0.1 * (rank + 1)), device="cpu",
-                              show_progress=False))):
+                              show_progress=False)),
+                          ("world", lambda: fit(_model(), _data()[0][:1], _data()[1][:1],
+                                                CONFIG, device="cpu", show_progress=False))):
             try:
                 run()
             except ValueError as err:
@@ -194,3 +196,13 @@ def test_bad_input_on_one_rank_stops_every_rank_with_its_message(ranks: Any) -> 
         assert "[0, 4)" in out["errors"]["labels"]
         assert "99" in out["errors"]["labels"]
         assert "the training config differs between ranks" in out["errors"]["config"]
+        assert "2 ranks but only 1 training samples" in out["errors"]["world"]
+
+
+def test_nccl_without_a_gpu_is_a_clear_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    from softlabels.distributed import init_from_environment
+
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    with pytest.raises(ValueError, match="NCCL .* but CUDA is not available; use --device cpu"):
+        init_from_environment("cuda")

@@ -139,6 +139,8 @@ def pgd(model: nn.Module, x: Tensor, y: Tensor, eps: float, alpha: float, steps:
         True
     """
     check_attack_input(x, y, eps, alpha, steps)
+    # Python ints beyond int64 (a valid but huge radius) would overflow inside torch.
+    eps, alpha = float(eps), float(alpha)
     check_choice("loss", loss, ATTACK_LOSSES)
     check_choice("norm", norm, NORMS)
     start = _start_kind(random_start)

@@ -40,3 +40,18 @@ def locked_elsewhere(tmp_path: Path) -> Iterator[Path]:
     finally:
         holder.kill()
         holder.wait()
+
+
+@pytest.fixture(scope="session")
+def quick_reproduction(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """``softlabels reproduce``: every study's ``--quick`` run, once per test session.
+
+    The study tests read its ``distill/``, ``seg/`` and ``robust/`` folders (the same configs
+    as ``softlabels <study> --quick``) instead of running the studies again; they only read
+    them or rerun them unchanged, so sharing is safe in any order.
+    """
+    from softlabels.cli import main
+
+    out = tmp_path_factory.mktemp("reproduce")
+    assert main(["reproduce", "--out", str(out), "--device", "cpu"]) == 0
+    return out

@@ -11,12 +11,11 @@ from softlabels.cli import main
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
 
-@pytest.fixture(scope="module")
-def seg_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    out = tmp_path_factory.mktemp("seg")
-    assert main(["seg", "--quick", "--losses", "ce", "ce+jml", "--labels", "hard", "smooth",
-                 "teacher", "semi", "--out", str(out), "--device", "cpu"]) == 0
-    return out
+@pytest.fixture
+def seg_run(quick_reproduction: Path) -> Path:
+    """``seg --quick`` (CE and CE+JML under hard, smooth, teacher and semi labels), run once
+    by the session's reproduction."""
+    return quick_reproduction / "seg"
 
 
 def test_one_row_per_cell_with_scores(seg_run: Path) -> None:

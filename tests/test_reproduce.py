@@ -23,11 +23,9 @@ from softlabels.studies.sweep import Cell, Stage
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
 
-@pytest.fixture(scope="module")
-def quick_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    out = tmp_path_factory.mktemp("reproduce")
-    assert main(["reproduce", "--out", str(out), "--device", "cpu"]) == 0
-    return out
+@pytest.fixture
+def quick_run(quick_reproduction: Path) -> Path:
+    return quick_reproduction
 
 
 class _Images(HTMLParser):

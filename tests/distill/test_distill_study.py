@@ -54,11 +54,10 @@ def _run(config: DistillStudyConfig, **options: Any) -> list[dict[str, Any]]:
     return _students(run_study("distill", config, **options).rows)
 
 
-@pytest.fixture(scope="module")
-def quick_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    out = tmp_path_factory.mktemp("distill")
-    assert main(["distill", "--quick", "--out", str(out), "--device", "cpu"]) == 0
-    return out
+@pytest.fixture
+def quick_run(quick_reproduction: Path) -> Path:
+    """``distill --quick``, run once by the session's reproduction."""
+    return quick_reproduction / "distill"
 
 
 def test_quick_writes_every_artifact(quick_run: Path) -> None:

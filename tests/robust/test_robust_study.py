@@ -16,11 +16,10 @@ from softlabels.studies.robust import RobustStudyConfig
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
 
-@pytest.fixture(scope="module")
-def quick_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    out = tmp_path_factory.mktemp("robust")
-    assert main(["robust", "--quick", "--out", str(out), "--device", "cpu"]) == 0
-    return out
+@pytest.fixture
+def quick_run(quick_reproduction: Path) -> Path:
+    """``robust --quick``, run once by the session's reproduction."""
+    return quick_reproduction / "robust"
 
 
 def _rows(folder: Path) -> list[dict[str, Any]]:

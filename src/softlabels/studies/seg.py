@@ -129,6 +129,7 @@ class SegStudyConfig(StudyConfig):
 
 #: ``--quick``: a run of well under a minute on digit scenes.
 QUICK: dict[str, Any] = {"out": "runs/seg-quick", "epochs": 4, "teacher_epochs": 4,
+                         "labels": ("hard", "smooth", "teacher", "semi"),
                          "model_args": ("base_width=8",), "teacher_args": ("base_width=8",),
                          "batch_size": 16, "figure_images": 3}
 

@@ -43,6 +43,7 @@ def run(build=convnet, images=None, targets=None, config=None, seeds=(0, 1, 2), 
     config = config or TrainConfig(epochs=2, batch_size=5, lr=0.05)
     kwargs.setdefault("device", "cpu")
     kwargs.setdefault("show_progress", False)
+    kwargs.setdefault("vectorize", True)
     return train_students(build, images, targets, config, seeds, **kwargs)
 
 
@@ -279,3 +280,12 @@ def test_batchnorm_students_train_sequentially():
                  vectorize=False)
     assert result.backend == "sequential"
     assert "features.0.norm.running_mean" in result.state_dicts[0]
+
+
+def test_the_default_trains_sequentially_on_a_cpu_and_with_batchnorm() -> None:
+    """``vectorize=None``: sequential on a CPU (measured faster there) and for BatchNorm
+    students (whose running statistics a vectorised run cannot keep), on any device."""
+    assert run(vectorize=None).backend == "sequential"
+    assert run(build=batchnorm_convnet, vectorize=None).backend == "sequential"
+    with pytest.raises(ValueError, match="vectorize=None to fall back to sequential"):
+        run(build=batchnorm_convnet, vectorize=True)

@@ -127,7 +127,7 @@ def train_students(
     eval_data: tuple[Tensor, Tensor] | Any | None = None,
     eval_batch_size: int = 64,
     device: str | torch.device = "auto",
-    vectorize: bool = True,
+    vectorize: bool | None = None,
     backend: str = "auto",
     show_progress: bool | None = None,
 ) -> StudentsResult:
@@ -156,9 +156,13 @@ def train_students(
         eval_batch_size: images per evaluation forward pass; each pass holds activations
             for ``S * eval_batch_size`` images.
         device: ``"auto"``, ``"cpu"``, ``"cuda"`` or a ``torch.device``.
-        vectorize: train all students as one model (see ``backend``); the model must have no
-            BatchNorm running statistics and no random layers such as dropout (the default
-            instance-norm ConvNet qualifies). ``False`` trains them one after the other.
+        vectorize: ``True`` trains all students as one model (see ``backend``; the model must
+            have no BatchNorm running statistics and no random layers such as dropout; the
+            default instance-norm ConvNet qualifies); ``False`` one after the other, each by
+            :func:`~softlabels.engine.fit`; ``None`` (the default) decides: vectorised on a
+            GPU, where it is 2-3x faster for small students, sequential on a CPU, where it is
+            measured slower (``benchmarks/students.py``), and sequential for a model with
+            BatchNorm running statistics (which a vectorised run cannot carry).
         backend: how a vectorised run computes, one of :data:`BACKENDS`. ``"grouped"`` runs
             a :class:`~softlabels.models.ConvNet` (GroupNorm/instance norm or no norm) as one
             network whose convolutions have S groups, in a (B, S * width, H, W) layout kept
@@ -204,13 +208,15 @@ def train_students(
     if eval_data is not None:
         _check_eval_data(eval_data, images)
     check_positive_int("eval_batch_size", eval_batch_size)
-    if not isinstance(vectorize, bool):
-        raise TypeError(f"vectorize must be a bool, got {type(vectorize).__name__}")
+    if vectorize is not None and not isinstance(vectorize, bool):
+        raise TypeError(f"vectorize must be a bool or None, got {type(vectorize).__name__}")
     check_choice("backend", backend, BACKENDS)
     target_device = resolve_device(device)
 
     models = [build_seeded(build_model, seed) for seed in seed_list]
     _check_same_architecture(models, seed_list)
+    if vectorize is None:
+        vectorize = target_device.type != "cpu" and _batchnorm_statistics(models[0]) is None
     chosen = _choose_backend(models[0], backend) if vectorize else "sequential"
     if chosen == "vmap":
         _check_vmappable(models[0])
@@ -591,13 +597,21 @@ def _check_same_architecture(models: list[nn.Module], seeds: list[int]) -> None:
                          f"build_model({seed}) differs from build_model({seeds[0]}): {detail}")
 
 
-def _check_vmappable(model: nn.Module) -> None:
+def _batchnorm_statistics(model: nn.Module) -> str | None:
+    """The first module keeping BatchNorm running statistics, described, or None."""
     for name, module in model.named_modules():
         if isinstance(module, nn.modules.batchnorm._BatchNorm) and module.track_running_stats:
-            raise ValueError(
-                f"vectorize=True cannot train a model with BatchNorm running statistics "
-                f"({name or 'the model'} is {type(module).__name__}); use an instance-norm "
-                "model (e.g. convnet with norm='instancenorm') or vectorize=False")
+            return f"{name or 'the model'} is {type(module).__name__}"
+    return None
+
+
+def _check_vmappable(model: nn.Module) -> None:
+    found = _batchnorm_statistics(model)
+    if found is not None:
+        raise ValueError(
+            f"vectorize=True cannot train a model with BatchNorm running statistics "
+            f"({found}); use an instance-norm model (e.g. convnet with norm='instancenorm'), "
+            "vectorize=False, or vectorize=None to fall back to sequential students")
 
 
 @torch.no_grad()

@@ -14,7 +14,7 @@ STAMP := $(VENV)/.installed
 $(STAMP): pyproject.toml Makefile
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet "$(TORCH_SPEC)"
-	$(BIN)/python -m pip install --quiet -e ".[dev,ray]"
+	$(BIN)/python -m pip install --quiet -e ".[dev,ray,tensorboard]"
 	# Cross-check for the attacks. Its wheel pins packages (torchvision, old requests) that
 	# would replace this torch; its code needs only torch and scipy, so no dependencies.
 	$(BIN)/python -m pip install --quiet --no-deps "torchattacks==3.5.1"

@@ -209,3 +209,21 @@ def test_a_streamed_camvid_split_equals_the_decoded_one(test_data_root: Path) ->
     first = streamed.subset(torch.arange(6))
     assert evaluate_segmentation(model, first, device="cpu") == evaluate_segmentation(
         model, decoded.subset(torch.arange(6)), device="cpu")
+
+
+def test_tensorboard_logs_the_history_scalars(tmp_path: Path) -> None:
+    pytest.importorskip("tensorboard", reason="tensorboard is an optional extra")
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    x, y = _tensors()
+    fit(_model(), x, y, TrainConfig(epochs=3), checkpoint_dir=tmp_path, logger="tensorboard",
+        device="cpu", show_progress=False)
+    events = EventAccumulator(str(tmp_path / "tensorboard"))
+    events.Reload()
+    assert {"loss", "lr", "seconds"} <= set(events.Tags()["scalars"])
+    losses = [e.value for e in events.Scalars("loss")]
+    rows = list(csv.DictReader((tmp_path / "history.csv").open()))
+    assert losses == pytest.approx([float(r["loss"]) for r in rows])
+    with pytest.raises(ValueError, match="logger must be one of"):
+        fit(_model(), x, y, TrainConfig(epochs=1), checkpoint_dir=tmp_path / "b",
+            logger="wandb", device="cpu", show_progress=False)

@@ -1,15 +1,27 @@
 """Tests of softlabels.labels: label construction, transforms and checks."""
 
 import math
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from scipy.spatial.distance import jensenshannon
 
 from softlabels import labels as L
+
+sys.path.insert(0, str(Path(__file__).parent))
+from devices import (
+    assert_close_on,
+    assert_on,
+    device_fixture,  # noqa: F401  (the device fixture)
+    gen,
+    off_cpu,
+)
 
 
 def random_probs(n: int, c: int, seed: int = 0, sharp: float = 2.0) -> torch.Tensor:
@@ -321,3 +333,114 @@ class TestBoundarySmooth:
             L.boundary_smooth(torch.full((1, 3, 3), 255), 2)
         with pytest.raises(ValueError, match="eps must be in"):
             L.boundary_smooth(torch.zeros(1, 3, 3, dtype=torch.int64), 2, eps=2.0)
+
+
+# ----------------------------------------------------------------------------- devices
+
+
+def _swapped_by_hand(probs: torch.Tensor, k: int) -> torch.Tensor:
+    """swap_ranks by a loop over (N, C) rows: the k-th largest (ties: lowest class first)
+    trades places with the smallest (ties: highest class, the last in that order)."""
+    out = probs.clone()
+    for row, values in zip(out, probs.tolist(), strict=True):
+        order = sorted(range(len(values)), key=lambda c: (-values[c], c))
+        row[order[k - 1]], row[order[-1]] = values[order[-1]], values[order[k - 1]]
+    return out
+
+
+def _boundary_by_hand(hard: torch.Tensor, ignore: int) -> torch.Tensor:
+    """bool (N, H, W): a 3x3 window inside the image holds another class and no ignored
+    pixel (boundary_smooth's definition), by a loop over pixels."""
+    n, h, w = hard.shape
+    out = torch.zeros(n, h, w, dtype=torch.bool)
+    for i in range(n):
+        for r in range(h):
+            for c in range(w):
+                window = hard[i, max(r - 1, 0):r + 2, max(c - 1, 0):c + 2]
+                out[i, r, c] = bool((window != hard[i, r, c]).any()) and not bool(
+                    (window == ignore).any())
+    return out
+
+
+def test_label_transforms_on_device(device: str) -> None:
+    """soften, classwise_soften (temperatures left on the CPU), topk, swap_ranks, ensemble,
+    entropy and js_distance on device tensors: on the device, equal to their formulas."""
+    g = gen(0)
+    logits_cpu = 3 * torch.randn(6, 5, generator=g)
+    hard_cpu = torch.randint(0, 5, (6,), generator=g)
+    dense_cpu = torch.softmax(torch.randn(2, 4, 3, 3, generator=g), 1)
+    temps = torch.tensor([0.5, 1.0, 2.0, 1.5, 3.0])
+    logits, hard, dense = logits_cpu.to(device), hard_cpu.to(device), dense_cpu.to(device)
+    reference = torch.softmax(logits_cpu.double() / 2.0, 1).float()
+
+    probs = L.soften(logits, 2.0)
+    assert_close_on(probs, reference, device, atol=1e-6)
+    # The temperatures stay on the CPU: the library moves them to the logits' device.
+    assert_close_on(L.classwise_soften(logits, hard, temps),
+                    torch.softmax(logits_cpu / temps[hard_cpu, None], 1), device, atol=1e-6)
+    top = reference.topk(3, 1)
+    kept = torch.zeros_like(reference).scatter(1, top.indices, top.values)
+    assert_close_on(L.topk(probs, 3, renormalize=False), kept, device, atol=1e-6)
+    two = torch.zeros_like(reference).scatter(1, top.indices[:, :2], top.values[:, :2])
+    assert_close_on(L.topk(probs, 2), two / two.sum(1, keepdim=True), device, atol=1e-6)
+    assert_close_on(L.swap_ranks(probs, 1), _swapped_by_hand(probs.cpu(), 1), device, atol=0,
+                    rtol=0)
+    dense_rows = dense_cpu.movedim(1, -1).reshape(-1, 4)
+    assert_close_on(L.swap_ranks(dense, 2),
+                    _swapped_by_hand(dense_rows, 2).reshape(2, 3, 3, 4).movedim(-1, 1), device,
+                    atol=0, rtol=0)
+    # Smoothed labels tie on every wrong class: the stable sort must break the ties the same
+    # way on every device, so the top class swaps with the highest other class. (No such case
+    # for topk: torch.topk's tie order is not lowest-index-first even on the CPU.)
+    highest_other = torch.where(hard_cpu == 4, 3, 4)
+    ties = L.swap_ranks(L.smooth(hard, 5, 0.1), 1)
+    assert_close_on(ties.argmax(1), highest_other, device, atol=0, rtol=0)
+    # The mean of logits and 2 logits at T = 1.5 is the logits at T = 1.
+    assert_close_on(L.ensemble([logits, 2 * logits], 1.5), torch.softmax(logits_cpu, 1),
+                    device, atol=1e-6)
+    assert_close_on(L.entropy(probs), -(reference * reference.log()).sum(1), device,
+                    atol=1e-6)
+    expected_js = jensenshannon(reference.double().numpy(), (two / two.sum(1, keepdim=True)
+                                                            ).double().numpy(), axis=1)
+    assert_close_on(L.js_distance(probs, L.topk(probs, 2)),
+                    torch.from_numpy(expected_js).float(), device, atol=1e-5)
+
+
+def test_hard_label_smoothing_on_device(device: str) -> None:
+    """smooth (with and without ignored pixels) and boundary_smooth of device labels: on the
+    device, equal to (1 - eps) one-hot + eps / C where the definition says, zero rows at
+    ignored pixels."""
+    g = gen(1)
+    hard_cpu = torch.randint(0, 5, (6,), generator=g)
+    masks_cpu = torch.randint(0, 4, (2, 6, 6), generator=g)
+    masks_cpu[:, 0, :2] = 255
+    hard, masks = hard_cpu.to(device), masks_cpu.to(device)
+    assert_close_on(L.smooth(hard, 5, 0.1), 0.9 * F.one_hot(hard_cpu, 5).float() + 0.02,
+                    device)
+    kept = (masks_cpu != 255)[:, None]
+    encoded = F.one_hot(masks_cpu.where(masks_cpu != 255, 0), 4).movedim(-1, 1).float() * kept
+    assert_close_on(L.smooth(masks, 4, 0.2, ignore_index=255), (0.8 * encoded + 0.05) * kept,
+                    device)
+    weight = 0.5 * _boundary_by_hand(masks_cpu, 255)[:, None].float()
+    boundary = L.boundary_smooth(masks, 4, 0.5, ignore_index=255)
+    assert_close_on(boundary, encoded * (1 - weight) + weight / 4, device)
+    assert bool(weight.any())  # the masks have boundaries to smooth
+
+
+def test_shuffle_tail_on_device_with_a_cpu_generator(device: str) -> None:
+    """shuffle_tail of device probabilities, (N, C) and (N, C, H, W), with a CPU generator: on
+    the device, each row a permutation of its input with the top class fixed, and (off the
+    CPU) the CPU's draws."""
+    g = gen(2)
+    flat_cpu = torch.softmax(3 * torch.randn(6, 5, generator=g), 1)
+    dense_cpu = torch.softmax(torch.randn(2, 4, 3, 3, generator=g), 1)
+    for source, seed in ((flat_cpu, 7), (dense_cpu, 8)):
+        shuffled = L.shuffle_tail(source.to(device), gen(seed))
+        assert_on(shuffled, device)
+        result = shuffled.cpu()
+        assert torch.equal(result.argmax(1), source.argmax(1))  # the top class stays
+        torch.testing.assert_close(result.sort(1).values, source.sort(1).values)
+        assert not torch.equal(result, source)  # and the tail really moved
+        if off_cpu(device):
+            assert_close_on(shuffled, L.shuffle_tail(source, gen(seed)), device, atol=0,
+                            rtol=0)

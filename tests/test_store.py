@@ -1,7 +1,9 @@
 """Tests of softlabels.store.LabelStore: round trips, sizes, errors and corrupt files."""
 
+import dataclasses
 import json
 import struct
+import sys
 from pathlib import Path
 
 import pytest
@@ -11,6 +13,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from softlabels.store import LabelMetadata, LabelStore
+
+sys.path.insert(0, str(Path(__file__).parent))
+from devices import device_fixture, gen, off_cpu  # noqa: F401
 
 
 def make_store(n: int = 50, c: int = 10, seed: int = 0) -> LabelStore:
@@ -187,3 +192,34 @@ def test_future_format_version_is_refused(tmp_path: Path) -> None:
     safetensors.torch.save_file(tensors, str(path), metadata={"softlabels": json.dumps(header)})
     with pytest.raises(ValueError, match="format version 99"):
         LabelStore.load(path)
+
+
+@pytest.mark.parametrize(("mode", "k"), [("fp32", None), ("fp16", None), ("topk", 3)])
+def test_round_trip_of_device_tensors(device: str, mode: str, k: int | None,
+                                      tmp_path: Path) -> None:
+    """A LabelStore built from device probabilities saves, loads and looks up with device
+    indices (a GPU training loop holds its batch there): the labels are the originals up to
+    the mode's rounding, and (off the CPU) the report is the CPU store's."""
+    g = gen(1)
+    probs = torch.softmax(2 * torch.randn(20, 6, generator=g), 1)
+    indices = torch.randperm(50, generator=g)[:20]
+    metadata = LabelMetadata(source="expert", expert_epoch=3, temperature=2.0)
+    store = LabelStore(indices.to(device), probs.to(device), metadata)
+    path = tmp_path / "labels.safetensors"
+    report = store.save(path, mode=mode, k=k)
+    assert report.file_bytes == path.stat().st_size
+    assert dataclasses.replace(report, file_bytes=None) == store.report(mode, k)
+    if off_cpu(device):
+        assert report == LabelStore(indices, probs, metadata).save(tmp_path / "cpu.safetensors",
+                                                                   mode=mode, k=k)
+    loaded = LabelStore.load(path)
+    lookup = loaded.labels_for(indices[[3, 0, 7]].to(device))
+    if mode == "topk":  # the 3 largest (in fp16), the rest dropped
+        values, classes = probs.topk(3, 1)
+        reference, bound = torch.zeros_like(probs).scatter(1, classes, values.half().float()), 0.0
+    else:
+        reference, bound = probs, {"fp32": 0.0, "fp16": 1e-3}[mode]
+    assert torch.equal(loaded.indices.cpu(), indices)
+    assert loaded.metadata == metadata
+    torch.testing.assert_close(loaded.labels.cpu(), reference, atol=bound, rtol=0)
+    torch.testing.assert_close(lookup.cpu(), reference[[3, 0, 7]], atol=bound, rtol=0)

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import math
+import sys
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
@@ -9,6 +13,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from softlabels.data import sample_per_class, train_val_split
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from devices import device_fixture, off_cpu  # noqa: F401
 
 label_lists = st.lists(st.integers(min_value=0, max_value=6), min_size=1, max_size=120)
 fractions = st.floats(min_value=0.01, max_value=0.99)
@@ -27,13 +34,20 @@ def test_disjoint_covering_and_stratified(labels: list[int], fraction: float, se
     assert val.tolist() == sorted(val.tolist())
     for cls in set(labels):
         n = labels.count(cls)
-        n_val = int((y[val] == cls).sum())
-        if n == 1:
-            assert n_val == 0
-        else:
-            assert 1 <= n_val <= n - 1
-            # Same proportion per class, up to rounding and the at-least-one rules.
-            assert abs(n_val - fraction * n) <= 0.5 + 1e-9 or n_val in (1, n - 1)
+        # The documented count: fraction * n rounded half up, then at least one and at most
+        # n - 1, so that a class of two or more is seen in both parts; a single image trains.
+        expected = 0 if n == 1 else min(max(math.floor(fraction * n + 0.5), 1), n - 1)
+        assert int((y[val] == cls).sum()) == expected, (cls, n)
+
+
+def test_small_classes_by_hand():
+    # Classes of 1 to 5 images. Rounding half up: 0.5 * 3 = 1.5 -> 2 and 0.5 * 5 = 2.5 -> 3
+    # (Python's round would give 2 and 2); then at least 1 and at most n - 1 per class.
+    labels = torch.tensor([0] + [1] * 2 + [2] * 3 + [3] * 4 + [4] * 5)
+    for fraction, counts in ((0.5, [0, 1, 2, 2, 3]), (0.1, [0, 1, 1, 1, 1]),
+                             (0.9, [0, 1, 2, 3, 4]), (0.3, [0, 1, 1, 1, 2])):
+        val = train_val_split(labels, fraction, seed=0)[1]
+        assert torch.bincount(labels[val], minlength=5).tolist() == counts, fraction
 
 
 @settings(max_examples=50, deadline=None)
@@ -93,3 +107,23 @@ def test_sample_per_class_errors() -> None:
         sample_per_class(labels, 0, seed=0)
     with pytest.raises(TypeError, match="labels must hold integers"):
         sample_per_class(torch.tensor([0.0, 1.0]), 1, seed=0)
+
+
+def test_subsets_of_device_labels(device: str) -> None:
+    """sample_per_class and train_val_split of labels on the device: the per-class counts,
+    disjoint covering parts, positions that index the device labels, and (off the CPU) the
+    CPU's draws."""
+    labels_cpu = torch.tensor([0] * 10 + [1] * 7 + [2] * 3)
+    labels = labels_cpu.to(device)
+    chosen = sample_per_class(labels, 3, seed=4)
+    assert torch.bincount(labels[chosen].cpu()).tolist() == [3, 3, 3]
+    assert chosen.unique().numel() == 9
+    train, val = train_val_split(labels, 0.2, seed=5)
+    # 0.2 * (10, 7, 3) = (2, 1.4, 0.6) -> 2, 1, 1.
+    assert torch.bincount(labels[val].cpu()).tolist() == [2, 1, 1]
+    assert torch.cat([train, val]).sort().values.tolist() == list(range(20))
+    if off_cpu(device):
+        assert torch.equal(chosen.cpu(), sample_per_class(labels_cpu, 3, seed=4))
+        for part, reference in zip((train, val), train_val_split(labels_cpu, 0.2, seed=5),
+                                   strict=True):
+            assert torch.equal(part.cpu(), reference)

@@ -1,7 +1,9 @@
 """Tests of softlabels.distill.label_modes: the study's label modes and their dispatcher."""
 
 import math
+import sys
 from collections import Counter
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -19,6 +21,9 @@ from softlabels.distill import (
     swap_labels,
     topk_labels,
 )
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from devices import assert_close_on, assert_on, device_fixture, off_cpu  # noqa: F401
 
 N, C = 12, 5
 GEN = torch.Generator().manual_seed(0)
@@ -217,3 +222,35 @@ def test_make_labels_smooth_with_explicit_target_entropy():
 def test_make_labels_missing_or_inconsistent_arguments(mode, kwargs, match):
     with pytest.raises(ValueError, match=match):
         make_labels(mode, **kwargs)
+
+
+def test_make_labels_from_device_tensors(device: str) -> None:
+    """make_labels in every mode from device logits and labels: on the device, equal to the
+    builders' definitions, and (off the CPU) to the CPU's labels (shuffle: the same draws)."""
+    logits, hard = LOGITS.to(device), HARD.to(device)
+    expert = torch.from_numpy(numpy_softmax(LOGITS.double().numpy(), 2.0)).float()
+    out = {mode: make_labels(mode, hard=hard, logits=logits, num_classes=C, temperature=2.0,
+                             k=2, seed=3) for mode in LABEL_MODES}
+    for mode, labels in out.items():
+        assert_on(labels, device)
+        if off_cpu(device):
+            cpu = make_labels(mode, hard=HARD, logits=LOGITS, num_classes=C, temperature=2.0,
+                              k=2, seed=3)
+            assert_close_on(labels, cpu, device, atol=1e-6)
+    assert_close_on(out["hard"], torch.eye(C)[HARD], device, atol=0, rtol=0)
+    assert_close_on(out["expert"], expert, device, atol=1e-6)
+    top = expert.topk(2, 1)
+    two = torch.zeros_like(expert).scatter(1, top.indices, top.values)
+    assert_close_on(out["topk"], two / two.sum(1, keepdim=True), device, atol=1e-6)
+    assert_close_on(make_labels("topk", logits=logits, k=0), torch.eye(C)[LOGITS.argmax(1)],
+                    device, atol=0, rtol=0)
+    assert row_multisets(out["swap"].cpu()) == row_multisets(out["expert"].cpu())
+    assert row_multisets(out["shuffle"].cpu()) == row_multisets(out["expert"].cpu())
+    assert torch.equal(out["shuffle"].argmax(1).cpu(), LOGITS.argmax(1))
+    # smooth: the expert labels' mean entropy, the argmax at the true label.
+    assert float(numpy_entropy(out["smooth"].cpu().numpy()).mean()) == pytest.approx(
+        float(numpy_entropy(expert.numpy()).mean()), abs=1e-5)
+    assert torch.equal(out["smooth"].argmax(1).cpu(), HARD)
+    # An ensemble of logits shifted by a constant is the softmax of the logits.
+    assert_close_on(make_labels("expert", logits=[logits, logits + 1.0]),
+                    torch.softmax(LOGITS, 1), device, atol=1e-6)

@@ -1,6 +1,7 @@
 """Tests of softlabels.distill.selection: random and loss-ranked selection, index files."""
 
 import json
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -8,6 +9,9 @@ import pytest
 import torch
 
 from softlabels.distill import load_index_file, save_index_file, select_by_loss, select_random
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from devices import device_fixture, off_cpu  # noqa: F401
 
 # Classes 0, 1, 2 with 5, 7 and 6 images, interleaved so positions and classes differ.
 LABELS = torch.tensor([0, 1, 2, 1, 0, 2, 1, 1, 0, 2, 1, 0, 2, 1, 2, 0, 1, 2])
@@ -112,6 +116,23 @@ def test_quantile_per_class_with_two_classes():
     # ipc 3 centred on the median: class 0 losses 2,3,4 -> positions 1,2,3;
     # class 1 losses 20,30,40 -> positions 6,7,9
     assert select_by_loss(labels, losses, 3, 0.5).tolist() == [1, 2, 3, 6, 7, 9]
+
+
+def test_selection_from_device_labels_and_losses(device: str):
+    """select_random and select_by_loss with labels and losses on the device: the hand-made
+    positions (off the CPU, the CPU's seeded draw), which index device data."""
+    labels, losses = HAND_LABELS.to(device), HAND_LOSSES.to(device)
+    for quantile, expected in (("easiest", [1, 2, 5, 8]), ("hardest", [0, 3, 6, 9]),
+                               (0.5, [4, 7])):
+        positions = select_by_loss(labels, losses, 2 if quantile != 0.5 else 1, quantile)
+        assert positions.cpu().tolist() == expected
+        assert torch.equal(labels[positions].cpu(), HAND_LABELS[expected])
+    positions = select_random(LABELS.to(device), 4, seed=3)
+    chosen = LABELS.to(device)[positions].cpu()
+    assert [int((chosen == c).sum()) for c in range(3)] == [4, 4, 4]
+    assert positions.cpu().tolist() == sorted(set(positions.cpu().tolist()))
+    if off_cpu(device):
+        assert torch.equal(positions.cpu(), select_random(LABELS, 4, seed=3))
 
 
 @pytest.mark.parametrize(("losses", "ipc", "quantile", "error", "match"), [

@@ -1,6 +1,8 @@
 """Tests of soft_cross_entropy and kd_loss."""
 
 import math
+import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -9,6 +11,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from softlabels.losses import KDLoss, SoftCrossEntropy, kd_loss, soft_cross_entropy
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from devices import assert_close_on, device_fixture, gen  # noqa: F401
 
 
 def test_soft_ce_with_one_hot_equals_torch_ce() -> None:
@@ -122,3 +127,57 @@ def test_modules_match_functions() -> None:
     assert torch.equal(KDLoss(2.0)(s, t), kd_loss(s, t, 2.0))
     with pytest.raises(ValueError, match="temperature"):
         KDLoss(-1.0)
+
+
+def _library_losses(logits: torch.Tensor, target: torch.Tensor,
+                    teacher: torch.Tensor) -> dict[str, torch.Tensor]:
+    """soft_cross_entropy in every reduction, its module, and (2-D) kd_loss and KDLoss."""
+    out = {f"ce_{r}": soft_cross_entropy(logits, target, r) for r in ("mean", "sum", "none")}
+    out["module"] = SoftCrossEntropy("sum")(logits, target)
+    if logits.ndim == 2:
+        out["kd"] = kd_loss(logits, teacher, 3.0)
+        out["kd_probs"] = KDLoss(2.0, "probs", "none")(logits, teacher.softmax(1))
+    return out
+
+
+def _reference_losses(logits: torch.Tensor, target: torch.Tensor,
+                      teacher: torch.Tensor) -> dict[str, torch.Tensor]:
+    """The same numbers from torch's cross-entropy and Hinton's formula written out."""
+    out = {f"ce_{r}": F.cross_entropy(logits, target, reduction=r)
+           for r in ("mean", "sum", "none")}
+    out["module"] = F.cross_entropy(logits, target, reduction="sum")
+    if logits.ndim == 2:
+        for name, temperature, probs, reduce in (
+                ("kd", 3.0, torch.softmax(teacher / 3.0, 1), torch.mean),
+                ("kd_probs", 2.0, teacher.softmax(1), lambda v: v)):
+            log_student = F.log_softmax(logits / temperature, 1)
+            out[name] = reduce(temperature**2 * (probs * (probs.log() - log_student)).sum(1))
+    return out
+
+
+@pytest.mark.parametrize(("target_kind", "shape"), [("hard", (6, 4)), ("soft", (6, 4)),
+                                                    ("hard", (2, 4, 3, 3)),
+                                                    ("soft", (2, 4, 3, 3))])
+def test_losses_and_gradients_on_device(device: str, target_kind: str,
+                                        shape: tuple[int, ...]) -> None:
+    """soft_cross_entropy (every reduction), SoftCrossEntropy, kd_loss and KDLoss (2-D) on
+    device tensors: on the device, equal to torch's cross-entropy and Hinton's formula in
+    float64 on the CPU, values and gradients."""
+    g = gen(3)
+    logits_cpu = torch.randn(shape, generator=g)
+    if target_kind == "hard":
+        target_cpu = torch.randint(0, 4, (shape[0], *shape[2:]), generator=g)
+    else:
+        target_cpu = torch.softmax(torch.randn(shape, generator=g), 1)
+    teacher_cpu = torch.randn(shape, generator=g)
+    logits = logits_cpu.clone().to(device).requires_grad_(True)
+    values = _library_losses(logits, target_cpu.to(device), teacher_cpu.to(device))
+    sum(v.sum() for v in values.values()).backward()
+    reference = logits_cpu.double().requires_grad_(True)
+    expected = _reference_losses(reference, target_cpu if target_kind == "hard"
+                                 else target_cpu.double(), teacher_cpu.double())
+    sum(v.sum() for v in expected.values()).backward()
+    assert values.keys() == expected.keys()
+    for name, value in values.items():
+        assert_close_on(value.detach(), expected[name].detach().float(), device)
+    assert_close_on(logits.grad, reference.grad.float(), device)

@@ -14,12 +14,15 @@ import torch.nn.functional as F
 
 from softlabels.losses import (
     CEJaccardMetricLoss,
+    DiceMetricLoss,
     JaccardMetricLoss,
+    TverskyMetricLoss,
     ce_jaccard_metric_loss,
     jaccard_metric_loss,
 )
 
 sys.path.insert(0, str(Path(__file__).parent))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from jaccard_helpers import (
     LEVELS,
     inputs,
@@ -27,6 +30,8 @@ from jaccard_helpers import (
     reference_loss,
     value_and_grad,
 )
+
+from devices import assert_close_on, device_fixture  # noqa: F401
 
 WEIGHTS = torch.tensor([1.0, 0.5, 2.0, 0.0, 1.5], dtype=torch.float64)
 # Options varied together with levels, variant and p; each combination is drawn in turn.
@@ -276,6 +281,93 @@ def test_bad_options(options, error, message) -> None:
         jaccard_metric_loss(data["logits"], data["labels"].clamp_max(4), **options)
     with pytest.raises(error, match=message):
         JaccardMetricLoss(**options)(data["logits"], data["labels"].clamp_max(4))
+
+
+# ------------------------------------------------------------------ devices
+
+DEVICE_WEIGHTS = [1.0, 0.5, 2.0, 1.0, 1.5]
+# name -> (target, options): jaccard_metric_loss's cases, with "keep" naming where keep lives
+# ("cpu": left on the CPU with the logits elsewhere, the library moves it).
+FUNCTION_CASES: dict[str, tuple[str, dict]] = {
+    "hard": ("labels", {"ignore_index": 255}),
+    "soft": ("soft", {"keep": "cpu"}),
+    "p2": ("kept_labels", {"p": 2, "levels": {"image": 1.0}}),
+    "soft_p2": ("soft", {"p": 2, "keep": "device"}),
+    "weighted": ("soft", {"keep": "device", "class_weights": DEVICE_WEIGHTS}),
+    "multilabel": ("multilabel", {"mode": "multilabel"}),
+    "binary": ("binary", {"mode": "binary", "active_classes": "all"}),
+}
+# name -> (module class, its arguments, the same in the reference's terms).
+MODULE_CASES: dict[str, tuple[type, dict, dict]] = {
+    "jaccard": (JaccardMetricLoss, {"levels": {"dataset": 0.5, "image": 0.5}},
+                {"levels": {"dataset": 0.5, "image": 0.5}}),
+    "dice": (DiceMetricLoss, {"levels": {"class": 1.0}, "class_weights": DEVICE_WEIGHTS},
+             {"alpha": 0.5, "beta": 0.5, "levels": {"class": 1.0},
+              "class_weights": DEVICE_WEIGHTS}),
+    "tversky": (TverskyMetricLoss, {"alpha": 0.3, "beta": 0.7, "gamma": 2.0, "log_loss": True},
+                {"alpha": 0.3, "beta": 0.7, "gamma": 2.0, "log_loss": True}),
+}
+
+
+def _device_data(device: str) -> tuple[dict, dict]:
+    """The float32 inputs on the CPU and on ``device``, with every target the cases use."""
+    data = inputs(b=2, dtype=torch.float32)
+    labels = data["labels"]
+    data["kept_labels"] = labels.where(labels != 255, 0)
+    data["binary"] = (labels == 1).long()
+    data["multilabel"] = torch.rand(2, 5, 6, 7, generator=torch.Generator().manual_seed(5))
+    return data, {key: value.to(device) for key, value in data.items()}
+
+
+def _metric_losses(logits: torch.Tensor, data: dict, variant: str, *,
+                   reference: bool) -> dict[str, torch.Tensor]:
+    """Every case by the library on ``logits``' device, or by the float64 reference."""
+    def call(target: str, options: dict, module: tuple | None = None) -> torch.Tensor:
+        options = {"variant": variant, **options}
+        keep = options.pop("keep", None)
+        keep = None if keep is None else data["keep"].cpu() if keep == "cpu" else data["keep"]
+        x = logits[:, :1] if options.get("mode") == "binary" else logits
+        y = data[target]
+        if reference:
+            weights = options.get("class_weights")
+            if weights is not None:
+                options["class_weights"] = torch.tensor(weights, dtype=torch.float64)
+            return reference_loss(x, y.double() if y.is_floating_point() else y,
+                                  keep=None if keep is None else keep.cpu(), **options)
+        if module is not None:
+            # The class_weights buffer follows .to(device), as for any module.
+            return module[0](variant=variant, **module[1]).to(x.device)(x, y, keep)
+        return jaccard_metric_loss(x, y, keep=keep, **options)
+
+    out = {name: call(target, options) for name, (target, options) in FUNCTION_CASES.items()}
+    for name, (cls, arguments, options) in MODULE_CASES.items():
+        module = None if reference else (cls, arguments)
+        out[name] = call("kept_labels", {**options, "keep": "device"}, module)
+        out[f"{name}_soft"] = call("soft", {**options, "keep": "device"}, module)
+    return out
+
+
+@pytest.mark.parametrize("variant", ["jml1", "jml2", "sjl"])
+def test_metric_losses_on_device(device: str, variant: str) -> None:
+    """jaccard_metric_loss (hard, soft, p = 2, weighted, multilabel, binary, float16) and the
+    Jaccard / Dice / Tversky modules on device tensors: on the device, values and gradients
+    equal to the textbook reference in float64 on the CPU."""
+    data, on_device = _device_data(device)
+    logits = on_device["logits"].clone().requires_grad_(True)
+    values = _metric_losses(logits, on_device, variant, reference=False)
+    sum(values.values()).backward()
+    reference = data["logits"].double().requires_grad_(True)
+    expected = _metric_losses(reference, data, variant, reference=True)
+    sum(expected.values()).backward()
+    assert values.keys() == expected.keys()
+    for name, value in values.items():
+        assert_close_on(value.detach(), expected[name].detach().float(), device, atol=1e-5,
+                        rtol=1e-5)
+    assert_close_on(logits.grad, reference.grad.float(), device, atol=1e-5, rtol=1e-4)
+    # Half-precision logits: computed in float32, returned rounded to float16 (~1e-3).
+    half = jaccard_metric_loss(on_device["logits"].half(), on_device["labels"],
+                               variant=variant, ignore_index=255)
+    assert_close_on(half, expected["hard"].detach().half(), device, atol=1e-3, rtol=1e-3)
 
 
 # ------------------------------------------------------------------ Triton kernels

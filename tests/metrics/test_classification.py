@@ -1,6 +1,9 @@
 """Tests of the classification metrics."""
 
 import math
+import statistics
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -16,6 +19,9 @@ from softlabels.metrics import (
     nsd,
     worst_class_accuracy,
 )
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from devices import device_fixture, gen  # noqa: F401
 
 
 def test_accuracy_from_classes_and_scores() -> None:
@@ -54,12 +60,19 @@ def test_nsd_sample_and_population_std() -> None:
 
 
 def test_nsd_ratio_for_ten_classes() -> None:
-    acc = torch.rand(10, generator=torch.Generator().manual_seed(0))
+    acc = torch.rand(10, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    values = acc.tolist()
+    assert nsd(acc) == pytest.approx(statistics.stdev(values) / statistics.mean(values))
+    assert nsd(acc, correction=0) == pytest.approx(statistics.pstdev(values)
+                                                   / statistics.mean(values))
     assert nsd(acc) / nsd(acc, correction=0) == pytest.approx(math.sqrt(10 / 9))
 
 
 def test_nsd_ignores_absent_classes() -> None:
-    assert nsd(torch.tensor([0.5, math.nan, 1.0])) == pytest.approx(nsd(torch.tensor([0.5, 1.0])))
+    # The two present classes: sample std |1.0 - 0.5| / sqrt(2) over the mean 0.75.
+    expected = statistics.stdev([0.5, 1.0]) / statistics.mean([0.5, 1.0])
+    assert expected == pytest.approx(math.sqrt(2) / 3)
+    assert nsd(torch.tensor([0.5, math.nan, 1.0])) == pytest.approx(expected)
 
 
 @pytest.mark.parametrize(
@@ -84,3 +97,26 @@ def test_nsd_ignores_absent_classes() -> None:
 def test_errors(call, error, message) -> None:
     with pytest.raises(error, match=message):
         call()
+
+
+@pytest.mark.parametrize("targets_on", ["device", "cpu"])
+def test_metrics_of_device_scores(device: str, targets_on: str) -> None:
+    """accuracy, confusion_matrix, classwise_accuracy, worst-class accuracy and NSD of device
+    scores and class maps, with the labels on the device or left on the CPU (an evaluation
+    loop that moves only the images): sklearn's counts and the formulas by hand."""
+    g = gen(5)
+    scores_cpu = torch.randn(40, 5, generator=g)
+    targets_cpu = torch.randint(0, 4, (40,), generator=g)  # class 4 never occurs: NaN row
+    targets = targets_cpu.to(device) if targets_on == "device" else targets_cpu
+    counts = torch.from_numpy(sk_confusion(targets_cpu, scores_cpu.argmax(1),
+                                           labels=list(range(5))))
+    per_class = counts.diag()[:4].double() / counts.sum(1)[:4]
+    for preds in (scores_cpu.to(device), scores_cpu.argmax(1).to(device)):
+        assert accuracy(preds, targets) == pytest.approx(counts.trace().item() / 40)
+        assert torch.equal(confusion_matrix(preds, targets, 5).cpu(), counts)
+        classwise = classwise_accuracy(preds, targets, 5)
+        torch.testing.assert_close(classwise.cpu()[:4], per_class.to(classwise.dtype))
+        assert math.isnan(float(classwise[4]))
+        assert worst_class_accuracy(classwise) == pytest.approx(float(per_class.min()))
+        assert nsd(classwise) == pytest.approx(statistics.stdev(per_class.tolist())
+                                               / statistics.mean(per_class.tolist()))

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import doctest
 import math
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -13,6 +15,9 @@ from hypothesis import strategies as st
 
 import softlabels.metrics.calibration as calibration_module
 from softlabels.metrics import CalibrationError, expected_calibration_error
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from devices import device_fixture, gen  # noqa: F401
 
 IGNORE = 255
 
@@ -170,6 +175,64 @@ def test_matches_naive_loop(b: int, c: int, bins: int, seed: int) -> None:
     result = metric.compute()
     assert result["ece_dataset"] == pytest.approx(got_d, rel=1e-12, nan_ok=True)
     assert result["ece_image"] == pytest.approx(got_i, rel=1e-12, nan_ok=True)
+
+
+# ECE in percent: float32 confidences may be summed in another order on a GPU.
+ECE_TOL = 1e-5
+
+
+def _naive_levels(probs: torch.Tensor, target: torch.Tensor, kept: torch.Tensor,
+                  bins: int) -> tuple[float, float]:
+    """ECE^D and ECE^I of (B, C, H, W) probabilities at the ``kept`` pixels, by _naive_ece."""
+    conf = probs.double().max(1).values.numpy()
+    correct = (probs.argmax(1) == target).double().numpy()
+    kept = kept.numpy()
+    per_image = [_naive_ece(conf[i][kept[i]], correct[i][kept[i]], bins)
+                 for i in range(len(kept)) if kept[i].any()]
+    return _naive_ece(conf[kept], correct[kept], bins), float(np.mean(per_image))
+
+
+def test_calibration_of_device_probabilities(device: str) -> None:
+    """expected_calibration_error and CalibrationError on device probabilities with ignored
+    pixels and keep masks (given on the device or left on the CPU, as are the masks of an
+    evaluation loop that moves only the images): the naive loop's numbers."""
+    g = gen(6)
+    # Made on the CPU and moved, so that every device bins the very same numbers.
+    dense = torch.softmax(2 * torch.randn(3, 4, 5, 5, generator=g), 1)
+    masks = torch.randint(0, 4, (3, 5, 5), generator=g)
+    masks[1, :2] = IGNORE
+    keep = torch.rand(3, 5, 5, generator=g) > 0.2
+    flat = torch.softmax(2 * torch.randn(30, 4, generator=g), 1)
+    labels = torch.randint(0, 4, (30,), generator=g)
+    on = {name: t.to(device) for name, t in
+          (("dense", dense), ("masks", masks), ("keep", keep), ("flat", flat),
+           ("labels", labels))}
+
+    expected = _naive_levels(dense, masks, (masks != IGNORE) & keep, 10)
+    for level, value in zip(("dataset", "image"), expected, strict=True):
+        assert expected_calibration_error(on["dense"], on["masks"], 10, IGNORE, level,
+                                          keep=on["keep"]) == pytest.approx(value, abs=ECE_TOL)
+    conf, predicted = flat.double().max(1)
+    expected_flat = _naive_ece(conf.numpy(), (predicted == labels).double().numpy(), 15)
+    assert expected_calibration_error(on["flat"], on["labels"], bins=15) == pytest.approx(
+        expected_flat, abs=ECE_TOL)
+    classification = CalibrationError(bins=15)
+    classification.update(on["flat"], labels)  # labels on the CPU
+    assert classification.compute()["ece_dataset"] == pytest.approx(expected_flat, abs=ECE_TOL)
+
+    # Streamed: keep on the CPU for the first two images, none for the third.
+    metric = CalibrationError(ignore_index=IGNORE)
+    metric.update(on["dense"][:2], on["masks"][:2], keep=keep[:2])
+    metric.update(on["dense"][2:], on["masks"][2:])
+    streamed_keep = torch.cat([keep[:2], torch.ones(1, 5, 5, dtype=torch.bool)])
+    streamed = _naive_levels(dense, masks, (masks != IGNORE) & streamed_keep, 10)
+    result = metric.compute()
+    assert result["ece_dataset"] == pytest.approx(streamed[0], abs=ECE_TOL)
+    assert result["ece_image"] == pytest.approx(streamed[1], abs=ECE_TOL)
+    masks_on_cpu = CalibrationError(ignore_index=IGNORE)
+    masks_on_cpu.update(on["dense"], masks)
+    assert masks_on_cpu.compute()["ece_dataset"] == pytest.approx(
+        _naive_levels(dense, masks, masks != IGNORE, 10)[0], abs=ECE_TOL)
 
 
 # ----------------------------------------------------------------------------- bad input

@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import doctest
 import math
+import sys
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from sklearn.metrics import confusion_matrix as sk_confusion
@@ -24,6 +27,9 @@ from softlabels.metrics import (
     segmentation_metrics,
     worst_case,
 )
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from devices import assert_close_on, device_fixture  # noqa: F401
 
 IGNORE = 255
 
@@ -281,6 +287,57 @@ def test_one_and_two_classes() -> None:
     assert two["miou_image"] == pytest.approx(7 / 12)
     assert two["mdice_dataset"] == pytest.approx((2 / 3 + 4 / 5) / 2)
     assert two["macc_dataset"] == pytest.approx((1 / 2 + 1) / 2)
+
+
+# ----------------------------------------------------------------------------- devices
+
+
+def _hand_batch_with_keep() -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """PRED as logits and TARGET with the ignored pixel removed by ``keep`` instead, plus a
+    third image without any kept pixel: the same counts and scores as the hand example
+    (which a fully ignored image does not change), and three images."""
+    logits = 2.0 * F.one_hot(torch.cat([PRED, torch.zeros(1, 2, 3, dtype=torch.int64)]),
+                             3).movedim(-1, 1).float()
+    target = torch.cat([TARGET, torch.full((1, 2, 3), IGNORE)])
+    target[1, 1, 1] = 2  # some class, removed by keep
+    keep = torch.ones(3, 2, 3, dtype=torch.bool)
+    keep[1, 1, 1] = False
+    return logits, target, keep
+
+
+def test_counts_and_scores_on_device(device: str) -> None:
+    """segmentation_confusion, the mIoU family, per-image and worst-case scores, and the
+    SegmentationMetrics accumulator fed device logits and class maps with keep masks on the
+    device or the CPU: the hand-worked counts and scores; counts on the target's device,
+    accumulated state on the CPU."""
+    logits_cpu, target_cpu, keep_cpu = _hand_batch_with_keep()
+    logits, target, keep = (t.to(device) for t in (logits_cpu, target_cpu, keep_cpu))
+    counts = segmentation_confusion(logits, target, 3, IGNORE, keep=keep)
+    for value, expected in zip(counts, (TP, FP, FN), strict=True):
+        assert_close_on(value, torch.tensor([*expected, [0, 0, 0]]), device, atol=0, rtol=0)
+    for level in ("dataset", "image", "class"):
+        for score, prefix in ((miou, "miou"), (mdice, "mdice"), (macc, "macc")):
+            assert score(*counts, level=level) == pytest.approx(EXPECTED[f"{prefix}_{level}"])
+    per_image = per_image_scores(*counts)
+    torch.testing.assert_close(per_image, torch.tensor([1 / 2, 3 / 10, math.nan],
+                                                       dtype=torch.float64), equal_nan=True)
+    assert worst_case(per_image.to(device), 50) == pytest.approx(3 / 10)
+
+    # q = 50 of the 2 images with kept pixels: see test_every_level_by_hand.
+    expected = {**EXPECTED, "miou_image_worst": 3 / 10, "miou_class_worst": 5 / 18,
+                "num_images": 3}
+    metrics = SegmentationMetrics(3, ignore_index=IGNORE, q=50)
+    metrics.update(logits[:2], target[:2], keep=keep_cpu[:2])  # keep moved by the library
+    metrics.update(logits[2:].argmax(1), target[2:], keep=keep[2:])
+    assert all(t.device.type == "cpu" for t in metrics.counts())  # state kept on the CPU
+    # Masks and keep left on the CPU, as an evaluation loop that moves only the images has.
+    masks_on_cpu = SegmentationMetrics(3, ignore_index=IGNORE, q=50)
+    masks_on_cpu.update(logits, target_cpu, keep=keep_cpu)
+    for result in (metrics.compute(), masks_on_cpu.compute(),
+                   segmentation_metrics(logits, target, 3, IGNORE, 50, keep=keep)):
+        assert result.keys() == expected.keys()
+        for key, value in expected.items():
+            assert result[key] == pytest.approx(value, rel=1e-12), key
 
 
 # ----------------------------------------------------------------------------- cross-checks

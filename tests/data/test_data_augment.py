@@ -2,11 +2,24 @@
 
 from __future__ import annotations
 
+import sys
+from pathlib import Path
+
 import pytest
 import torch
 import torch.nn.functional as F
 
-from softlabels.data import Augment, RandomCrop, RandomFlip, random_crop, random_flip
+from softlabels.data import (
+    Augment,
+    RandomCrop,
+    RandomFlip,
+    augmentation,
+    random_crop,
+    random_flip,
+)
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from devices import assert_close_on, assert_on, device_fixture, gen, off_cpu  # noqa: F401
 
 
 def _images(n: int = 16, c: int = 3, h: int = 8, w: int = 8, dtype=torch.float32) -> torch.Tensor:
@@ -106,3 +119,46 @@ def test_global_rng_is_not_touched():
     state = torch.get_rng_state()
     Augment(RandomCrop(1), RandomFlip())(_images(), generator=None)
     assert torch.equal(state, torch.get_rng_state())
+
+
+def _crop_by_hand(x: torch.Tensor, pad: int, mode: str, generator: torch.Generator
+                  ) -> torch.Tensor:
+    """random_crop's definition: each image's window of the padded batch, at offsets given
+    by the generator's first two draws (rows, then columns)."""
+    n, _, h, w = x.shape
+    top, left = (torch.randint(0, 2 * pad + 1, (n,), generator=generator) for _ in range(2))
+    padded = F.pad(x, (pad,) * 4, mode="constant" if mode == "zeros" else "reflect")
+    return torch.stack([padded[i, :, top[i]:top[i] + h, left[i]:left[i] + w] for i in range(n)])
+
+
+def test_device_images_with_cpu_draws(device: str) -> None:
+    """random_flip, random_crop, Augment and the presets with int seeds and CPU generators on
+    device images: on the device, the windows and flips the CPU generator's draws give."""
+    x_cpu = torch.rand(8, 3, 16, 16, generator=gen(8))
+    x = x_cpu.to(device)
+    flip = random_flip(x, 0.5, generator=3)
+    assert_close_on(flip, random_flip(x, 0.5, generator=gen(3)), device, atol=0, rtol=0)
+    flipped = (flip.cpu() == x_cpu.flip(3)).flatten(1).all(1)
+    same = (flip.cpu() == x_cpu).flatten(1).all(1)
+    assert bool((flipped | same).all())
+    assert bool(flipped.any())
+    assert bool(same.any())
+    assert_close_on(random_crop(x, 2, generator=4), _crop_by_hand(x_cpu, 2, "zeros", gen(4)),
+                    device, atol=0, rtol=0)
+    assert_close_on(random_crop(x, 3, padding_mode="reflect", generator=gen(5)),
+                    _crop_by_hand(x_cpu, 3, "reflect", gen(5)), device, atol=0, rtol=0)
+    # The steps in order with one shared generator; the preset pads 16 // 8 = 2.
+    g = gen(6)
+    manual = random_flip(random_crop(x_cpu, 2, generator=g), 0.5, generator=g)
+    assert_close_on(Augment(RandomCrop(2), RandomFlip())(x, generator=6), manual, device,
+                    atol=0, rtol=0)
+    assert_close_on(augmentation("flip_crop", 16)(x, gen(6)), manual, device, atol=0, rtol=0)
+    dsa = augmentation("dsa", 16)(x, 9)
+    assert_on(dsa, device)
+    assert dsa.shape == x.shape
+    if off_cpu(device):  # the DSA preset may resample (grid_sample) on the device
+        assert_close_on(dsa, augmentation("dsa", 16)(x_cpu, 9), device)
+    # A generator on the device itself works too (its draws differ from the CPU's).
+    on_device = Augment(RandomCrop(2), RandomFlip())(x, torch.Generator(device=device))
+    assert_on(on_device, device)
+    assert on_device.shape == x.shape

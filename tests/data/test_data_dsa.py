@@ -3,11 +3,16 @@
 from __future__ import annotations
 
 import math
+import sys
+from pathlib import Path
 
 import pytest
 import torch
 
 from softlabels.data import DSA, DSA_STRATEGY, Augment, DSAParams, dsa
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from devices import assert_close_on, device_fixture, gen, off_cpu  # noqa: F401
 
 OPS = ["color", "crop", "cutout", "flip", "scale", "rotate"]
 
@@ -211,3 +216,43 @@ def test_global_rng_is_not_touched():
     dsa(_images(), generator=None, params=DSAParams(single=False))
     dsa(_images(), generator=1)
     assert torch.equal(state, torch.get_rng_state())
+
+
+@pytest.mark.parametrize("strategy", [*OPS, DSA_STRATEGY])
+def test_device_images_with_cpu_draws(device: str, strategy: str):
+    """dsa and DSA with int seeds and CPU generators on device images: on the device, an int
+    seed is that CPU generator, one seed is one affine transform (identical images stay
+    identical in a siamese batch), gradients reach the images, and (off the CPU) values and
+    gradients are the CPU's."""
+    every_op = DSAParams(single=False)  # the whole strategy, not one op drawn from it
+    a, b = _images(8, seed=10), _images(8, seed=11)
+    x = a.to(device).requires_grad_(True)
+    out = {"per_image": dsa(x, strategy, generator=11, params=every_op),
+           "siamese": dsa(x, strategy, generator=gen(12), siamese=True, params=every_op),
+           "module": DSA(strategy)(x, 13)}
+    weights = {name: torch.linspace(0, 1, v.numel()).view_as(v) for name, v in out.items()}
+    sum((v * weights[name].to(device)).sum() for name, v in out.items()).backward()
+    assert_close_on(out["per_image"], dsa(x.detach(), strategy, generator=gen(11),
+                                          params=every_op), device, atol=0, rtol=0)
+    # Every op is affine in the pixels once its parameters are drawn: T(a + b) = T(a) + T(b)
+    # - T(0) under one seed.
+    t = [dsa(v.to(device), strategy, generator=14, params=every_op)
+         for v in (a, b, a + b, torch.zeros_like(a))]
+    assert_close_on(t[2], t[0] + t[1] - t[3], device, atol=1e-5, rtol=0)
+    same = dsa(a[:1].expand(5, -1, -1, -1).to(device), strategy, generator=15, siamese=True,
+               params=every_op)
+    assert_close_on(same, same[:1].expand_as(same), device, atol=0, rtol=0)
+    assert x.grad is not None
+    assert bool(torch.isfinite(x.grad).all())
+    assert float(x.grad.abs().sum()) > 0
+    if off_cpu(device):
+        # grid_sample (scale, rotate) and the colour statistics round differently on a GPU.
+        x_cpu = a.clone().requires_grad_(True)
+        expected = {"per_image": dsa(x_cpu, strategy, generator=11, params=every_op),
+                    "siamese": dsa(x_cpu, strategy, generator=gen(12), siamese=True,
+                                   params=every_op),
+                    "module": DSA(strategy)(x_cpu, 13)}
+        sum((v * weights[name]).sum() for name, v in expected.items()).backward()
+        for name, value in out.items():
+            assert_close_on(value.detach(), expected[name].detach(), device)
+        assert_close_on(x.grad, x_cpu.grad, device)

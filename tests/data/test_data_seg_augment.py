@@ -7,6 +7,9 @@ mask value at a pixel must name the source pixel the image shows there.
 
 from __future__ import annotations
 
+import sys
+from pathlib import Path
+
 import pytest
 import torch
 
@@ -17,6 +20,9 @@ from softlabels.data import (
     paired_random_scale,
 )
 from softlabels.data.segmentation import PairedFlip, PairedRandomCrop, PairedRandomScale
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from devices import assert_close_on, assert_on, device_fixture, gen, off_cpu  # noqa: F401
 
 H, W = 10, 12  # H * W < 255, so coordinate codes never collide with the ignore index
 IGNORE = 255
@@ -167,3 +173,41 @@ def test_input_checks():
         paired_flip(masks[:, None], masks, 0)
     with pytest.raises(TypeError, match="callable"):
         PairedAugment("flip")  # type: ignore[arg-type]
+
+
+def test_device_images_and_masks_with_cpu_draws(device: str):
+    """paired_flip, paired_random_crop (inside and with padding), paired_random_scale and
+    PairedAugment with int seeds and CPU generators on device images and masks: on the
+    device, the mask still names the pixel the image shows, padding takes the ignore index,
+    and (off the CPU) the CPU's draws."""
+    images_cpu, masks_cpu = _coded(6)
+    images, masks = images_cpu.to(device), masks_cpu.to(device)
+    calls = {
+        "flip": lambda x, m, g: paired_flip(x, m, g),
+        "crop": lambda x, m, g: paired_random_crop(x, m, 8, g),
+        "crop_pad": lambda x, m, g: paired_random_crop(x, m, (H + 2, 9), g),
+        "scale": lambda x, m, g: paired_random_scale(x, m, (0.6, 1.4), g),
+        "augment": lambda x, m, g: PairedAugment(PairedRandomCrop(8), PairedFlip())(x, m, g),
+    }
+    def draws(seed: int) -> int | torch.Generator:  # int seeds and CPU generators in turn
+        return seed if seed % 2 else gen(seed)
+
+    for seed, (name, call) in enumerate(calls.items()):
+        out_x, out_m = call(images, masks, draws(seed))
+        assert_on(out_x, device)
+        assert_on(out_m, device)
+        if name == "scale":  # nearest for the mask, bilinear for the image: half a pixel
+            rows, cols = out_x[:, 0].cpu() * H - 1, out_x[:, 1].cpu() * W - 1
+            assert float((rows - out_m.cpu() // W).abs().max()) <= 0.5 + 1e-4
+            assert float((cols - out_m.cpu() % W).abs().max()) <= 0.5 + 1e-4
+        else:
+            _assert_mask_follows_image(out_x.cpu(), out_m.cpu())
+        if name == "crop_pad":
+            assert out_m.shape == (6, H + 2, 9)
+            assert int((out_m == IGNORE).sum()) == 6 * 2 * 9  # two padded rows per crop
+        if off_cpu(device):
+            x_ref, m_ref = call(images_cpu, masks_cpu, draws(seed))
+            # Bilinear resizing may round differently on the device; the rest is indexing.
+            tol = 1e-5 if name == "scale" else 0.0
+            assert_close_on(out_x, x_ref, device, atol=tol, rtol=tol)
+            assert_close_on(out_m, m_ref, device, atol=0, rtol=0)

@@ -2,13 +2,29 @@
 
 from __future__ import annotations
 
+import copy
 import math
+import sys
+from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from softlabels.attacks import fgsm, pgd, robust_evaluate, standard_attacks
+from softlabels.models import create_model
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from devices import (
+    assert_close_on,
+    assert_on,
+    device_fixture,  # noqa: F401  (the device fixture)
+    gen,
+    off_cpu,
+    seeded,
+)
 
 
 def _linear(num_classes: int = 2, features: int = 12, seed: int = 0) -> nn.Module:
@@ -147,3 +163,118 @@ def test_robust_evaluate_reports_classwise_scores() -> None:
         assert result.accuracy <= float(present.max()) + 1e-9
     # On a linear model one full-size signed step is the optimal attack.
     assert results["fgsm"].accuracy == 0.0
+
+
+# ----------------------------------------------------------------------------- devices
+
+
+def test_optimal_attacks_on_a_linear_model_on_device(device: str) -> None:
+    """pgd (ce and cw, with a CPU generator's random start) and fgsm with model and inputs on
+    the device: the analytic optimum, on the device."""
+    model_cpu = _linear()
+    model = copy.deepcopy(model_cpu).to(device)
+    x, y = _images(), torch.randint(0, 2, (16,), generator=gen(2))
+    for loss in ("ce", "cw"):
+        adv = pgd(model, x.to(device), y.to(device), 0.1, alpha=0.025, steps=20, loss=loss,
+                  generator=gen(3), confidence=1e6)
+        assert_close_on(adv, _optimal_linf(model_cpu, x, y, 0.1), device, atol=1e-6, rtol=0)
+    inside = 0.25 + 0.5 * x  # far from 0 and 1 so the box never binds at eps = 0.1
+    assert_close_on(fgsm(model, inside.to(device), y.to(device), 0.1),
+                    _optimal_linf(model_cpu, inside, y, 0.1), device, atol=1e-6, rtol=0)
+
+
+ATTACK_CASES: list[tuple[str, dict[str, Any]]] = [
+    ("fgsm", {"loss": "ce"}),
+    ("fgsm", {"loss": "kl"}),
+    ("pgd", {"norm": "linf", "loss": "ce", "random_start": "uniform"}),
+    ("pgd", {"norm": "linf", "loss": "cw", "random_start": True}),
+    ("pgd", {"norm": "linf", "loss": "kl", "random_start": "normal"}),
+    ("pgd", {"norm": "linf", "loss": "ce", "random_start": "none"}),
+    ("pgd", {"norm": "l2", "loss": "ce", "random_start": "uniform"}),
+    ("pgd", {"norm": "l2", "loss": "kl", "random_start": "normal"}),
+    ("pgd", {"norm": "l2", "loss": "cw", "random_start": "normal"}),
+]
+
+
+def _attack_model() -> nn.Module:
+    """A 4-class linear classifier with input normalisation: its input gradient has no ReLU
+    zeros and is of order one, so rounding cannot flip the sign of an L-inf step between
+    devices."""
+    return seeded(lambda: create_model("mlp", 4, 3, 8, hidden=(), mean=(0.5, 0.5, 0.5),
+                                       std=(0.25, 0.25, 0.25)), 1)
+
+
+@pytest.mark.parametrize(("attack", "options"), ATTACK_CASES,
+                         ids=[f"{a}-{'-'.join(str(v) for v in o.values())}"
+                              for a, o in ATTACK_CASES])
+def test_attacks_on_device(device: str, attack: str, options: dict[str, Any]) -> None:
+    """fgsm and pgd (L-inf, L2; ce, cw, kl; uniform, normal and no start) with model and
+    inputs on the device and a CPU generator: on the device, inside the ball and the box,
+    the loss raised, no parameter gradient; off the CPU, the CPU's adversarial examples."""
+    g = gen(12)
+    x_cpu = 0.1 + 0.8 * torch.rand(8, 3, 8, 8, generator=g)
+    y_cpu = torch.randint(0, 4, (8,), generator=g)
+    target_cpu = torch.softmax(2 * torch.randn(8, 4, generator=g), 1)
+    model_cpu = _attack_model()
+    eps, alpha = (0.05, 0.02) if options.get("norm", "linf") == "linf" else (0.5, 0.2)
+
+    def run(net: nn.Module, where: str, generator: torch.Generator | None) -> torch.Tensor:
+        x, y = x_cpu.to(where), y_cpu.to(where)
+        target = target_cpu.to(where) if options["loss"] == "kl" else None
+        if attack == "fgsm":
+            return fgsm(net, x, y, eps, target_probs=target, **options)
+        return pgd(net, x, y, eps, alpha, 3, target_probs=target, generator=generator,
+                   **options)
+
+    model = _attack_model().to(device)
+    adv = run(model, device, gen(13))
+    assert_on(adv, device)
+    assert not adv.requires_grad
+    assert all(p.grad is None for p in model.parameters())  # attacks touch no .grad
+    if off_cpu(device):  # the same CPU generator state: the same start
+        assert_close_on(adv, run(model_cpu, "cpu", gen(13)), device, atol=1e-5, rtol=1e-5)
+    # A generator on the device, or none (the device's global RNG), also works.
+    for generator in (torch.Generator(device=device).manual_seed(0), None):
+        if attack == "pgd":
+            assert_on(run(model, device, generator), device)
+    delta = (adv.cpu() - x_cpu).flatten(1)
+    if options.get("norm", "linf") == "linf":
+        assert float(delta.abs().max()) <= eps + 1e-6
+    else:
+        assert float(delta.norm(dim=1).max()) <= eps * (1 + 1e-5)
+    assert 0.0 <= float(adv.min()) <= float(adv.max()) <= 1.0
+    if options["loss"] == "ce":
+        with torch.no_grad():
+            assert float(F.cross_entropy(model_cpu(adv.cpu()), y_cpu)) > float(
+                F.cross_entropy(model_cpu(x_cpu), y_cpu))
+
+
+@pytest.mark.parametrize("data_on_device", [False, True])
+def test_robust_evaluate_on_device(device: str, data_on_device: bool) -> None:
+    """robust_evaluate with device=device, for CPU data and data already on the device: the
+    model's plain clean accuracy, attacks that lower it, classwise scores consistent with
+    it, and (off the CPU) the CPU's numbers."""
+    x = torch.rand(32, 3, 8, 8, generator=gen(14))
+    y = torch.arange(32) % 4
+    model = _attack_model()
+    with torch.no_grad():
+        predicted = model(x).argmax(1)
+    expected = robust_evaluate(model, x, y, standard_attacks(0.05, pgd_steps=3),
+                               batch_size=16, device="cpu") if off_cpu(device) else None
+    data = (x.to(device), y.to(device)) if data_on_device else (x, y)
+    result = robust_evaluate(model, *data, standard_attacks(0.05, pgd_steps=3), batch_size=16,
+                             device=device)
+    assert list(result) == ["clean", "fgsm", "pgd3", "cw"]
+    assert result["clean"].accuracy == float((predicted == y).float().mean())
+    per_class = [float((predicted[y == c] == c).float().mean()) for c in range(4)]
+    assert result["clean"].classwise_accuracy.tolist() == pytest.approx(per_class)
+    assert result["pgd3"].accuracy <= result["clean"].accuracy
+    for name, scores in result.items():
+        present = scores.classwise_accuracy[~scores.classwise_accuracy.isnan()]
+        assert scores.worst_class_accuracy == float(present.min()), name
+        if expected is not None:
+            reference = expected[name]
+            assert scores.accuracy == reference.accuracy, name
+            torch.testing.assert_close(scores.classwise_accuracy.cpu(),
+                                       reference.classwise_accuracy, equal_nan=True)
+            assert scores.nsd == pytest.approx(reference.nsd, nan_ok=True)

@@ -70,6 +70,11 @@ def build_parser() -> argparse.ArgumentParser:
     for study in STUDIES.values():
         sub = commands.add_parser(study.name, help=study.help, description=study.help,
                                   formatter_class=formatter)
+        if study.recipes:
+            sub.add_argument("--recipe", default=None, choices=list(study.recipes),
+                             help="a named preset, applied after --quick and before --config "
+                                  "and flags: " + "; ".join(f"{name}: {r.help}" for name, r
+                                                           in study.recipes.items()))
         _common_flags(sub, study.config_cls)
     sub = commands.add_parser("report", help="rebuild a run folder's report from its "
                                              "config.json and results.jsonl")
@@ -142,7 +147,9 @@ def _main(argv: Sequence[str] | None) -> int:
             results = reproduce.run(config, executor, overwrite=overwrite)
         else:
             study = get_study(command)
+            recipe = fields.pop("recipe", None)
             config = build_config(study.config_cls, dict(study.quick) if quick else {},
+                                  dict(study.recipes[recipe].fields) if recipe else {},
                                   file_values, fields)
             results = run_sweep(study, config, executor, overwrite=overwrite)
     except _ERRORS as err:

@@ -15,8 +15,10 @@
 Images are stored class-major (every image of class 0, then of class 1, ...; stable within a
 class), the order DD-Ranking assumes when it builds its hard labels as ``[c] * ipc``.
 
-ZCA whitening (issue 15) will travel in ``zca``: a mapping of named tensors that the writer
-stores as ``zca_<name>`` and the reader restores; empty until a run whitens its images.
+The ZCA whitening of a run whose models saw whitened images travels in ``zca``: the named
+tensors of :meth:`softlabels.data.zca.ZCA.state_dict`, stored as ``zca_<name>`` and restored
+by the reader (``ZCA.from_state(data.zca)`` whitens the images as the run's models saw them);
+empty for a run on raw pixels.
 """
 
 from __future__ import annotations
@@ -57,7 +59,8 @@ class DistilledSet:
         soft_labels: float32 ``(N, K)`` non-negative rows summing to at most 1, or ``None``.
         mean, std: the dataset's per-channel normalisation (length C), or ``None``.
         provenance: JSON-serialisable facts about where the set came from.
-        zca: named tensors of a ZCA whitening of the images' space (none yet).
+        zca: the state of the ZCA whitening the run's models saw the images through (empty
+            for raw pixels).
     """
 
     images: Tensor
@@ -137,10 +140,11 @@ def save_distilled(path: str | os.PathLike[str], data: DistilledSet,
     data = data.class_major()
     extras = {"soft_labels": data.soft_labels,
               "mean": None if data.mean is None else torch.tensor(data.mean),
-              "std": None if data.std is None else torch.tensor(data.std),
-              **{f"zca_{k}": v for k, v in data.zca.items()}}
+              "std": None if data.std is None else torch.tensor(data.std)}
     tensors = {k: v.detach().cpu().float().contiguous() for k, v in extras.items()
                if v is not None}
+    # The whitening keeps its dtypes: its eps (float64) and shape (int64) are its identity.
+    tensors.update({f"zca_{k}": v.detach().cpu().contiguous() for k, v in data.zca.items()})
     provenance = json.dumps({"format": _FORMAT, **data.provenance}, sort_keys=True)
     images = data.images.detach().cpu().float().contiguous()
     if chosen == "npz":
@@ -194,8 +198,10 @@ def _read_npz(path: Path, num_classes: int | None) -> DistilledSet:
     raw = read_npz(path)  # x, y and class names, with the loader's own checks
     with np.load(path, allow_pickle=False) as archive:
         extra = {k: torch.from_numpy(np.asarray(archive[k], dtype=np.float32))
-                 for k in archive.files
-                 if k in ("soft_labels", "mean", "std") or k.startswith("zca_")}
+                 for k in archive.files if k in ("soft_labels", "mean", "std")}
+        # The whitening keeps its dtypes (its eps and shape are part of its identity).
+        extra.update({k: torch.from_numpy(np.array(archive[k])) for k in archive.files
+                      if k.startswith("zca_")})
         has_names = "class_names" in archive.files
         provenance = str(archive["provenance"]) if "provenance" in archive.files else "{}"
     images = torch.from_numpy(raw.images)

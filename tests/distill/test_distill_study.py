@@ -63,11 +63,14 @@ def quick_run(quick_reproduction: Path) -> Path:
 def test_quick_writes_every_artifact(quick_run: Path) -> None:
     rows = _students(_rows(quick_run))
     config = DistillStudyConfig(**{**distill.QUICK, "out": str(quick_run)})
-    selects = [r for r in rows if r["phase"] == "select"]
+    selects = [r for r in rows if r["phase"] == "select" and r["labels"] == "teacher"]
     tests = [r for r in rows if r["phase"] == "test"]
-    # One selection cell per (IPC, candidate epoch), scored on the validation split.
+    # One selection cell per (IPC, candidate epoch), scored on the validation split, and one
+    # of hard labels per IPC (the baseline the expert's labels must beat).
     assert {(r["ipc"], r["expert_epoch"]) for r in selects} == {
         (i, e) for i in config.ipc for e in config.expert_epoch}
+    assert sorted(r["ipc"] for r in rows if r["phase"] == "select"
+                  and r["labels"] == "hard") == sorted(config.ipc)
     assert {r["eval_split"] for r in selects} == {"val"}
     assert {r["eval_split"] for r in tests} == {"test"}
     assert {r["backend"] for r in rows} == {"sequential"}  # --student-backend auto on a CPU

@@ -14,7 +14,7 @@ every step, so the distilled set obeys the library's image contract (and can be 
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -56,6 +56,7 @@ def distribution_matching(build_model: EmbedderBuilder, real_images: Tensor,
                           device: str | torch.device = "auto",
                           checkpoint: str | os.PathLike[str] | None = None,
                           checkpoint_every: int = 50,
+                          channel_lr_scale: Sequence[float] | None = None,
                           show_progress: bool | None = None) -> DMResult:
     """Learn synthetic images by matching mean embeddings of random networks (DM).
 
@@ -79,6 +80,10 @@ def distribution_matching(build_model: EmbedderBuilder, real_images: Tensor,
             same networks, real batches and augmentations as an uninterrupted run), so
             ``iterations`` may also be raised to extend a finished run.
         checkpoint_every: iterations between checkpoint writes.
+        channel_lr_scale: a factor per channel on each pixel step. The official code
+            optimises normalised images ``(x - mean) / std``; SGD there is SGD on the pixels
+            with each channel's gradient scaled by ``std ** 2`` (same trajectory, momentum
+            included), so ``[s ** 2 for s in std]`` gives its learning rate in its units.
         show_progress: see :func:`softlabels.progress.progress`.
 
     Returns:
@@ -116,9 +121,17 @@ def distribution_matching(build_model: EmbedderBuilder, real_images: Tensor,
 
     synthetic = init_images.detach().clone().to(target).requires_grad_(True)
     optimizer = torch.optim.SGD([synthetic], lr=lr, momentum=momentum)
+    scale = None
+    if channel_lr_scale is not None:
+        scale = torch.tensor([float(v) for v in channel_lr_scale], device=target,
+                             dtype=synthetic.dtype)
+        if scale.shape != (synthetic.shape[1],) or not bool((scale > 0).all()):
+            raise ValueError(f"channel_lr_scale must hold one positive factor per channel "
+                             f"({synthetic.shape[1]}), got {list(channel_lr_scale)}")
     generator = torch.Generator().manual_seed(seed)
     losses: list[float] = []
     fingerprint = {"lr": lr, "momentum": momentum, "batch_real": batch_real,
+                   **({} if scale is None else {"channel_lr_scale": scale.tolist()}),
                    "strategy": strategy, "seed": seed,
                    "init": tensor_digest({"images": init_images, "labels": init_labels}),
                    "real": [list(real_images.shape), tensor_digest({"labels": real_labels})]}
@@ -141,6 +154,8 @@ def distribution_matching(build_model: EmbedderBuilder, real_images: Tensor,
                 loss = loss + (real_mean - net.embed(syn).mean(0)).pow(2).sum()
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
+            if scale is not None:
+                synthetic.grad.mul_(scale.view(1, -1, 1, 1))  # type: ignore[union-attr]
             optimizer.step()
             with torch.no_grad():
                 synthetic.clamp_(0.0, 1.0)

@@ -41,7 +41,8 @@ def train_experts(build_model: ModelBuilder, images: Tensor, labels: Tensor,
                   config: TrainConfig, seeds: Sequence[int], folder: str | os.PathLike[str],
                   *, augment: AugmentFn | None = None, device: str | torch.device = "auto",
                   checkpoints_per_epoch: int = 1, early_epochs: int = 0,
-                  logger: str | None = None, show_progress: bool | None = None) -> Experts:
+                  logger: str | None = None, pixels: bool = True,
+                  show_progress: bool | None = None) -> Experts:
     """Train (or resume) one expert per seed, keeping its weights after every epoch.
 
     Args:
@@ -62,6 +63,7 @@ def train_experts(build_model: ModelBuilder, images: Tensor, labels: Tensor,
         early_epochs: how many leading epochs get the extra checkpoints.
         logger: ``"tensorboard"`` also logs each expert's history (see
             :func:`~softlabels.engine.fit`).
+        pixels: the images are pixels in [0, 1] (False for ZCA-whitened ones; see ``fit``).
         show_progress: see :func:`softlabels.progress.progress`.
 
     Returns:
@@ -96,7 +98,8 @@ def train_experts(build_model: ModelBuilder, images: Tensor, labels: Tensor,
         hooks = [_EarlyCheckpoints(model, run_dir, checkpoints_per_epoch, early_epochs)] \
             if early else []
         fit(model, images, labels, recipe, augment=augment, hooks=hooks,
-            checkpoint_dir=run_dir, device=device, logger=logger, show_progress=show_progress)
+            checkpoint_dir=run_dir, device=device, logger=logger, pixels=pixels,
+            show_progress=show_progress)
     return Experts(build_model, root, seed_list, device=device)
 
 

@@ -129,6 +129,7 @@ def train_students(
     device: str | torch.device = "auto",
     vectorize: bool | None = None,
     backend: str = "auto",
+    pixels: bool = True,
     show_progress: bool | None = None,
 ) -> StudentsResult:
     """Train one student per seed on the same (distilled) set; vectorised by default.
@@ -171,6 +172,8 @@ def train_students(
             layout copies and an unfused GroupNorm affine, which ``"grouped"`` avoids.
             ``"auto"`` picks ``"grouped"`` when the model allows it. Ignored when
             ``vectorize=False``.
+        pixels: the images are pixels in [0, 1] (False for ZCA-whitened ones; see
+            :func:`~softlabels.engine.fit`).
         show_progress: see :func:`softlabels.progress.progress`.
 
     Returns:
@@ -238,7 +241,7 @@ def train_students(
                                     evaluation, eval_batch_size, seed_list, show_progress)
     else:
         history = _train_sequential(models, x_all, y_all, config, augment, evaluation,
-                                    eval_batch_size, seed_list, show_progress)
+                                    eval_batch_size, seed_list, pixels, show_progress)
     seconds = time.perf_counter() - began
 
     final = best = None
@@ -366,7 +369,8 @@ def _train_vectorized(models: list[nn.Module], backend: str, x_all: Tensor, y_al
 def _train_sequential(models: list[nn.Module], x_all: Tensor, y_all: Tensor,
                       config: TrainConfig, augment: AugmentFn | None,
                       evaluation: tuple[Tensor, Tensor] | None, eval_batch_size: int,
-                      seeds: list[int], show_progress: bool | None) -> list[dict[str, Any]]:
+                      seeds: list[int], pixels: bool, show_progress: bool | None
+                      ) -> list[dict[str, Any]]:
     """The reference: one student after the other, each trained by :func:`fit` with its seed
     (its data order and augmentation draws) exactly as a single model would be."""
     per_student: list[list[dict[str, Any]]] = []
@@ -374,7 +378,7 @@ def _train_sequential(models: list[nn.Module], x_all: Tensor, y_all: Tensor,
         try:
             result = fit(model, x_all, y_all, dataclasses.replace(config, seed=seed),
                          augment=augment, eval_data=evaluation, eval_batch_size=eval_batch_size,
-                         device=x_all.device, show_progress=show_progress)
+                         device=x_all.device, pixels=pixels, show_progress=show_progress)
         except NonFiniteLossError as err:
             raise NonFiniteLossError(f"the student with seed [{seed}]: {err}") from err
         per_student.append(result.history)

@@ -118,6 +118,7 @@ def fit(
     device: str | torch.device = "auto",
     num_workers: int = 0,
     logger: str | None = None,
+    pixels: bool = True,
     show_progress: bool | None = None,
 ) -> FitResult:
     """Train ``model`` on ``images`` with hard or soft ``targets``.
@@ -159,6 +160,9 @@ def fit(
         num_workers: ``DataLoader`` worker processes that read a ``Dataset`` (0: this process).
         logger: ``"tensorboard"`` also writes the history's scalars to
             ``checkpoint_dir/tensorboard`` (needs the ``tensorboard`` package).
+        pixels: the images are pixels, checked to be in [0, 1] (the contract attacks rely
+            on). ``False`` for inputs transformed beforehand, such as ZCA-whitened images:
+            only their finiteness is checked.
         show_progress: see :func:`softlabels.progress.progress`.
 
     Raises:
@@ -170,7 +174,7 @@ def fit(
     config = config if config is not None else TrainConfig()
     source = make_source(images, targets, num_workers=num_workers)
     default_loss = loss_fn is soft_cross_entropy and objective is None
-    _check_training_data(source, default_loss)
+    _check_training_data(source, default_loss, pixels)
     target_device = resolve_device(device)
     ranks = world()
     _check_run(config, target_device, len(source), ranks)
@@ -263,7 +267,7 @@ def _check_run(config: TrainConfig, device: torch.device, samples: int, ranks: W
     check_same_on_every_rank("the training config", config.to_dict())
 
 
-def _check_training_data(source: Source, default_loss: bool) -> None:
+def _check_training_data(source: Source, default_loss: bool, pixels: bool) -> None:
     """Shapes always; label values only for the default loss (a custom one owns its targets,
     e.g. a sentinel for unlabelled images). Tensors are checked whole, a dataset on its first
     items (each batch is checked as it is read)."""
@@ -275,9 +279,12 @@ def _check_training_data(source: Source, default_loss: bool) -> None:
     check_ndim("images", images, (4,))
     if images.numel():
         low, high = (float(v) for v in torch.aminmax(images.detach()))
-        if not (low >= 0.0 and high <= 1.0):  # NaN fails both, an infinity a bound
-            raise ValueError("images must be finite and in [0, 1] (models normalise inside), "
-                             f"got values in [{low:g}, {high:g}]")
+        # NaN fails both bounds (and makes the sum NaN), an infinity a bound (or the sum).
+        in_range = (low >= 0.0 and high <= 1.0) if pixels else math.isfinite(low + high)
+        if not in_range:
+            raise ValueError("images must be finite" + (
+                " and in [0, 1] (models normalise inside)" if pixels else "")
+                + f", got values in [{low:g}, {high:g}]")
     if targets.shape[:1] != images.shape[:1]:
         raise ValueError(f"targets has {targets.shape[0] if targets.ndim else 0} rows but "
                          f"images has {images.shape[0]}")

@@ -92,7 +92,7 @@ def _per_ipc(rows: Sequence[Row], curves: dict[str, tuple[str, str, int | None]]
 
 
 def _chosen_epochs(rows: Sequence[Row]) -> Values:
-    selects = [r for r in rows if r.get("phase") == "select"]
+    selects = [r for r in rows if r.get("phase") == "select" and r["labels"] != "hard"]
     return {f"IPC {ipc}": {"epoch": float(chosen_epoch_row(
         [r for r in selects if r["ipc"] == ipc])["expert_epoch"])}
         for ipc in sorted({r["ipc"] for r in selects})}

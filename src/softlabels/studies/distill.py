@@ -20,6 +20,8 @@ and the DM images; the selection cells; the test cells. Finished cells are read 
 
 from __future__ import annotations
 
+import dataclasses
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -32,10 +34,12 @@ from ..distill.experts import early_checkpoint_epochs
 from ..distill.grid import Cell as GridCell
 from ..distill.grid import cells_for
 from ..engine import OPTIMIZERS, SCHEDULES, TrainConfig
+from ..engine.data import batch_bounds
 from ..models import MODEL_SPEC_HELP
 from ..results import Table
 from .common import StudyConfig, like
 from .distill_cells import NEEDS_EXPERT, check, run_cell
+from .distill_presets import FULL, QUICK, RECIPES
 from .distill_report import chosen_epoch_row, write_report
 from .sweep import Cell, RowIndex, Stage, Study
 
@@ -56,6 +60,8 @@ LABEL_MODES: dict[str, str] = {
 }
 DISTILL_LABELS = tuple(LABEL_MODES)
 IMAGE_SOURCES = ("random", "dm", "file")
+# Where the default candidate expert epochs sit in the expert's training.
+_CANDIDATE_SHARES = (0.1, 0.25, 0.5, 1.0)
 SELECTIONS = ("random", *QUANTILE_PRESETS)
 _OLD_LABELS = {"expert": "teacher"}
 
@@ -73,8 +79,11 @@ class DistillStudyConfig(StudyConfig):
         low_open=True, high_open=True))
     experts: int = field(default=1, metadata=field_help(
         "experts trained (seeds 0..N-1); their logits are averaged (ensemble)", low=1))
-    expert_epochs: int = field(default=20, metadata=field_help(
-        "epochs each expert trains", low=1))
+    expert_epochs: int | None = field(default=None, metadata=field_help(
+        "epochs each expert trains (default: as many as --expert-steps optimiser steps take "
+        "on this dataset, so a small dataset trains as long as CIFAR-10's 20 epochs)", low=1))
+    expert_steps: int = field(default=3500, metadata=field_help(
+        "optimiser steps of each expert when --expert-epochs is not given", low=1))
     expert_lr: float = field(default=0.01, metadata=field_help(
         "expert SGD learning rate", low=0.0, low_open=True))
     expert_momentum: float = field(default=0.0, metadata=field_help(
@@ -114,10 +123,10 @@ class DistillStudyConfig(StudyConfig):
     labels: tuple[str, ...] = field(default=("hard", "teacher"), metadata=field_help(
         "label modes (softlabels list label-modes)", choices=DISTILL_LABELS, nonempty=True,
         unique=True))
-    expert_epoch: tuple[float, ...] = field(default=(20,), metadata=field_help(
-        "expert epochs that label the images (candidates with --select-epoch); fractions "
-        "such as 0.5 need --expert-checkpoints-per-epoch", nonempty=True, unique=True,
-        low=0.0))
+    expert_epoch: tuple[float, ...] = field(default=(), metadata=field_help(
+        "expert epochs that label the images (candidates with --select-epoch; default: 10%%, "
+        "25%%, 50%% and 100%% of the expert's epochs); fractions such as 0.5 need "
+        "--expert-checkpoints-per-epoch", unique=True, low=0.0))
     select_epoch: bool = field(default=False, metadata=field_help(
         "choose the expert epoch per IPC on the validation split"))
     temperature: tuple[float, ...] = field(default=(1.0,), metadata=field_help(
@@ -132,6 +141,11 @@ class DistillStudyConfig(StudyConfig):
     seeds: tuple[int, ...] = like("seeds", (0, 1, 2),
                                   "student seeds, trained together in each cell")
     student_epochs: int = field(default=300, metadata=field_help("student epochs", low=1))
+    student_decay_every: int = field(default=0, metadata=field_help(
+        "multiply the student lr by --student-decay every N epochs (the official code: 750 of "
+        "3,000); 0 = once, at half the epochs (the DC protocol)", low=0))
+    student_decay: float = field(default=0.1, metadata=field_help(
+        "the student lr's decay factor (the official code: 0.3)", low=0.0, high=1.0))
     student_lr: float = field(default=0.01, metadata=field_help(
         "student learning rate", low=0.0, low_open=True))
     student_optimizer: str = field(default="sgd", metadata=field_help(
@@ -150,7 +164,11 @@ class DistillStudyConfig(StudyConfig):
     dm_iterations: int = field(default=1000, metadata=field_help(
         "DM optimisation steps", low=1))
     dm_lr: float = field(default=1.0, metadata=field_help(
-        "DM learning rate on pixels", low=0.0, low_open=True))
+        "DM learning rate", low=0.0, low_open=True))
+    dm_lr_space: str = field(default="pixels", metadata=field_help(
+        "what --dm-lr is a rate of: pixels in [0, 1], or the normalised images the official "
+        "code optimises (each channel's pixel step then scales by its std squared)",
+        choices=("pixels", "normalized")))
     dm_batch_real: int = field(default=64, metadata=field_help(
         "DM real images per class and step", low=1))
     learned_steps: int = field(default=100, metadata=field_help(
@@ -163,6 +181,11 @@ class DistillStudyConfig(StudyConfig):
         low=0.0, low_open=True))
     learned_lr: float = field(default=0.05, metadata=field_help(
         "Adam lr on label logits (learned)", low=0.0, low_open=True))
+    zca: bool = field(default=False, metadata=field_help(
+        "ZCA-whiten what experts and students see (fitted on the training split; DSA then "
+        "augments whitened images), as the official CIFAR-10 commands do"))
+    zca_eps: float = field(default=0.1, metadata=field_help(
+        "ZCA eigenvalue regulariser (official: 0.1)", low=0.0, low_open=True))
     out: str = like("out", "runs/distill")
 
     def check(self) -> None:
@@ -170,21 +193,13 @@ class DistillStudyConfig(StudyConfig):
                           "class many times, so the training pool is held in memory")
         if "swap" in self.labels and 0 in self.k:
             raise ValueError("k = 0 means hard argmax labels for topk; swap needs k >= 1")
-        if any(e > self.expert_epochs for e in self.expert_epoch):
-            raise ValueError(f"expert_epoch values must lie in [0, expert_epochs="
-                             f"{self.expert_epochs}], got {list(self.expert_epoch)}")
         # Whole epochs as ints, so that cell names and result rows read e2, not e2.0.
         object.__setattr__(self, "expert_epoch",
                            tuple(epoch_value(e) for e in self.expert_epoch))
-        saved_fractions = early_checkpoint_epochs(
-            self.expert_checkpoints_per_epoch,
-            min(self.expert_early_epochs, self.expert_epochs))
-        unsaved = [e for e in self.expert_epoch
-                   if isinstance(e, float) and e not in saved_fractions]
-        if unsaved:
-            raise ValueError(f"expert_epoch {unsaved} falls inside an epoch, but the experts "
-                             f"keep only {saved_fractions or 'whole epochs'}; set "
-                             f"--expert-checkpoints-per-epoch and --expert-early-epochs")
+        # Without --expert-epochs the length comes from the data (resolve_experts), and these
+        # checks run again on the resolved config.
+        if self.expert_epochs is not None:
+            self._check_expert_epochs(self.expert_epochs)
         if "file" in self.labels and self.label_file is None and "random" in self.images:
             raise ValueError("label mode 'file' on random images needs --label-file (a "
                              "LabelStore)")
@@ -200,11 +215,27 @@ class DistillStudyConfig(StudyConfig):
         if self.index_file is not None and len(self.ipc) != 1:
             raise ValueError(f"with --index-file the images are fixed: give the single ipc it "
                              f"holds, got {list(self.ipc)}")
-        self.expert_config()
+        if self.expert_epochs is not None:
+            self.expert_config()
         self.student_config()
 
+    def _check_expert_epochs(self, epochs: int) -> None:
+        if any(e > epochs for e in self.expert_epoch):
+            raise ValueError(f"expert_epoch values must lie in [0, expert_epochs={epochs}], "
+                             f"got {list(self.expert_epoch)}")
+        saved_fractions = early_checkpoint_epochs(
+            self.expert_checkpoints_per_epoch, min(self.expert_early_epochs, epochs))
+        unsaved = [e for e in self.expert_epoch
+                   if isinstance(e, float) and e not in saved_fractions]
+        if unsaved:
+            raise ValueError(f"expert_epoch {unsaved} falls inside an epoch, but the experts "
+                             f"keep only {saved_fractions or 'whole epochs'}; set "
+                             f"--expert-checkpoints-per-epoch and --expert-early-epochs")
+
     def expert_config(self) -> TrainConfig:
-        """The experts' recipe (a checkpoint after every epoch)."""
+        """The experts' recipe (a checkpoint after every epoch); needs a resolved config."""
+        if self.expert_epochs is None:
+            raise RuntimeError("expert_epochs is resolved from the data first (resolve_experts)")
         return TrainConfig(epochs=self.expert_epochs, batch_size=self.expert_batch_size,
                            optimizer="sgd", lr=self.expert_lr, momentum=self.expert_momentum,
                            weight_decay=self.expert_weight_decay,
@@ -212,13 +243,30 @@ class DistillStudyConfig(StudyConfig):
                            **self.engine())
 
     def student_config(self) -> TrainConfig:
-        """The students' recipe: the DC protocol's step decay at half the epochs."""
-        milestones = (self.student_epochs // 2,) if self.student_epochs >= 2 else ()
+        """The students' recipe: SGD with a step decay, once at half the epochs (the DC
+        protocol) or every ``student_decay_every`` epochs (the official StepLR)."""
+        every = self.student_decay_every
+        milestones = tuple(range(every, self.student_epochs, every)) if every else (
+            (self.student_epochs // 2,) if self.student_epochs >= 2 else ())
         return TrainConfig(epochs=self.student_epochs, batch_size=self.student_batch_size,
                            optimizer=self.student_optimizer, lr=self.student_lr,
                            momentum=0.9, weight_decay=5e-4, schedule="step",
-                           milestones=milestones, eval_every=self.eval_every,
-                           **self.engine())
+                           milestones=milestones, gamma=self.student_decay,
+                           eval_every=self.eval_every, **self.engine())
+
+    def resolve_experts(self, pool_size: int) -> DistillStudyConfig:
+        """This config with the expert's length and candidate epochs filled in for a
+        training pool of ``pool_size`` images: ``expert_steps`` worth of epochs, and
+        candidates at 10%, 25%, 50% and 100% of them."""
+        epochs = self.expert_epochs
+        if epochs is None:
+            steps_per_epoch = len(batch_bounds(pool_size, self.expert_batch_size))
+            epochs = max(1, math.ceil(self.expert_steps / steps_per_epoch))
+        candidates = self.expert_epoch or tuple(sorted(
+            {max(1, round(share * epochs)) for share in _CANDIDATE_SHARES}))
+        if (epochs, candidates) == (self.expert_epochs, self.expert_epoch):
+            return self
+        return dataclasses.replace(self, expert_epochs=epochs, expert_epoch=candidates)
 
     def needs_experts(self) -> bool:
         """Whether any label mode, selection or report uses an expert."""
@@ -231,34 +279,6 @@ def epoch_value(epoch: float | str) -> float:
     value = float(epoch)
     return int(value) if value.is_integer() else value
 
-
-
-#: ``--quick``: every artifact (selection, DM, all label modes, figures) in well under a minute.
-QUICK: dict[str, Any] = {
-    "out": "runs/distill-quick", "model_args": ("width=16", "depth=2"), "expert_epochs": 10,
-    "expert_lr": 0.05, "expert_momentum": 0.9, "expert_batch_size": 64,
-    "images": ("random", "dm"), "ipc": (1, 2, 5),
-    "labels": ("hard", "teacher", "smooth", "topk", "swap", "shuffle", "learned"),
-    "expert_epoch": (2, 5, 10), "select_epoch": True, "k": (2,), "seeds": (0, 1),
-    "student_epochs": 60, "student_lr": 0.05, "eval_every": 30, "dm_iterations": 20,
-    "learned_steps": 8, "learned_unroll": 5, "learned_inner_lr": 0.3, "learned_lr": 0.1,
-}
-
-_CIFAR10 = {
-    "dataset": "cifar10", "model_args": ("width=64",), "expert_epochs": 20,
-    "expert_epoch": (2, 5, 10, 20), "select_epoch": True, "seeds": (0, 1, 2),
-    "student_epochs": 300, "eval_every": 150, "dm_iterations": 1000,
-}
-
-#: ``reproduce --full``: the CIFAR-10 runs of ``docs/results.md``, in order (later ones extend
-#: the sweep of earlier ones in the same folder).
-FULL: tuple[str, tuple[dict[str, Any], ...]] = ("cifar10", (
-    {**_CIFAR10, "images": ("random", "dm"), "ipc": (1, 10), "labels": ("hard", "teacher")},
-    {**_CIFAR10, "images": ("random", "dm"), "ipc": (1, 10),
-     "labels": ("hard", "teacher", "smooth", "topk", "swap", "shuffle"), "k": (1, 2, 3, 5)},
-    {**_CIFAR10, "images": ("random", "dm"), "ipc": (50,),
-     "labels": ("hard", "teacher", "topk"), "k": (1, 2, 3, 5)},
-))
 
 
 def plan(config: DistillStudyConfig, rows: Sequence[dict[str, Any]]) -> list[Stage]:
@@ -285,7 +305,9 @@ def plan(config: DistillStudyConfig, rows: Sequence[dict[str, Any]]) -> list[Sta
         if config.select_epoch and NEEDS_EXPERT & set(config.labels):
             candidates = [_cell(c) for c in cells_for(
                 "select", "random", ipc, ["teacher"], epochs, config.temperature[:1], [])]
-            select += candidates
+            # Hard labels are scored too, so the report can say when no expert epoch helps.
+            select += [*candidates, *(_cell(c) for c in cells_for(
+                "select", "random", ipc, ["hard"], [], [], []))]
             chosen = [index.find(c) for c in candidates]
             if any(row is None for row in chosen):
                 pending += len(_test_cells(config, ipc, epochs[:1]))
@@ -315,14 +337,43 @@ def report(config: DistillStudyConfig, folder: Path, rows: Sequence[dict[str, An
     """The report over every row in the folder: sweeps run into one folder one after the other
     (say IPC 1 and 10, then IPC 50) share everything but the grid, so they share one table."""
     accuracy = {r["expert_epoch"]: r["accuracy"] for r in rows if r.get("phase") == "expert_test"}
-    write_report(folder, config, rows, accuracy, figures=figures)
+    if config.expert_epochs is None and accuracy:  # a report rebuilt from config.json alone
+        config = dataclasses.replace(config, expert_epochs=int(max(accuracy)))
+    write_report(folder, config, rows, accuracy, figures=figures,
+                 warnings=selection_warnings(rows))
+
+
+def selection_warnings(rows: Sequence[dict[str, Any]]) -> list[str]:
+    """What a reader must not miss about the expert-epoch choice, per IPC: the chosen epoch is
+    the last candidate (the expert may still be improving), or hard labels beat the chosen
+    expert's labels on the validation split (soft labels then do not help here)."""
+    notes = []
+    selects = [r for r in rows if r.get("phase") == "select"]
+    for ipc in sorted({r["ipc"] for r in selects}):
+        experts = [r for r in selects if r["ipc"] == ipc and r["labels"] == "teacher"]
+        hard = [r for r in selects if r["ipc"] == ipc and r["labels"] == "hard"]
+        if not experts:
+            continue
+        chosen = chosen_epoch_row(experts)
+        last = max(r["expert_epoch"] for r in experts)
+        if chosen["expert_epoch"] == last and len(experts) > 1:
+            notes.append(f"IPC {ipc}: the chosen expert epoch ({last}) is the last candidate; "
+                         "the expert may still have been improving: train it longer "
+                         "(--expert-steps or --expert-epochs) or add later candidates")
+        if hard and hard[0]["best_mean"] > chosen["best_mean"]:
+            notes.append(f"IPC {ipc}: hard labels beat the best expert labels on the "
+                         f"validation split ({100 * hard[0]['best_mean']:.1f}% against "
+                         f"{100 * chosen['best_mean']:.1f}% at epoch "
+                         f"{chosen['expert_epoch']}): soft labels do not help here")
+    return notes
 
 
 def summary(config: DistillStudyConfig, rows: Sequence[dict[str, Any]]) -> list[Table]:
     """Student test accuracy of every test cell, mean ± std over seeds."""
     table = Table(f"{config.dataset}: student test accuracy, mean ± std over seeds (%)",
                   ("images", "labels", "IPC", "epoch", "T", "k", "best", "final", "seconds"),
-                  text_columns=2, notes=[f"report: {config.out}/report.md"])
+                  text_columns=2, notes=[*(f"warning: {w}" for w in selection_warnings(rows)),
+                                         f"report: {config.out}/report.md"])
     for row in rows:
         if row.get("phase") != "test":
             continue
@@ -355,4 +406,4 @@ STUDY = Study(name="distill",
               # Backends compute the same students up to floating-point summation order.
               sweep_fields=("images", "dm_labels", "ipc", "labels", "expert_epoch",
                             "temperature", "k", "student_backend"),
-              check=check, full=FULL, label_modes=LABEL_MODES)
+              check=check, full=FULL, label_modes=LABEL_MODES, recipes=RECIPES)

@@ -9,16 +9,14 @@ from __future__ import annotations
 
 import functools
 import time
-from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import torch
-from torch import Tensor, nn
+from torch import Tensor
 
 from .._io import torch_load, torch_save
-from ..data import ImageDataset, augmentation, load_dataset
-from ..data.split import train_val_split
+from ..data import augmentation
 from ..distill import (
     dataset_bytes,
     load_index_file,
@@ -29,14 +27,14 @@ from ..distill import (
     train_students,
 )
 from ..distill.dm import distribution_matching
-from ..distill.experts import Experts, train_experts
+from ..distill.experts import train_experts
 from ..distill.grid import Cell as GridCell
 from ..distill.learned import learn_labels
 from ..distilled import DistilledSet, load_distilled
 from ..labels import entropy, js_distance, smooth
 from ..runtime import resolve_device
 from ..store import LabelMetadata, LabelStore
-from .common import model_builder
+from .distill_data import Context, context, inputs_digest
 from .sweep import Cell
 
 if TYPE_CHECKING:
@@ -51,49 +49,17 @@ _MAKE_LABELS_MODE = {"teacher": "expert"}
 _LEARNED_INIT_EPS = 0.3
 
 
-@dataclass
-class _Context:
-    """What a cell needs: the config, the folder, the data and the model builder."""
-
-    config: DistillStudyConfig
-    folder: Path
-    pool: ImageDataset
-    val: ImageDataset
-    test: ImageDataset
-
-    def build(self, seed: int) -> nn.Module:
-        """A fresh model; callers seed it through :func:`~softlabels.runtime.build_seeded`."""
-        return model_builder(self.config.model, self.config.model_args, self.pool)(seed)
-
-    def experts(self) -> Experts:
-        """The trained experts (the ``experts`` stage made their checkpoints)."""
-        return Experts(self.build, self.folder / "experts", list(range(self.config.experts)),
-                       device=self.config.device)
-
-
-@functools.lru_cache(maxsize=4)
-def _data(dataset: str, data_root: str | None, val_fraction: float
-          ) -> tuple[ImageDataset, ImageDataset, ImageDataset]:
-    """(training pool, validation split, test split), loaded once per process."""
-    full = load_dataset(dataset, data_root, split="train")
-    test = load_dataset(dataset, data_root, split="test")
-    train_positions, val_positions = train_val_split(full.labels, val_fraction, seed=0)
-    return full.subset(train_positions), full.subset(val_positions), test
-
-
-def _context(config: DistillStudyConfig, folder: Path) -> _Context:
-    return _Context(config, folder, *_data(config.dataset, config.data_root,
-                                           config.val_fraction))
-
-
-def check(config: DistillStudyConfig) -> None:
+def check(config: DistillStudyConfig) -> DistillStudyConfig:
     """Check the selections, the label file and the image file against the data before
-    anything trains."""
-    ctx = _context(config, Path(config.out))
+    anything trains; returns the config with the experts' length and candidate epochs
+    resolved for this dataset (:meth:`DistillStudyConfig.resolve_experts`)."""
+    ctx = context(config, Path(config.out))
+    config = config.resolve_experts(len(ctx.pool))
+    ctx.config = config
     if "file" in config.images:
         _file_images(ctx)
     if config.images == ("file",) and not config.select_epoch:
-        return  # no real image is selected
+        return config  # no real image is selected
     for ipc in config.ipc:
         select_random(ctx.pool.labels, ipc, config.selection_seed)  # enough images per class
         if config.index_file is not None:
@@ -104,18 +70,19 @@ def check(config: DistillStudyConfig) -> None:
             continue  # loss-ranked images need the experts; they are checked as they are made
         if "file" in config.labels and "random" in config.images:
             _file_labels(ctx, ctx.pool.indices[positions])
+    return config
 
 
 def run_cell(config: DistillStudyConfig, cell: Cell, folder: Path, *,
              show_progress: bool | None = None) -> dict[str, Any]:
     """Compute one cell of the distillation sweep; returns its row."""
     began = time.perf_counter()
-    ctx = _context(config, folder)
+    ctx = context(config, folder)
     phase = cell.key["phase"]
     if phase == "expert":
         row = _train_expert(ctx, cell.key["seed"], show_progress)
     elif phase == "expert_test":
-        logits = ctx.experts().logits(cell.key["expert_epoch"], ctx.test.images)
+        logits = ctx.experts().logits(cell.key["expert_epoch"], ctx.seen("test"))
         row = {"accuracy": float((logits.argmax(1) == ctx.test.labels).float().mean())}
     elif phase == "dm":
         row = _dm_images(ctx, cell.key["ipc"], show_progress)[1]
@@ -124,19 +91,21 @@ def run_cell(config: DistillStudyConfig, cell: Cell, folder: Path, *,
     return {**row, "seconds": time.perf_counter() - began}
 
 
-def _train_expert(ctx: _Context, seed: int, show_progress: bool | None) -> dict[str, Any]:
+def _train_expert(ctx: Context, seed: int, show_progress: bool | None) -> dict[str, Any]:
     config = ctx.config
     augment = augmentation(config.expert_augment, min(ctx.pool.image_size))
-    experts = train_experts(ctx.build, ctx.pool.images, ctx.pool.labels, config.expert_config(),
+    ctx.save_zca()
+    experts = train_experts(ctx.build, ctx.seen("pool"), ctx.pool.labels, config.expert_config(),
                             [seed], ctx.folder / "experts", augment=augment,
                             device=config.device,
                             checkpoints_per_epoch=config.expert_checkpoints_per_epoch,
                             early_epochs=config.expert_early_epochs,
-                            logger=config.logger, show_progress=show_progress)
+                            logger=config.logger, pixels=ctx.zca is None,
+                            show_progress=show_progress)
     return {"saved_epochs": len(experts.saved_epochs())}
 
 
-def _positions(ctx: _Context, ipc: int) -> Tensor:
+def _positions(ctx: Context, ipc: int) -> Tensor:
     """Pool positions of the real images at ``ipc``; saved to ``selection/ipc{n}.json``.
 
     Deterministic for a given config and experts, so cells that compute it at the same time
@@ -151,14 +120,14 @@ def _positions(ctx: _Context, ipc: int) -> Tensor:
     elif path.exists():
         return load_index_file(path, len(pool))
     else:
-        logits = ctx.experts().logits(config.expert_epochs, pool.images)
+        logits = ctx.experts().logits(config.expert_epochs, ctx.seen("pool"))
         losses = torch.nn.functional.cross_entropy(logits, pool.labels, reduction="none")
         positions = select_by_loss(pool.labels, losses, ipc, config.selection)
     save_index_file(path, positions)
     return positions
 
 
-def _index_file_positions(ctx: _Context, ipc: int) -> Tensor:
+def _index_file_positions(ctx: Context, ipc: int) -> Tensor:
     """Positions in the training split from the user's file, mapped into the pool."""
     config, pool = ctx.config, ctx.pool
     wanted = load_index_file(config.index_file, len(pool) + len(ctx.val))  # type: ignore[arg-type]
@@ -175,7 +144,7 @@ def _index_file_positions(ctx: _Context, ipc: int) -> Tensor:
     return positions.sort().values
 
 
-def _dm_images(ctx: _Context, ipc: int, show_progress: bool | None
+def _dm_images(ctx: Context, ipc: int, show_progress: bool | None
                ) -> tuple[Tensor, dict[str, Any]]:
     """DM images at ``ipc``, initialised from the selected real images; kept under ``dm/``."""
     config = ctx.config
@@ -186,19 +155,21 @@ def _dm_images(ctx: _Context, ipc: int, show_progress: bool | None
         partial = path.with_name(f"ipc{ipc}.partial.pt")
         partial.parent.mkdir(exist_ok=True)
         result = distribution_matching(
-            ctx.build, ctx.pool.images, ctx.pool.labels, ctx.pool.images[positions],
+            ctx.build_for_pixels, ctx.pool.images, ctx.pool.labels, ctx.pool.images[positions],
             ctx.pool.labels[positions], iterations=config.dm_iterations, lr=config.dm_lr,
             batch_real=config.dm_batch_real, seed=config.selection_seed, device=config.device,
-            checkpoint=partial, show_progress=show_progress)
+            checkpoint=partial, show_progress=show_progress,
+            channel_lr_scale=([s * s for s in ctx.pool.info.std]
+                              if config.dm_lr_space == "normalized" else None))
         torch_save(path, {"images": result.images, "labels": result.labels,
                           "losses": torch.tensor(result.losses)})
-        partial.unlink()
+        partial.unlink(missing_ok=True)  # under torchrun every rank made the same file
     saved = torch_load(path)
     losses = saved["losses"]
     return saved["images"], {"dm_loss_first": float(losses[0]), "dm_loss_last": float(losses[-1])}
 
 
-def _students(ctx: _Context, cell: GridCell, show_progress: bool | None) -> dict[str, Any]:
+def _students(ctx: Context, cell: GridCell, show_progress: bool | None) -> dict[str, Any]:
     """Label the cell's images, train its students, score them (validation for ``select``)."""
     config, pool = ctx.config, ctx.pool
     if cell.images == "file":
@@ -212,22 +183,24 @@ def _students(ctx: _Context, cell: GridCell, show_progress: bool | None) -> dict
             indices = torch.arange(images.shape[0])
         else:
             images, indices = pool.images[positions], pool.indices[positions]
-    targets, extra = _labels(ctx, cell, images, hard, indices, show_progress)
+    seen = ctx.seen(images)  # pixels, or their whitening under --zca
+    targets, extra = _labels(ctx, cell, seen, hard, indices, show_progress)
     store = LabelStore(indices, targets, LabelMetadata(
         source=cell.labels, dataset=config.dataset,
         split="train" if cell.images == "random" else f"{cell.images}-ipc{cell.ipc}",
         temperature=cell.temperature, class_names=pool.info.class_names,
-        extra={"cell": cell.key()}))
+        extra={"cell": cell.key(), "zca": inputs_digest(ctx)}))
     store.save(ctx.folder / "labels" / f"{cell.name()}.safetensors", mode="fp32")
     evaluation = ctx.val if cell.phase == "select" else ctx.test  # never test for selection
     backend = resolve_student_backend(config.student_backend, config.device)
     vectorize = backend != "sequential"
-    result = train_students(ctx.build, images, targets, config.student_config(),
+    result = train_students(ctx.build, seen, targets, config.student_config(),
                             config.seeds, augment=augmentation(config.student_augment,
                                                                min(pool.image_size)),
-                            eval_data=(evaluation.images, evaluation.labels),
+                            eval_data=(ctx.seen("val" if cell.phase == "select" else "test"),
+                                       evaluation.labels),
                             device=config.device, vectorize=vectorize,
-                            backend=backend if vectorize else "auto",
+                            backend=backend if vectorize else "auto", pixels=ctx.zca is None,
                             show_progress=show_progress)
     label_bytes = _label_bytes(store, cell)
     return {"seeds": list(config.seeds),
@@ -252,7 +225,7 @@ def resolve_student_backend(backend: str, device: str) -> str:
     return "sequential" if resolve_device(device).type == "cpu" else "auto"
 
 
-def _labels(ctx: _Context, cell: GridCell, images: Tensor, hard: Tensor, indices: Tensor,
+def _labels(ctx: Context, cell: GridCell, images: Tensor, hard: Tensor, indices: Tensor,
             show_progress: bool | None) -> tuple[Tensor, dict[str, Any]]:
     """(N, K) labels of the cell and extra row fields."""
     config, num_classes = ctx.config, ctx.pool.num_classes
@@ -271,7 +244,7 @@ def _labels(ctx: _Context, cell: GridCell, images: Tensor, hard: Tensor, indices
     return targets, {}
 
 
-def _file_labels(ctx: _Context, indices: Tensor) -> Tensor:
+def _file_labels(ctx: Context, indices: Tensor) -> Tensor:
     """The user's LabelStore, checked against this dataset."""
     path = ctx.config.label_file
     store = LabelStore.load(path)  # type: ignore[arg-type]  # refuses corrupt files
@@ -282,6 +255,15 @@ def _file_labels(ctx: _Context, indices: Tensor) -> Tensor:
     if stored and stored != ctx.config.dataset:
         raise ValueError(f"label store {path!r} was made for dataset {stored!r}, not "
                          f"{ctx.config.dataset!r}")
+    made_for = store.metadata.extra.get("zca")  # an older store holds none: raw pixels
+    if made_for != inputs_digest(ctx):
+        inputs = {None: "raw pixels"}
+        raise ValueError(
+            f"label store {path!r} was made for "
+            f"{inputs.get(made_for, f'ZCA-whitened inputs (digest {str(made_for)[:12]})')}, "
+            f"but this run's models see "
+            f"{inputs.get(inputs_digest(ctx), 'ZCA-whitened inputs')}: its labels would not "
+            "fit them (use --zca as the run that made it, or not)")
     try:
         return store.labels_for(indices)
     except ValueError as err:
@@ -289,7 +271,7 @@ def _file_labels(ctx: _Context, indices: Tensor) -> Tensor:
                          f"{err}") from err
 
 
-def _file_images(ctx: _Context) -> DistilledSet:
+def _file_images(ctx: Context) -> DistilledSet:
     """The user's distilled images (``--image-file``), checked against the dataset."""
     config, pool = ctx.config, ctx.pool
     path = config.image_file
@@ -316,12 +298,12 @@ def _read_image_file(path: str, num_classes: int) -> DistilledSet:
     return load_distilled(path, num_classes)
 
 
-def _learned_labels(ctx: _Context, images: Tensor, hard: Tensor, show_progress: bool | None
+def _learned_labels(ctx: Context, images: Tensor, hard: Tensor, show_progress: bool | None
                     ) -> tuple[Tensor, dict[str, Any]]:
     """Labels learnt through an unrolled student, and their JS distance to expert labels."""
     config, pool = ctx.config, ctx.pool
     init = smooth(hard, pool.num_classes, _LEARNED_INIT_EPS)
-    learned = learn_labels(ctx.build, images, init, pool.images, pool.labels,
+    learned = learn_labels(ctx.build, images, init, ctx.seen("pool"), pool.labels,
                            outer_steps=config.learned_steps, inner_steps=config.learned_unroll,
                            inner_lr=config.learned_inner_lr, label_lr=config.learned_lr,
                            seed=config.selection_seed, device=config.device,

@@ -54,10 +54,15 @@ def chosen_epoch_row(candidates: Sequence[Row]) -> Row:
 
 
 def write_report(folder: Path, config: Any, rows: Sequence[Row],
-                 expert_accuracy: dict[int, float], *, figures: bool = False) -> None:
-    """Write ``report.md`` (and, with ``figures``, the PNG figures) into ``folder``."""
+                 expert_accuracy: dict[int, float], *, figures: bool = False,
+                 warnings: Sequence[str] = ()) -> None:
+    """Write ``report.md`` (and, with ``figures``, the PNG figures) into ``folder``;
+    ``warnings`` open it, in bold."""
     tests = [r for r in rows if r["phase"] == "test"]
-    selects = [r for r in rows if r["phase"] == "select"]
+    # The expert-epoch candidates; the selection's hard-label cells only set a baseline.
+    selects = [r for r in rows if r["phase"] == "select" and r["labels"] != "hard"]
+    hard_selects = {r["ipc"]: r for r in rows if r["phase"] == "select"
+                    and r["labels"] == "hard"}
     with_epoch = not config.select_epoch
     made: list[str] = []
     if figures:
@@ -66,8 +71,9 @@ def write_report(folder: Path, config: Any, rows: Sequence[Row],
              "Student test accuracy in %, mean ± sample std over seeds "
              f"{list(config.seeds)}; *best* = max over evaluations every {config.eval_every} "
              "epochs and the last, *final* = after the last epoch.", ""]
+    lines += [f"**Warning: {text}.**" for text in warnings] + ([""] if warnings else [])
     lines += _main_table(tests, with_epoch, config.dataset == "cifar10")
-    lines += _selection_table(selects, expert_accuracy)
+    lines += _selection_table(selects, hard_selects)
     lines += _expert_table(expert_accuracy)
     lines += _scaling_table(tests, with_epoch)
     lines += _pareto_table(tests, with_epoch)
@@ -117,7 +123,7 @@ def _main_table(tests: Sequence[Row], with_epoch: bool, paper: bool) -> list[str
     return [*lines, ""]
 
 
-def _selection_table(selects: Sequence[Row], expert_accuracy: dict[int, float]) -> list[str]:
+def _selection_table(selects: Sequence[Row], hard: dict[int, Row]) -> list[str]:
     if not selects:
         return []
     lines = ["## Expert epoch selection (validation split)", "",
@@ -130,6 +136,9 @@ def _selection_table(selects: Sequence[Row], expert_accuracy: dict[int, float]) 
             lines.append(f"| {ipc} | {row['expert_epoch']} | "
                          f"{_pct(row['best_mean'], row['best_std'])} | "
                          f"{'yes' if row is best else ''} |")
+        if ipc in hard:  # the baseline every expert epoch should beat
+            lines.append(f"| {ipc} | hard labels | "
+                         f"{_pct(hard[ipc]['best_mean'], hard[ipc]['best_std'])} | |")
     return [*lines, ""]
 
 

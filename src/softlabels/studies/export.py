@@ -19,6 +19,7 @@ from .. import __version__
 from .._io import torch_load
 from ..configuration import build_config, upgrade_fields
 from ..data import load_dataset
+from ..data.zca import ZCA
 from ..distill.grid import Cell as GridCell
 from ..distilled import DistilledSet, load_distilled, save_distilled
 from ..store import LabelStore
@@ -80,8 +81,14 @@ def distilled_cell(folder: str | os.PathLike[str], cell: str) -> DistilledSet:
         "selection_seed": config.selection_seed,
         "row": {k: row[k] for k in _ROW_FACTS if k in row},
     }
+    # The images are pixels; a run whose models saw them whitened ships its whitening, so
+    # the labels are used with the same inputs (apply ZCA.from_state(zca) to the images).
+    zca: dict[str, Any] = {}
+    if getattr(config, "zca", False):
+        zca = ZCA.from_state(torch_load(run / "zca.pt")).state_dict()
+        provenance["zca_digest"] = ZCA.from_state(zca).digest()
     return DistilledSet(images, labels, train.info.class_names, store.labels,
-                        train.info.mean, train.info.std, provenance)
+                        train.info.mean, train.info.std, provenance, zca)
 
 
 def _label_store(run: Path, cell: str, row: dict[str, Any]) -> Path:

@@ -49,11 +49,23 @@ class ReproduceConfig:
         "folder holding cifar10/, camvid/ and mnist/ (with --full)"))
     studies: tuple[str, ...] = field(default=REPRODUCED, metadata=field_help(
         "studies to run", choices=REPRODUCED, nonempty=True, unique=True))
+    recipe: str | None = field(default=None, metadata=field_help(
+        "with --full: run each study's reproduction of this recipe (e.g. paper, the official "
+        "settings sized for one GPU) instead of the CPU-scale runs of docs/results.md"))
     device: str = field(default="auto", metadata=field_help("auto, cpu or cuda"))
     out: str = field(default="runs/reproduce", metadata=field_help("output folder"))
 
     def __post_init__(self) -> None:
         check_fields(self)
+        if self.recipe is not None:
+            if not self.full:
+                raise ValueError("--recipe chooses a --full reproduction; add --full")
+            lacking = [s for s in self.studies
+                       if STUDIES[s].recipes.get(self.recipe) is None
+                       or STUDIES[s].recipes[self.recipe].full is None]
+            if lacking:
+                raise ValueError(f"recipe {self.recipe!r} has no reproduction for "
+                                 f"{lacking}; give --studies among those that have it")
         if self.full and self.data_root is None:
             raise ValueError("--full needs --data-root, the folder holding "
                              + ", ".join(f"{_full(s)[0]}/ (for {s})" for s in self.studies))
@@ -120,6 +132,8 @@ def _study_configs(config: ReproduceConfig, name: str, folder: Path) -> list[Any
     if not config.full:
         return [build_config(study.config_cls, dict(study.quick), common)]
     dataset, layers = _full(name)
+    if config.recipe is not None:
+        dataset, layers = STUDIES[name].recipes[config.recipe].full  # type: ignore[misc]
     root = str(Path(config.data_root) / dataset)  # type: ignore[arg-type]
     return [build_config(study.config_cls, layer, {**common, "data_root": root})
             for layer in layers]

@@ -32,7 +32,8 @@ from ..results import ResultsLog, Table
 from .executors import CellTask, ExecutorConfig, make_executor
 from .run_folder import prepare_run_folder, read_rows
 
-__all__ = ["Cell", "Results", "RowIndex", "Stage", "Study", "SweepFailedError", "run_sweep"]
+__all__ = ["Cell", "Recipe", "Results", "RowIndex", "Stage", "Study", "SweepFailedError",
+           "run_sweep"]
 
 Row = dict[str, Any]
 
@@ -76,6 +77,23 @@ class Stage:
 
 
 @dataclass(frozen=True)
+class Recipe:
+    """A named preset of a study: ``softlabels <study> --recipe NAME`` applies ``fields``;
+    ``softlabels reproduce --full --recipe NAME`` runs ``full`` (dataset folder, config
+    layers) instead of the study's CPU-scale ``full``.
+
+    Attributes:
+        help: one line for ``--help`` and the report.
+        fields: config field values (after ``--quick``, before ``--config`` and flags).
+        full: the reproduction of this recipe, or None.
+    """
+
+    help: str
+    fields: Mapping[str, Any]
+    full: tuple[str, tuple[Mapping[str, Any], ...]] | None = None
+
+
+@dataclass(frozen=True)
 class Study:
     """Everything the CLI, ``reproduce`` and the executors need to know about one study.
 
@@ -96,8 +114,11 @@ class Study:
         headline: ``headline(rows) -> [str]`` one-line findings for ``reproduce``.
         sweep_fields: config fields that only extend the grid (a folder resumes when they
             change).
-        check: ``check(config)`` validates the config against the data before any cell runs.
+        check: ``check(config) -> config or None`` validates the config against the data
+            before any cell runs; it may return the config with fields derived from the data
+            filled in (the run then uses that one).
         full: ``(dataset folder, config layers)`` of ``softlabels reproduce --full``.
+        recipes: named presets (:class:`Recipe`), e.g. the paper's recipe at full scale.
         label_modes: ``{label mode: what it is}`` of the study's ``--labels`` (for
             ``softlabels list label-modes``).
     """
@@ -112,9 +133,10 @@ class Study:
     summary: Callable[[Any, Sequence[Row]], list[Table]]
     headline: Callable[[Sequence[Row]], list[str]]
     sweep_fields: tuple[str, ...] = ()
-    check: Callable[[Any], None] | None = None
+    check: Callable[[Any], Any] | None = None
     full: tuple[str, tuple[Mapping[str, Any], ...]] | None = None
     label_modes: Mapping[str, str] = field(default_factory=dict)
+    recipes: Mapping[str, Recipe] = field(default_factory=dict)
 
 
 @dataclass
@@ -226,7 +248,8 @@ def run_sweep(study: Study, config: Any, executor: ExecutorConfig | None = None,
     log = ResultsLog(folder / "results.jsonl")
     index = RowIndex(read_rows(study.config_cls, folder))
     if study.check is not None:
-        study.check(config)
+        # A check may fill in fields that come from the data (config.json keeps the request).
+        config = study.check(config) or config
     stages = _plan(study, config, index)
     total = sum(len(s.cells) + s.pending for s in stages)
     done_before = sum(index.find(c) is not None for s in stages for c in s.cells)

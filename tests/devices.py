@@ -124,7 +124,7 @@ def grads(model: nn.Module) -> dict[str, Tensor]:
     return out
 
 
-def blobs(n_per_class: int = 6, channels: int = 1, size: int = 8, seed: int = 0, *,
+def quadrant_blobs(n_per_class: int = 6, channels: int = 1, size: int = 8, seed: int = 0, *,
           noise: float = 0.3, bright: float = 0.6) -> tuple[Tensor, Tensor]:
     """Three learnable classes of images in [0, 1]: a bright quadrant per class plus noise."""
     g = gen(seed)

@@ -31,11 +31,11 @@ from devices import (
     TRAIN_TOL,
     assert_close_on,
     assert_on,
-    blobs,
     device_fixture,  # noqa: F401  (the device fixture)
     gen,
     grads,
     off_cpu,
+    quadrant_blobs,
     seeded,
     tiny_convnet,
 )
@@ -317,7 +317,7 @@ def _distiller_terms_by_hand(kind: str, student: nn.Module, teacher: nn.Module,
 def _distiller_run(kind: str, where: str, attack: AttackConfig) -> dict[str, Any]:
     """One forward and backward of ``kind`` with student and teacher on ``where``; ABSLD's
     epoch end and soft labels after it."""
-    x, y = (t.to(where) for t in blobs(4))
+    x, y = (t.to(where) for t in quadrant_blobs(4))
     student, teacher = seeded(tiny_convnet, 0).to(where), seeded(tiny_convnet, 1).to(where)
     distiller = DISTILLERS[kind](student, teacher, attack, gen(15)).train()
     terms = distiller(x, y)
@@ -334,7 +334,7 @@ def test_distillers_on_device(device: str, kind: str) -> None:
     """ARD / RSLAD / ABSLD with student and teacher on the device: without a perturbation the
     papers' formulas; with one, finite terms, student gradients on the device, a frozen
     teacher and ABSLD temperatures that moved; off the CPU, the CPU's numbers."""
-    x, y = blobs(4)
+    x, y = quadrant_blobs(4)
     expected = _distiller_terms_by_hand(kind, seeded(tiny_convnet, 0), seeded(tiny_convnet, 1),
                                         x, y)
     clean = _distiller_run(kind, device, NO_ATTACK)["terms"]
@@ -384,7 +384,7 @@ OBJECTIVES: dict[str, Callable[[AttackConfig], Any]] = {
 def _objective_run(objective: str, where: str, attack: AttackConfig
                    ) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
     """The terms of ``objective`` with the model on ``where`` and their gradients."""
-    x, y = (t.to(where) for t in blobs(4))
+    x, y = (t.to(where) for t in quadrant_blobs(4))
     model = seeded(tiny_convnet, 3).to(where).train()
     terms = OBJECTIVES[objective](attack)(model, x, y)
     sum(terms.values()).backward()
@@ -396,7 +396,7 @@ def test_teacher_objectives_on_device(device: str, objective: str) -> None:
     """NaturalObjective, PGD-AT and TRADES with a CPU generator and the model on the device:
     the clean cross-entropy without a perturbation; with one, a higher adversarial loss and
     gradients on the device; off the CPU, the CPU's terms and gradients."""
-    x, y = blobs(4)
+    x, y = quadrant_blobs(4)
     with torch.no_grad():
         clean = F.cross_entropy(seeded(tiny_convnet, 3)(x), y)
     terms, _ = _objective_run(objective, device, NO_ATTACK)
@@ -441,7 +441,7 @@ def test_absld_with_a_teacher_left_on_the_cpu_trains_on_device(device: str) -> N
     temperatures."""
     temperatures = {}
     for where in [device, "cpu"] if off_cpu(device) else [device]:
-        x, y = blobs(4)
+        x, y = quadrant_blobs(4)
         student, teacher = seeded(tiny_convnet, 0), seeded(tiny_convnet, 1)
         absld = ABSLD(student, teacher, ATTACK, 3, generator=gen(17))
         result = fit(student, x, y, TrainConfig(epochs=2, batch_size=6, lr=0.05),

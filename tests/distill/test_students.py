@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import math
+import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -12,6 +14,16 @@ from softlabels.data.dsa import DSA
 from softlabels.distill import StudentsResult, train_students
 from softlabels.engine import NonFiniteLossError, TrainConfig, evaluate, fit
 from softlabels.models import create_model
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from devices import (
+    TRAIN_TOL,
+    assert_states_close,
+    device_fixture,  # noqa: F401  (the device fixture)
+    gen,
+    quadrant_blobs,
+    tiny_convnet,
+)
 
 NUM_CLASSES = 4
 SIZE = 8
@@ -289,3 +301,41 @@ def test_the_default_trains_sequentially_on_a_cpu_and_with_batchnorm() -> None:
     assert run(build=batchnorm_convnet, vectorize=None).backend == "sequential"
     with pytest.raises(ValueError, match="vectorize=None to fall back to sequential"):
         run(build=batchnorm_convnet, vectorize=True)
+
+
+@pytest.mark.parametrize("backend", ["sequential", "vmap", "grouped"])
+def test_students_on_device(device, backend):
+    """train_students with each backend, its data and evaluation data on the device: student
+    i is what fit gives on the device for build_model(seed) with config.seed = seed (as on
+    the CPU, see test_sequential_student_is_fit_with_its_seed), its state dict returned on
+    the CPU, its accuracy that of the fitted model."""
+    x, _ = quadrant_blobs(4)
+    soft = torch.softmax(2 * torch.randn(12, 3, generator=gen(18)), 1)
+    xt, yt = quadrant_blobs(5, seed=1)
+    config = TrainConfig(epochs=3, batch_size=5, lr=0.05, eval_every=1)
+    result = train_students(tiny_convnet, x.to(device), soft.to(device), config, [0, 1, 2],
+                            augment=DSA(), eval_data=(xt.to(device), yt.to(device)),
+                            device=device, vectorize=backend != "sequential",
+                            backend="auto" if backend == "sequential" else backend,
+                            show_progress=False)
+    assert result.backend == backend
+    assert len(result.state_dicts) == 3
+    # The same computation: equal up to a GPU's non-deterministic sums; the vectorised
+    # backends also sum in another order, over a training loop.
+    tol = 1e-5 if backend == "sequential" else TRAIN_TOL
+    for seed, state in enumerate(result.state_dicts):
+        assert all(t.device.type == "cpu" for t in state.values())  # documented: on the CPU
+        torch.manual_seed(seed)
+        model = tiny_convnet(seed)
+        fit(model, x, soft, TrainConfig(**{**config.to_dict(), "seed": seed}), augment=DSA(),
+            device=device, show_progress=False)
+        assert_states_close(state, model.state_dict(), atol=tol, rtol=tol)
+        # An argmax right at a tie could flip on rounding noise: allow one image of 15.
+        accuracy = evaluate(model, xt, yt, device=device).accuracy
+        assert result.final_accuracy[seed] == pytest.approx(accuracy, abs=1.5 / 15)
+    # The students trained, and apart.
+    torch.manual_seed(0)
+    start = tiny_convnet(0).state_dict()
+    assert any(not torch.allclose(start[k], result.state_dicts[0][k]) for k in start)
+    assert not torch.allclose(result.state_dicts[0]["classifier.weight"],
+                              result.state_dicts[1]["classifier.weight"])

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+import sys
 from pathlib import Path
 
 import pytest
@@ -13,9 +15,21 @@ from softlabels.distill.dm import distribution_matching
 from softlabels.distill.experts import Experts, train_experts
 from softlabels.distill.grid import Cell, cells_for
 from softlabels.distill.learned import learn_labels
-from softlabels.engine import TrainConfig
-from softlabels.labels import one_hot
+from softlabels.engine import TrainConfig, load_epoch_checkpoint
+from softlabels.labels import one_hot, validate
 from softlabels.models import create_model
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from devices import (
+    TRAIN_TOL,
+    assert_close_on,
+    assert_on,
+    device_fixture,  # noqa: F401  (the device fixture)
+    gen,
+    off_cpu,
+    quadrant_blobs,
+    tiny_convnet,
+)
 
 
 def _convnet(seed: int) -> nn.Module:
@@ -24,14 +38,7 @@ def _convnet(seed: int) -> nn.Module:
 
 def _blobs(n_per_class: int = 12, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
     """Three classes of 8x8 images, each a bright quadrant plus noise."""
-    g = torch.Generator().manual_seed(seed)
-    images, labels = [], []
-    for c in range(3):
-        x = 0.2 * torch.rand(n_per_class, 1, 8, 8, generator=g)
-        x[:, :, (c // 2) * 4:(c // 2) * 4 + 4, (c % 2) * 4:(c % 2) * 4 + 4] += 0.7
-        images.append(x.clamp(0, 1))
-        labels.append(torch.full((n_per_class,), c))
-    return torch.cat(images), torch.cat(labels)
+    return quadrant_blobs(n_per_class, seed=seed, noise=0.2, bright=0.7)
 
 
 # ------------------------------------------------------------------------------- grid
@@ -156,13 +163,6 @@ def test_dm_lowers_the_embedding_gap_and_keeps_the_contract() -> None:
     assert torch.equal(init, torch.rand(6, 1, 8, 8, generator=torch.Generator().manual_seed(1)))
 
 
-def test_dm_runs_with_dsa_on_a_convnet() -> None:
-    x, y = _blobs(8)
-    result = distribution_matching(_convnet, x, y, x[::8], y[::8], iterations=3, batch_real=4,
-                                   device="cpu", show_progress=False)
-    assert torch.isfinite(torch.tensor(result.losses)).all()
-
-
 def test_dm_resumes_from_its_checkpoint(tmp_path: Path) -> None:
     x, y = _blobs(8)
     init, labels = x[::8], y[::8]
@@ -243,3 +243,117 @@ def test_learned_labels_check_their_input() -> None:
         learn_labels(_convnet, x[:3], torch.full((3, 3), 0.5), x, y, device="cpu")
     with pytest.raises(ValueError, match="real_labels"):
         learn_labels(_convnet, x[:3], torch.full((3, 3), 1 / 3), x, y[:-1], device="cpu")
+
+
+# ------------------------------------------------------------------------------- devices
+
+
+def test_experts_on_device(device: str, tmp_path: Path) -> None:
+    """train_experts and Experts.logits on the device: every epoch saved, logits on the CPU
+    (by contract) that are the saved epoch's model's, the ensemble the mean of its experts;
+    off the CPU, the CPU's experts."""
+    x, y = quadrant_blobs(4)
+    config = TrainConfig(epochs=2, batch_size=6, lr=0.05)
+
+    def run(where: str) -> torch.Tensor:
+        experts = train_experts(tiny_convnet, x, y, config, [0, 1], tmp_path / where,
+                                device=where, show_progress=False)
+        assert experts.saved_epochs() == [0, 1, 2]
+        logits = experts.logits(2, x.to(where), batch_size=5)
+        assert_on(logits, "cpu")
+        return logits
+
+    logits = run(device)
+    single = []
+    for seed in (0, 1):
+        model = tiny_convnet(seed)
+        model.load_state_dict(load_epoch_checkpoint(tmp_path / device / f"seed{seed}", 2))
+        with torch.no_grad():
+            single.append(model.eval()(x))
+        torch.testing.assert_close(Experts(tiny_convnet, tmp_path / device, [seed],
+                                           device=device).logits(2, x), single[-1])
+    torch.testing.assert_close(logits, (single[0] + single[1]) / 2)
+    if off_cpu(device):
+        # A training loop: rounding differences grow over the steps.
+        torch.testing.assert_close(logits, run("cpu"), atol=TRAIN_TOL, rtol=TRAIN_TOL)
+
+
+@pytest.mark.parametrize("data_on_device", [False, True])
+def test_dm_on_device(device: str, data_on_device: bool) -> None:
+    """distribution_matching on the device, real data on the CPU or the device. With a fixed
+    embedder, no augmentation and one image per class repeated (so every real batch has one
+    mean), the first loss and SGD step are the formula's; with a ConvNet and DSA the images
+    stay images and move; off the CPU, the CPU's images and losses. Images come back on the
+    CPU, by contract."""
+    base = torch.rand(3, 1, 8, 8, generator=gen(1))
+    x, y = base.repeat_interleave(4, 0), torch.arange(3).repeat_interleave(4)
+    init, init_labels = torch.rand(6, 1, 8, 8, generator=gen(2)), torch.tensor([0, 0, 1, 1, 2, 2])
+    data = [t.to(device) if data_on_device else t for t in (x, y, init, init_labels)]
+    result = distribution_matching(lambda seed: _FixedEmbedder(), *data, iterations=1, lr=0.5,
+                                   batch_real=4, strategy="none", device=device,
+                                   show_progress=False)
+    net, synthetic = _FixedEmbedder(), init.clone().requires_grad_(True)
+    loss = sum((net.embed(base[c:c + 1]).mean(0) - net.embed(synthetic[2 * c:2 * c + 2]).mean(0)
+                ).pow(2).sum() for c in range(3))
+    loss.backward()
+    assert result.losses == pytest.approx([float(loss.detach())], rel=1e-5)
+    # The first SGD step is momentum-free; then the pixels are clamped to [0, 1].
+    assert_close_on(result.images, (init - 0.5 * synthetic.grad).clamp(0, 1), "cpu")
+    assert torch.equal(result.labels.cpu(), init_labels)
+
+    blobs, labels = quadrant_blobs(6)
+    start = blobs[::6].clone()
+
+    def run(where: str, move: bool) -> object:
+        tensors = [t.to(where) if move else t for t in (blobs, labels, start, labels[::6])]
+        return distribution_matching(tiny_convnet, *tensors, iterations=3, batch_real=4,
+                                     device=where, show_progress=False)
+
+    trained = run(device, data_on_device)
+    assert_on(trained.images, "cpu")
+    assert 0.0 <= float(trained.images.min()) <= float(trained.images.max()) <= 1.0
+    assert not torch.equal(trained.images, start)
+    assert all(math.isfinite(v) and v > 0 for v in trained.losses)
+    if off_cpu(device):
+        expected = run("cpu", False)
+        assert_close_on(trained.images, expected.images, "cpu", atol=1e-4, rtol=1e-4)
+        assert trained.losses == pytest.approx(expected.losses, rel=1e-4)
+
+
+def test_learn_labels_on_device(device: str) -> None:
+    """learn_labels with images, labels and real data on the device and a fixed linear
+    student; the real data one image repeated, so every real batch is the same. One outer
+    step is the documented unroll by hand: inner_steps SGD steps on softmax(label logits),
+    the real cross-entropy, Adam's first step (lr * g / (|g| + eps)) on the label logits.
+    Labels come back on the CPU as probabilities; off the CPU, the CPU's."""
+    x, y = _blobs(4)
+    images, init = x[::4], one_hot(y[::4], 3) * 0.4 + 0.2
+    real, real_labels = x[:1].repeat(6, 1, 1, 1), y[:1].repeat(6)
+
+    def build(seed: int) -> nn.Module:  # one fixed student: the outer loss is deterministic
+        torch.manual_seed(0)
+        return nn.Sequential(nn.Flatten(), nn.Linear(64, 3))
+
+    def run(where: str) -> object:
+        return learn_labels(build, images.to(where), init.to(where), real.to(where),
+                            real_labels.to(where), outer_steps=1, inner_steps=3, inner_lr=0.5,
+                            label_lr=0.1, batch_real=6, device=where, show_progress=False)
+
+    result = run(device)
+    label_logits = init.log().requires_grad_(True)
+    weight, bias = (p.detach().requires_grad_(True) for p in build(0)[1].parameters())
+    for _ in range(3):
+        logits = images.flatten(1) @ weight.T + bias
+        inner = -(label_logits.softmax(1) * F.log_softmax(logits, 1)).sum(1).mean()
+        grad_w, grad_b = torch.autograd.grad(inner, (weight, bias), create_graph=True)
+        weight, bias = weight - 0.5 * grad_w, bias - 0.5 * grad_b
+    outer = F.cross_entropy(real[:1].flatten(1) @ weight.T + bias, real_labels[:1])
+    (grad,) = torch.autograd.grad(outer, label_logits)
+    expected = (init.log() - 0.1 * grad / (grad.abs() + 1e-8)).softmax(1)
+    assert result.losses == pytest.approx([float(outer.detach())], rel=1e-5)
+    assert_close_on(result.labels, expected, "cpu", atol=1e-5, rtol=1e-4)
+    validate(result.labels)
+    if off_cpu(device):
+        expected_run = run("cpu")
+        assert_close_on(result.labels, expected_run.labels, "cpu", atol=1e-5, rtol=1e-5)
+        assert result.losses == pytest.approx(expected_run.losses, rel=1e-5)

@@ -16,7 +16,8 @@ from softlabels.studies.reproduce import ReproduceConfig
 
 def test_the_paper_recipe_is_a_valid_config_with_the_official_settings() -> None:
     config = build_config(DistillStudyConfig, PAPER)
-    assert config.zca and config.zca_eps == 0.1
+    assert config.zca
+    assert config.zca_eps == 0.1
     assert config.student_config().milestones == (750, 1500, 2250)
     assert config.student_config().gamma == 0.3
     assert len(config.seeds) == 5

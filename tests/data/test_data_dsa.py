@@ -226,7 +226,7 @@ def test_device_images_with_cpu_draws(device: str, strategy: str):
     gradients are the CPU's."""
     every_op = DSAParams(single=False)  # the whole strategy, not one op drawn from it
     a, b = _images(8, seed=10), _images(8, seed=11)
-    x = a.to(device).requires_grad_(True)
+    x = a.clone().to(device).requires_grad_(True)
     out = {"per_image": dsa(x, strategy, generator=11, params=every_op),
            "siamese": dsa(x, strategy, generator=gen(12), siamese=True, params=every_op),
            "module": DSA(strategy)(x, 13)}

@@ -127,8 +127,10 @@ def test_a_distill_run_of_the_previous_release_finds_its_cells(tmp_path: Path) -
     assert stages["test"].pending == 0
     students = [c for name in ("select", "test") for c in stages[name].cells]
     # The folder's last sweep: IPC 50, selection over 4 epochs, then hard, teacher, 4 top-k.
-    assert len(students) == 4 + 6
-    assert all(index.find(cell) is not None for cell in students)
+    # This release also scores hard labels on the validation split: that one cell is new.
+    missing = [c.name for c in students if index.find(c) is None]
+    assert missing == ["select-random-ipc50-hard"]
+    assert len(students) == 4 + 1 + 6
 
 
 def test_a_train_run_with_images_per_class_resumes(tmp_path: Path) -> None:

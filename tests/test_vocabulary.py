@@ -19,7 +19,7 @@ from softlabels.studies.train import TrainStudyConfig
 def _parsed(argv: list[str]) -> dict:
     args = vars(build_parser().parse_args(argv))
     return {k: v for k, v in args.items() if k not in ("command", "config", "quick", "json",
-                                                      "overwrite")}
+                                                      "overwrite", "recipe")}
 
 
 @pytest.mark.parametrize(("text", "value"), [("8/255", 8 / 255), ("0.5", 0.5), ("1e-3", 1e-3),

@@ -204,5 +204,5 @@ def test_nccl_without_a_gpu_is_a_clear_error(monkeypatch: pytest.MonkeyPatch) ->
 
     monkeypatch.setenv("WORLD_SIZE", "2")
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
-    with pytest.raises(ValueError, match="NCCL .* but CUDA is not available; use --device cpu"):
+    with pytest.raises(ValueError, match=r"NCCL .* but CUDA is not available; use --device cpu"):
         init_from_environment("cuda")

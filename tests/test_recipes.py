@@ -43,6 +43,7 @@ def test_a_recipe_sits_between_quick_and_the_flags(tmp_path: Path) -> None:
 def test_reproduce_recipes_need_full_and_a_study_that_has_them(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="--recipe chooses a --full reproduction"):
         ReproduceConfig(recipe="paper")
-    with pytest.raises(ValueError, match=r"recipe 'paper' has no reproduction for \['seg'\]"):
-        ReproduceConfig(full=True, data_root=str(tmp_path), recipe="paper",
+    with pytest.raises(ValueError,
+                       match=r"recipe 'converge' has no reproduction for \['distill'\]"):
+        ReproduceConfig(full=True, data_root=str(tmp_path), recipe="converge",
                         studies=("distill", "seg"))

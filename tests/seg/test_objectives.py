@@ -61,6 +61,27 @@ def test_seg_loss_is_weighted_ce_plus_metric() -> None:
     assert set(SegLoss("ce", 3)(logits, y)) == {"ce"}
 
 
+def test_seg_loss_passes_its_smooth_to_the_metric_loss() -> None:
+    x, y = batch()
+    logits = model()(x)
+    soft = one_hot(torch.where(y == 255, 0, y), 3)
+    for target in (y, soft):
+        hard = not target.is_floating_point()
+        options = {"ignore_index": 255} if hard else {}
+        official = SegLoss("ce+jml", 3, smooth=1.0)
+        assert official(logits, target)["metric"].item() == pytest.approx(
+            0.75 * jaccard_metric_loss(logits, target, smooth=1.0, **options).item())
+        assert official.metric_term(logits, target).item() == pytest.approx(
+            official(logits, target)["metric"].item())
+        # The default is the loss's own (1e-3), and 1.0 is a different loss on 4x8x8 pixels.
+        assert SegLoss("ce+jml", 3)(logits, target)["metric"].item() == pytest.approx(
+            0.75 * jaccard_metric_loss(logits, target, **options).item())
+        assert SegLoss("ce+jml", 3)(logits, target)["metric"].item() != pytest.approx(
+            official(logits, target)["metric"].item(), rel=1e-3)
+    with pytest.raises(ValueError, match="smooth"):
+        SegLoss("ce+jml", 3, smooth=-1.0)
+
+
 def test_hard_and_one_hot_soft_targets_agree_on_cross_entropy() -> None:
     x, y = batch()
     logits = model()(x)
@@ -76,6 +97,39 @@ def test_every_pixel_ignored_is_zero_not_nan() -> None:
     logits = model()(x)
     terms = SegLoss("ce+jml", 3)(logits, torch.full((4, 8, 8), 255))
     assert all(v.item() == 0.0 for v in terms.values())
+
+
+def test_soft_ce_is_finite_where_a_class_without_mass_has_log_probability_minus_inf() -> None:
+    # Class 2 has no target mass and a log-probability of -inf (its logit is 4e38 below the
+    # others', beyond the float32 range); 0 * -inf would make the loss NaN.
+    logits = torch.full((1, 3, 2, 2), 2e38)
+    logits[:, 2] = -2e38
+    logits.requires_grad_(True)
+    assert torch.isinf(F.log_softmax(logits, 1)[:, 2]).all()
+    target = torch.zeros(1, 3, 2, 2)
+    target[:, 0] = 1.0
+    keep = torch.ones(1, 2, 2, dtype=torch.bool)
+    keep[0, 0, 0] = False
+    ce = SegLoss("ce", 3, w_ce=1.0)(logits, target, keep)["ce"]
+    assert ce.item() == pytest.approx(torch.log(torch.tensor(2.0)).item())
+    ce.backward()
+    assert torch.isfinite(logits.grad).all()
+    assert SegLoss("ce", 3, w_ce=1.0)(logits, target)["ce"].item() == pytest.approx(ce.item())
+
+
+def test_a_small_teacher_temperature_gives_finite_soft_labels() -> None:
+    # Teacher logits of +-1e20 at T = 2e-19 (T^2 still a normal float32): divided first they
+    # overflow to +-inf, and the softmax gives NaN; shifted by the max first, one-hot labels.
+    teacher = nn.Conv2d(1, 3, 1)
+    with torch.no_grad():
+        teacher.weight.zero_()
+        teacher.bias.copy_(torch.tensor([1e20, 0.0, -1e20]))
+    assert torch.isnan(torch.softmax(teacher(torch.rand(1, 1, 1, 1)) / 2e-19, 1)).any()
+    objective = SegObjective(SegLoss("ce", 3), "kd", teacher=teacher, temperature=2e-19)
+    probs = objective._teacher_probs(torch.rand(2, 1, 4, 4))
+    assert torch.equal(probs, one_hot(torch.zeros(2, 4, 4, dtype=torch.long), 3))
+    with pytest.raises(ValueError, match="temperature must lie in"):
+        SegObjective(SegLoss("ce", 3), "kd", teacher=teacher, temperature=1e-19)
 
 
 def test_ls_mode_uses_boundary_smoothed_targets() -> None:

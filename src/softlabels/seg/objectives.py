@@ -22,9 +22,10 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .._checks import check_choice, check_positive, check_range
+from .._checks import check_choice, check_range, check_temperature
+from .._label_math import tempered_logits
 from ..labels import boundary_smooth, one_hot
-from ..losses import ce_jaccard_metric_loss, jaccard_metric_loss, kd_loss
+from ..losses import ce_jaccard_metric_loss, jaccard_metric_loss, kd_loss, soft_cross_entropy
 from ..runtime import follow_device
 
 __all__ = ["LABEL_MODES", "LOSSES", "UNLABELLED", "SegLoss", "SegObjective"]
@@ -51,6 +52,10 @@ class SegLoss:
         ignore_index: hard-label value of unannotated pixels.
         w_ce: weight of the cross-entropy term.
         w_metric: weight of the metric-loss term (unused for ``"ce"``).
+        smooth: the metric loss's ``smooth`` (added to the numerator and the denominator of
+            each class's score, see :func:`~softlabels.losses.jaccard_metric_loss`); the
+            official JDTLosses configs use 1.0. Over a batch of many pixels it matters only for
+            classes with almost no mass in the batch, whose score it pulls towards 1.
     """
 
     loss: str = "ce+jml"
@@ -58,11 +63,13 @@ class SegLoss:
     ignore_index: int = 255
     w_ce: float = 0.25
     w_metric: float = 0.75
+    smooth: float = 1e-3
 
     def __post_init__(self) -> None:
         check_choice("loss", self.loss, LOSSES)
         check_range("w_ce", self.w_ce, 0.0, float("inf"))
         check_range("w_metric", self.w_metric, 0.0, float("inf"))
+        check_range("smooth", self.smooth, 0.0, float("inf"))
 
     def __call__(self, logits: Tensor, target: Tensor, keep: Tensor | None = None
                  ) -> dict[str, Tensor]:
@@ -76,14 +83,18 @@ class SegLoss:
             # One call gives both terms: they share the softmax and, fused, the backward.
             ce, metric = ce_jaccard_metric_loss(
                 logits, target, keep=None if hard else keep,
-                ignore_index=self.ignore_index if hard else None, **_METRIC_OPTIONS[self.loss])
+                ignore_index=self.ignore_index if hard else None, smooth=self.smooth,
+                **_METRIC_OPTIONS[self.loss])
             return {"ce": self.w_ce * ce, "metric": self.w_metric * metric}
         if not hard:
+            # soft_cross_entropy makes a class without target mass add exactly 0 where its
+            # log-probability underflows to -inf (0 * -inf is NaN); torch.where rather than a
+            # product keeps whatever a left-out pixel holds out of the sum.
+            per_pixel = soft_cross_entropy(logits, target, reduction="none")
             if keep is None:
-                keep = torch.ones(target.shape[:1] + target.shape[2:], dtype=torch.bool,
-                                  device=target.device)
-            per_pixel = -(target * F.log_softmax(logits, dim=1)).sum(dim=1)
-            ce = (per_pixel * keep).sum() / keep.sum().clamp_min(1)
+                ce = per_pixel.mean()
+            else:
+                ce = torch.where(keep, per_pixel, 0.0).sum() / keep.sum().clamp_min(1)
         else:
             ce = F.cross_entropy(logits, target, ignore_index=self.ignore_index)
             if not bool((target != self.ignore_index).any()):
@@ -98,7 +109,8 @@ class SegLoss:
         hard = not target.is_floating_point()
         return self.w_metric * jaccard_metric_loss(
             logits, target, keep=None if hard else keep,
-            ignore_index=self.ignore_index if hard else None, **_METRIC_OPTIONS[self.loss])
+            ignore_index=self.ignore_index if hard else None, smooth=self.smooth,
+            **_METRIC_OPTIONS[self.loss])
 
 
 class SegObjective:
@@ -123,7 +135,8 @@ class SegObjective:
         self.seg_loss, self.labels, self.teacher = seg_loss, labels, teacher
         self.eps = check_range("eps", eps, 0.0, 1.0)
         self.kernel = kernel
-        self.temperature = check_positive("temperature", temperature)
+        # squared: the distillation term is scaled by T^2, which must stay a float32 number.
+        self.temperature = check_temperature("temperature", temperature, squared=True)
         self.confidence = check_range("confidence", confidence, 0.0, 1.0)
         if teacher is not None:
             teacher.eval()
@@ -148,7 +161,10 @@ class SegObjective:
     def _teacher_probs(self, x: Tensor) -> Tensor:
         assert self.teacher is not None  # guaranteed by __init__ for kd and semi
         self.teacher.eval()
-        return torch.softmax(follow_device(self.teacher, x)(x) / self.temperature, dim=1)
+        # tempered_logits shifts by the max before dividing, so a small T cannot overflow
+        # the logits to inf (and the softmax to NaN).
+        logits = follow_device(self.teacher, x)(x)
+        return torch.softmax(tempered_logits(logits, self.temperature), dim=1)
 
     def _distillation_terms(self, logits: Tensor, y: Tensor, teacher_probs: Tensor
                             ) -> dict[str, Tensor]:

@@ -1,19 +1,31 @@
 """``softlabels robust``: adversarial robustness distillation with anti-bias soft labels.
 
 One robust teacher (TRADES by default) is trained once; then, for every (method, seed) cell, a
-student is distilled with ARD, RSLAD or ABSLD. Each student keeps a checkpoint every
+student is distilled with ARD, Fair-ARD, RSLAD or ABSLD. Each student keeps a checkpoint every
 ``select_every`` epochs; the one with the best average + worst-class PGD accuracy on a
 validation split (carved from the training images) is scored on the test split under clean,
 FGSM, PGD, CW and (with torchattacks installed) AutoAttack inputs: overall accuracy,
 worst-class accuracy and NSD (sample std / mean of the class-wise accuracies).
 
 Datasets with only one usable split (the MNIST test set of the reproduction) can be split
-into training and test parts with ``source_split`` and ``test_fraction``.
+into training and test parts with ``source_split`` and ``test_fraction``; ``per_class``,
+``val_per_class`` and ``test_per_class`` draw class-balanced parts instead of fractions.
+
+A method of ``methods`` may carry settings of its own, ``NAME:FIELD=VALUE[,FIELD=VALUE]``
+(``absld:tau_rate=0.03``, ``absld:official_product=true``): its cells run with those config
+fields replaced, beside the plain ``absld`` cells in the same folder, and the method text is
+the cell's key, so an ablation is one more entry of the sweep. Rows hold the test scores of
+the validation-selected checkpoint (``scores``) and of the last epoch (``last_scores``, all
+attacks but AutoAttack), and ABSLD's per-epoch class risks and temperatures.
+
+The presets (``--quick``, ``reproduce --full``, ``--recipe balanced|paper``) live in
+:mod:`~softlabels.studies.robust_presets`; the data parts, the teacher and its logit cache,
+which every cell shares, in :mod:`~softlabels.studies.robust_setup`.
 """
 
 from __future__ import annotations
 
-import functools
+import dataclasses
 import importlib.util
 import time
 from collections.abc import Sequence
@@ -24,31 +36,48 @@ from typing import Any
 import torch
 from torch import nn
 
+from .._checks import check_temperature
 from .._io import torch_save
 from ..attacks import robust_evaluate, standard_attacks
-from ..configuration import field_help
-from ..data import ImageDataset, augmentation, list_augmentations, load_dataset
-from ..data.split import sample_per_class, train_val_split
+from ..configuration import build_config, field_help
+from ..data import ImageDataset, augmentation, list_augmentations
+from ..data.split import sample_per_class
 from ..engine import TrainConfig, fit, load_epoch_checkpoint
 from ..models import MODEL_SPEC_HELP
-from ..results import Table
 from ..robust import (
     ABSLD,
-    ARD,
-    RSLAD,
+    CLASS_REDUCTIONS,
+    KL_REDUCTIONS,
+    RATE_DECAYS,
     AttackConfig,
-    Distiller,
-    NaturalObjective,
-    PGDATObjective,
-    TRADESObjective,
+    CropFlipVariants,
+    FairARD,
 )
+from ..robust.methods import (
+    METHOD_SETTINGS,
+    METHODS,
+    build_distiller,
+    canonical_entry,
+    entry_label,
+    parse_entry,
+)
+from ..robust.splits import StudyParts
 from .common import StudyConfig, build_model, like
-from .robust_report import attack_order, method_summary, write_report
+from .robust_presets import FULL, QUICK, RECIPES
+from .robust_report import headline, summary, write_report
+from .robust_setup import (
+    TEACHER_SEED,
+    check_data,
+    load_parts,
+    study_augment,
+    teacher_cache,
+    train_teacher,
+)
 from .sweep import Cell, Stage, Study
 
-__all__ = ["METHODS", "QUICK", "STUDY", "TEACHER_METHODS", "RobustStudyConfig"]
+__all__ = ["METHODS", "QUICK", "STUDY", "TEACHER_METHODS", "RobustStudyConfig",
+           "parse_method"]
 
-METHODS = ("rslad", "absld", "ard")
 TEACHER_METHODS = ("trades", "pgd_at", "natural")
 
 
@@ -65,6 +94,15 @@ class RobustStudyConfig(StudyConfig):
     val_fraction: float = field(default=0.1, metadata=field_help(
         "share of the training part held out to choose each student's checkpoint", low=0.0,
         high=1.0, low_open=True, high_open=True))
+    per_class: int | None = field(default=None, metadata=field_help(
+        "use a class-balanced subset of the training part: this many images per class "
+        "(validation included); default: all", low=1))
+    val_per_class: int | None = field(default=None, metadata=field_help(
+        "hold out this many images per class of the training part to choose each student's "
+        "checkpoint (replaces --val-fraction)", low=1))
+    test_per_class: int | None = field(default=None, metadata=field_help(
+        "score on a class-balanced part of the test split, this many images per class; "
+        "default: all", low=1))
     eps: float = field(default=0.3, metadata=field_help(
         "L-inf attack radius in pixel units of [0, 1] images (fractions such as 8/255 work)",
         low=0.0))
@@ -89,8 +127,10 @@ class RobustStudyConfig(StudyConfig):
     model: str = like("model", "convnet", "student model: " + MODEL_SPEC_HELP)
     model_args: tuple[str, ...] = like("model_args", ("width=16",),
                                        "student model options as KEY=VALUE")
-    methods: tuple[str, ...] = field(default=METHODS, metadata=field_help(
-        "distillation methods", choices=METHODS, nonempty=True, unique=True))
+    methods: tuple[str, ...] = field(default=("rslad", "absld", "ard"), metadata=field_help(
+        "distillation methods, each " + ", ".join(METHODS) + ", optionally with settings "
+        "of its own as NAME:FIELD=VALUE[,FIELD=VALUE] (absld:tau_rate=0.03) that run beside "
+        "the others in the same folder", nonempty=True, unique=True))
     seeds: tuple[int, ...] = like("seeds", (0, 1, 2), "student seeds, one cell each")
     epochs: int = field(default=20, metadata=field_help("student epochs", low=1))
     batch_size: int = field(default=128, metadata=field_help("batch size", low=1))
@@ -104,16 +144,49 @@ class RobustStudyConfig(StudyConfig):
     tau_min: float = field(default=0.5, metadata=field_help(
         "ABSLD temperature lower bound", low=0.0, low_open=True))
     tau_max: float = field(default=5.0, metadata=field_help("ABSLD temperature upper bound"))
-    tau_rate: float = field(default=0.1, metadata=field_help("ABSLD temperature step",
-                                                             low=0.0))
+    tau_rate: float = field(default=0.1, metadata=field_help(
+        "ABSLD temperature step eta (the paper: 0.1)", low=0.0, low_open=True))
     official_product: bool = field(default=False, metadata=field_help(
-        "ABSLD as the official code: both labels divided by tau_adv * tau_nat"))
+        "ABSLD as the official code: both labels divided by tau_adv * tau_nat (a defect of "
+        "that code; default: the paper's separate temperatures)"))
+    shared_temperatures: bool = field(default=False, metadata=field_help(
+        "ABSLD with one temperature vector, updated from the adversarial risk, for both "
+        "terms (an ablation; the paper has two)"))
+    class_reduction: str = field(default="sum", metadata=field_help(
+        "how a class's examples combine over an epoch into ABSLD's class risk and Fair-ARD's "
+        "survived steps: sum (the official code of both) or mean", choices=CLASS_REDUCTIONS))
+    rate_decay: str = field(default="after", metadata=field_help(
+        "when ABSLD's rate is multiplied by 0.1 at a learning-rate decay: after that epoch's "
+        "temperature update, or before it (the official code)", choices=RATE_DECAYS))
+    kl_reduction: str = field(default="batchmean", metadata=field_help(
+        "KL of every distiller: batchmean (summed over classes, averaged over the batch) or "
+        "mean (averaged over batch x classes = batchmean / K, the official code of ARD, "
+        "Fair-ARD, RSLAD and ABSLD; pair it with a 10x larger lr for the same step)",
+        choices=KL_REDUCTIONS))
+    fair_beta: float = field(default=2.0, metadata=field_help(
+        "Fair-ARD exponent beta of the class weights (1 / kappa_k) ** beta", low=0.0))
+    teacher_cache: bool = field(default=False, metadata=field_help(
+        "compute the teacher's logits of every crop/flip variant of every training image "
+        "once, instead of on every batch of every student (the same targets; pays when "
+        "students x epochs exceed the variants, 162 for CIFAR's flip_crop)"))
     ard_temperature: float = field(default=30.0, metadata=field_help(
         "ARD temperature", low=0.0, low_open=True))
     ard_alpha: float = field(default=1.0, metadata=field_help(
         "ARD distillation weight", low=0.0, high=1.0))
     trades_beta: float = field(default=6.0, metadata=field_help("TRADES beta", low=0.0))
+    lr_decays: tuple[float, ...] = field(default=(0.75, 0.9), metadata=field_help(
+        "shares of training after which the learning rate (teacher and students) and ABSLD's "
+        "rate are multiplied by 0.1, rounded to epochs (the official 215, 260, 285 of 300: "
+        "0.72 0.87 0.95)", low=0.0, high=1.0, low_open=True, high_open=True, nonempty=True,
+        unique=True))
     out: str = like("out", "runs/robust")
+
+    def __post_init__(self) -> None:
+        # One spelling per method entry, so that the cell keys of a folder stay the same
+        # however a setting was typed (absld:tau_rate=.03 and absld:tau_rate=0.03).
+        object.__setattr__(self, "methods", tuple(canonical_entry(m, METHOD_SETTINGS)
+                                                  for m in self.methods))
+        super().__post_init__()
 
     def check(self) -> None:
         self.no_streaming("robust distillation scores every checkpoint under attack on held-"
@@ -121,6 +194,21 @@ class RobustStudyConfig(StudyConfig):
         if self.tau_min > self.tau_max:
             raise ValueError(f"tau_min must be <= tau_max, got tau_min={self.tau_min} > "
                              f"tau_max={self.tau_max}")
+        if self.official_product and self.shared_temperatures:
+            raise ValueError("official_product multiplies the adversarial and the natural "
+                             "temperature vectors, but shared_temperatures keeps only one: "
+                             "choose one of them")
+        if self.per_class is not None and self.val_per_class is not None \
+                and self.val_per_class >= self.per_class:
+            raise ValueError(f"val_per_class must be < per_class (some images must remain "
+                             f"for training), got {self.val_per_class} >= {self.per_class}")
+        # ARD multiplies by T**2, which must stay a normal float32 number.
+        check_temperature("ard_temperature", self.ard_temperature, squared=True)
+        if self.teacher_cache:
+            CropFlipVariants.of(augmentation(self.augment))
+        for method in self.methods:
+            if parse_method(method)[1]:
+                method_config(self, method)  # its own settings must make a valid config
         self.attack()
         self.train_config(0, self.epochs)
         self.train_config(0, self.teacher_epochs)
@@ -130,9 +218,10 @@ class RobustStudyConfig(StudyConfig):
         return AttackConfig(self.eps, self.alpha, self.train_steps)
 
     def train_config(self, seed: int, epochs: int) -> TrainConfig:
-        """SGD with momentum 0.9 and steps x0.1 at 3/4 and 9/10 of training (as RSLAD's
-        215/260 of 300, rounded to this length); a checkpoint every ``select_every`` epochs."""
-        milestones = tuple(sorted({m for m in (round(0.75 * epochs), round(0.9 * epochs))
+        """SGD with momentum 0.9 and steps x0.1 after ``lr_decays`` of training (default 3/4
+        and 9/10, as RSLAD's 215/260 of 300, rounded to this length); a checkpoint every
+        ``select_every`` epochs."""
+        milestones = tuple(sorted({m for m in (round(f * epochs) for f in self.lr_decays)
                                    if 0 < m < epochs}))
         return TrainConfig(epochs=epochs, batch_size=self.batch_size, optimizer="sgd",
                            lr=self.lr, momentum=0.9, weight_decay=self.weight_decay,
@@ -140,36 +229,23 @@ class RobustStudyConfig(StudyConfig):
                            checkpoint_every=self.select_every, seed=seed, **self.engine())
 
 
-#: ``--quick``: digits, small models, a few epochs; well under a minute.
-QUICK: dict[str, Any] = {
-    "out": "runs/robust-quick", "eps": 0.1, "alpha": 0.025, "train_steps": 3,
-    "eval_steps": 5, "teacher_epochs": 6, "epochs": 6, "seeds": (0, 1),
-    "teacher_args": ("width=32", "depth=2"), "model_args": ("width=8", "depth=2"),
-    "batch_size": 64, "select_every": 2, "autoattack": False,
-}
-
-#: ``reproduce --full``: the MNIST run of ``docs/results.md``.
-FULL: tuple[str, tuple[dict[str, Any], ...]] = ("mnist", (
-    {"dataset": "mnist", "source_split": "test", "test_fraction": 0.2, "eps": 0.3,
-     "alpha": 0.04, "train_steps": 10, "eval_steps": 20, "eval_alpha": 0.03,
-     "teacher_args": ("width=32",), "model_args": ("width=16",), "teacher_epochs": 10,
-     "epochs": 10, "select_every": 2, "seeds": (0, 1, 2), "autoattack_images": 100},
-))
-
-# Seed of the teacher's initialisation and of its attacks, apart from the students' seeds.
-_TEACHER_SEED = 0
+def parse_method(entry: str) -> tuple[str, dict[str, Any]]:
+    """``"absld:tau_rate=0.03"`` -> ``("absld", {"tau_rate": 0.03})``
+    (:func:`~softlabels.robust.methods.parse_entry` with the fields each method reads)."""
+    return parse_entry(entry, METHOD_SETTINGS)
 
 
-@dataclass
-class _Data:
-    train: ImageDataset
-    val: ImageDataset
-    test: ImageDataset
+def method_config(config: RobustStudyConfig, entry: str) -> RobustStudyConfig:
+    """The config a method entry's cells run with: its own settings replace those fields."""
+    name, overrides = parse_method(entry)
+    fields = {f.name: getattr(config, f.name) for f in dataclasses.fields(config)}
+    return build_config(type(config), fields, {"methods": (name,), **overrides})
 
 
 def plan(config: RobustStudyConfig, rows: Sequence[dict[str, Any]]) -> list[Stage]:
-    """The teacher, then every (method, seed) student."""
-    students = tuple(Cell({"method": method, "seed": seed}, f"{method}-s{seed}")
+    """The teacher, then every (method entry, seed) student."""
+    students = tuple(Cell({"method": method, "seed": seed},
+                          f"{entry_label(method)}-s{seed}")
                      for seed in config.seeds for method in config.methods)
     return [Stage("teacher", (Cell({"phase": "teacher"}, "teacher"),)),
             Stage("students", students)]
@@ -179,34 +255,17 @@ def run_cell(config: RobustStudyConfig, cell: Cell, folder: Path, *,
              show_progress: bool | None = None) -> dict[str, Any]:
     """Train (or load) the teacher and score it, or distil and score one student."""
     began = time.perf_counter()
-    data = _load(config)
-    teacher = _teacher(config, folder, data, show_progress)
+    data = load_parts(config)
+    teacher = train_teacher(config, folder, data, show_progress)
     if cell.key.get("phase") == "teacher":
-        return {"teacher_method": config.teacher_method,
-                "scores": _scores(teacher, data.test, config, _TEACHER_SEED),
-                "seconds": time.perf_counter() - began}
-    return {**_student(config, folder, data, teacher, cell.key["method"], cell.key["seed"],
-                       show_progress), "seconds": time.perf_counter() - began}
-
-
-@functools.lru_cache(maxsize=4)
-def _load_parts(dataset: str, data_root: str | None, source_split: str | None,
-                test_fraction: float, val_fraction: float) -> _Data:
-    if source_split is not None:
-        source = load_dataset(dataset, data_root, split=source_split)
-        train_part, test_part = train_val_split(source.labels, test_fraction, seed=0)
-        train, test = source.subset(train_part), source.subset(test_part)
-    else:
-        train = load_dataset(dataset, data_root, split="train")
-        test = load_dataset(dataset, data_root, split="test")
-    fit_part, val_part = train_val_split(train.labels, val_fraction, seed=1)
-    return _Data(train.subset(fit_part), train.subset(val_part), test)
-
-
-def _load(config: RobustStudyConfig) -> _Data:
-    """Training, validation and test parts, loaded once per process."""
-    return _load_parts(config.dataset, config.data_root, config.source_split,
-                       config.test_fraction, config.val_fraction)
+        row: dict[str, Any] = {"teacher_method": config.teacher_method,
+                               "scores": _scores(teacher, data.test, config, TEACHER_SEED)}
+        cache = teacher_cache(config, folder, data, teacher)  # ready for every student
+        if cache is not None:
+            row["teacher_cache_variants"] = cache.variants.count
+        return {**row, "seconds": time.perf_counter() - began}
+    return {**_student(config, folder, data, teacher, cell, show_progress),
+            "seconds": time.perf_counter() - began}
 
 
 def _attacks(config: RobustStudyConfig, seed: int) -> dict[str, Any]:
@@ -217,33 +276,16 @@ def _attacks(config: RobustStudyConfig, seed: int) -> dict[str, Any]:
                             seed=seed, include_autoattack=with_autoattack)
 
 
-def _teacher(config: RobustStudyConfig, folder: Path, data: _Data,
-             show_progress: bool | None) -> nn.Module:
-    """The robust teacher, trained once (a finished one loads from its checkpoint)."""
-    teacher = build_model(config.teacher_model, config.teacher_args, data.train, _TEACHER_SEED)
-    generator = torch.Generator().manual_seed(_TEACHER_SEED)
-    objective = {"trades": lambda: TRADESObjective(config.attack(), config.trades_beta,
-                                                   generator),
-                 "pgd_at": lambda: PGDATObjective(config.attack(), generator),
-                 "natural": NaturalObjective}[config.teacher_method]()
-    fit(teacher, data.train.images, data.train.labels,
-        config.train_config(_TEACHER_SEED, config.teacher_epochs), objective=objective,
-        hooks=[objective], augment=augmentation(config.augment, min(data.train.image_size)),
-        checkpoint_dir=folder / "checkpoints" / "teacher", device=config.device,
-        logger=config.logger,
-        show_progress=show_progress)
-    return teacher.eval()
-
-
-def _scores(model: nn.Module, data: ImageDataset, config: RobustStudyConfig, seed: int
-            ) -> dict[str, dict[str, Any]]:
-    """Scores under every attack; AutoAttack on a class-balanced subset of the images."""
+def _scores(model: nn.Module, data: ImageDataset, config: RobustStudyConfig, seed: int,
+            autoattack: bool = True) -> dict[str, dict[str, Any]]:
+    """Scores under every attack; AutoAttack (unless ``autoattack`` is False) on a
+    class-balanced subset of the images."""
     attacks = _attacks(config, seed)
     cheap = {name: attack for name, attack in attacks.items() if name != "autoattack"}
     results = robust_evaluate(model, data.images, data.labels, cheap,
                               num_classes=data.num_classes, device=config.device)
     scores = {name: result.as_dict() for name, result in results.items()}
-    if "autoattack" in attacks:
+    if "autoattack" in attacks and autoattack:
         per_class = max(1, config.autoattack_images // data.num_classes)
         counts = torch.bincount(data.labels, minlength=data.num_classes)
         subset = data.subset(sample_per_class(data.labels, min(per_class, int(counts.min())),
@@ -255,30 +297,24 @@ def _scores(model: nn.Module, data: ImageDataset, config: RobustStudyConfig, see
     return scores
 
 
-def _distiller(config: RobustStudyConfig, method: str, student: nn.Module,
-               teacher: nn.Module, num_classes: int, seed: int) -> Distiller:
-    generator = torch.Generator().manual_seed(seed)
-    attack = config.attack()
-    if method == "ard":
-        return ARD(student, teacher, attack, temperature=config.ard_temperature,
-                   alpha=config.ard_alpha, generator=generator)
-    if method == "rslad":
-        return RSLAD(student, teacher, attack, generator=generator)
-    milestones = config.train_config(seed, config.epochs).resolved_milestones()
-    return ABSLD(student, teacher, attack, num_classes, low=config.tau_min,
-                 high=config.tau_max, rate=config.tau_rate, decay_epochs=milestones,
-                 official_product=config.official_product, generator=generator)
-
-
-def _student(config: RobustStudyConfig, folder: Path, data: _Data, teacher: nn.Module,
-             method: str, seed: int, show_progress: bool | None) -> dict[str, Any]:
-    """Distil, choose the checkpoint on validation PGD, score it on the test part."""
+def _student(config: RobustStudyConfig, folder: Path, data: StudyParts, teacher: nn.Module,
+             cell: Cell, show_progress: bool | None) -> dict[str, Any]:
+    """Distil; score the last epoch and the checkpoint chosen on validation PGD on the test
+    part."""
+    entry, seed = cell.key["method"], cell.key["seed"]
+    own = method_config(config, entry)
     student = build_model(config.model, config.model_args, data.train, seed)
-    distiller = _distiller(config, method, student, teacher, data.train.num_classes, seed)
+    cache = teacher_cache(config, folder, data, teacher)
     recipe = config.train_config(seed, config.epochs)
-    checkpoints = folder / "checkpoints" / f"{method}-s{seed}"
-    fit(student, data.train.images, data.train.labels, recipe, objective=distiller.objective,
-        hooks=[distiller], augment=augmentation(config.augment, min(data.train.image_size)),
+    distiller = build_distiller(parse_method(entry)[0], student, teacher, own.attack(),
+                                data.train.num_classes, dataclasses.asdict(own), seed=seed,
+                                decay_epochs=recipe.resolved_milestones(),
+                                teacher_cache=cache)
+    checkpoints = folder / "checkpoints" / cell.name
+    labels = data.train.labels
+    fit(student, data.train.images, labels if cache is None else cache.targets(labels),
+        recipe, objective=distiller.objective, hooks=[distiller],
+        augment=study_augment(config, data) if cache is None else cache.augment,
         checkpoint_dir=checkpoints, device=config.device, logger=config.logger,
         show_progress=show_progress)
     final = checkpoints / f"epoch_{config.epochs:04d}.pt"
@@ -288,14 +324,25 @@ def _student(config: RobustStudyConfig, folder: Path, data: _Data, teacher: nn.M
     student.load_state_dict(load_epoch_checkpoint(checkpoints, selection["epoch"]))
     row: dict[str, Any] = {"selected_epoch": selection["epoch"],
                            "selection": selection["scores"],
-                           "scores": _scores(student, data.test, config, seed)}
+                           "scores": _scores(student, data.test, config, seed),
+                           "last_epoch": config.epochs}
+    # The last epoch without AutoAttack, which costs as much as training on a CPU.
+    student.load_state_dict(load_epoch_checkpoint(checkpoints, config.epochs))
+    row["last_scores"] = ({k: v for k, v in row["scores"].items() if k != "autoattack"}
+                          if selection["epoch"] == config.epochs
+                          else _scores(student, data.test, config, seed, autoattack=False))
     if isinstance(distiller, ABSLD):
         row["temperatures"] = {"adv": distiller.adv_temperatures.history,
                                "nat": distiller.nat_temperatures.history}
+        risks = distiller.risk_history
+        row["class_risks"] = {"adv": [r[0] for r in risks], "nat": [r[1] for r in risks]}
+    if isinstance(distiller, FairARD):
+        row["fair_ard"] = {"kappa": distiller.kappa_history,
+                           "weights": distiller.weight_history}
     return row
 
 
-def _select_checkpoint(config: RobustStudyConfig, data: _Data, student: nn.Module,
+def _select_checkpoint(config: RobustStudyConfig, data: StudyParts, student: nn.Module,
                        checkpoints: Path, seed: int) -> dict[str, Any]:
     """The saved epoch with the best validation PGD average + worst-class accuracy; every
     candidate meets the same attack starts (drawn from ``seed``)."""
@@ -314,34 +361,9 @@ def _select_checkpoint(config: RobustStudyConfig, data: _Data, student: nn.Modul
     return {"epoch": int(best), "scores": scores}
 
 
-def summary(config: RobustStudyConfig, rows: Sequence[dict[str, Any]]) -> list[Table]:
-    """Accuracy / worst class / NSD under each attack, mean over seeds, per method."""
-    methods = method_summary(rows)
-    scored = [r for r in rows if "method" in r]
-    attacks = attack_order(list(scored[0]["scores"])) if scored else []
-    table = Table(f"{config.dataset}: accuracy (%) / worst class (%) / NSD, mean over seeds",
-                  ("method", *attacks), notes=[f"report: {config.out}/report.md"])
-    for method, per_attack in methods.items():
-        table.rows.append((method, *(f"{100 * per_attack[a]['accuracy'][0]:.1f} / "
-                                     f"{100 * per_attack[a]['worst_class_accuracy'][0]:.1f} / "
-                                     f"{per_attack[a]['nsd'][0]:.3f}" for a in attacks)))
-    return [table]
-
-
-def headline(rows: Sequence[dict[str, Any]]) -> list[str]:
-    """PGD accuracy, worst class and NSD of each method."""
-    lines = []
-    for method, per_attack in method_summary(rows).items():
-        name = next(a for a in per_attack if a.startswith("pgd"))
-        score = per_attack[name]
-        lines.append(f"{method}: {name} {100 * score['accuracy'][0]:.1f}%, worst class "
-                     f"{100 * score['worst_class_accuracy'][0]:.1f}%, NSD "
-                     f"{score['nsd'][0]:.3f}")
-    return lines
-
-
 STUDY = Study(name="robust",
               help="adversarial robustness distillation: ARD, RSLAD and anti-bias ABSLD",
               config_cls=RobustStudyConfig, quick=QUICK, plan=plan, run_cell=run_cell,
               report=write_report, summary=summary, headline=headline,
-              sweep_fields=("methods", "seeds", "autoattack"), full=FULL)
+              sweep_fields=("methods", "seeds", "autoattack"), check=check_data, full=FULL,
+              recipes=RECIPES)

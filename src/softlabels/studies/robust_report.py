@@ -2,8 +2,9 @@
 
 Per attack and method: average accuracy, worst-class accuracy and NSD (sample std / mean of the
 class-wise accuracies), each as mean ± sample std over seeds; the teacher's own scores for
-reference. Figures: class-wise PGD accuracy per method, and the ABSLD temperature
-trajectories of the first seed.
+reference; the same for the last epoch when the rows hold it, and each method's PGD scores
+minus the reference method's (RSLAD) seed by seed. Figures: class-wise PGD accuracy per
+method, and the ABSLD temperature trajectories of the first seed.
 """
 
 from __future__ import annotations
@@ -17,9 +18,11 @@ import numpy as np
 from matplotlib.figure import Figure
 
 from .._io import write_text
+from ..results import Table
 from .markdown import config_block, definitions, rule
 
-__all__ = ["attack_order", "method_summary", "write_report"]
+__all__ = ["attack_order", "headline", "method_summary", "paired_differences", "summary",
+           "write_report"]
 
 Row = dict[str, Any]
 _MEASURES = (("accuracy", "Avg"), ("worst_class_accuracy", "Worst"), ("nsd", "NSD"))
@@ -36,21 +39,72 @@ def _mean_std(values: Sequence[float]) -> tuple[float, float]:
     return statistics.fmean(values), statistics.stdev(values) if len(values) > 1 else 0.0
 
 
-def method_summary(rows: Sequence[Row]) -> dict[str, dict[str, dict[str, tuple[float, float]]]]:
-    """``{method: {attack: {measure: (mean, std)}}}`` over the seeds of each method (the
-    student rows; the teacher's row has no method)."""
+def _by_method(rows: Sequence[Row], scores: str = "scores") -> dict[str, list[Row]]:
     by_method: dict[str, list[Row]] = {}
     for row in rows:
-        if "method" in row:
+        if "method" in row and scores in row:
             by_method.setdefault(row["method"], []).append(row)
+    return by_method
+
+
+def method_summary(rows: Sequence[Row], scores: str = "scores"
+                   ) -> dict[str, dict[str, dict[str, tuple[float, float]]]]:
+    """``{method: {attack: {measure: (mean, std)}}}`` over the seeds of each method (the
+    student rows; the teacher's row has no method). ``scores``: ``"scores"`` (the
+    validation-selected checkpoint) or ``"last_scores"`` (the last epoch)."""
     summary: dict[str, dict[str, dict[str, tuple[float, float]]]] = {}
-    for method, members in by_method.items():
-        attacks = members[0]["scores"]
+    for method, members in _by_method(rows, scores).items():
+        attacks = members[0][scores]
         summary[method] = {
-            attack: {key: _mean_std([m["scores"][attack][key] for m in members])
+            attack: {key: _mean_std([m[scores][attack][key] for m in members])
                      for key, _ in _MEASURES}
             for attack in attacks}
     return summary
+
+
+def paired_differences(rows: Sequence[Row], reference: str = "rslad", scores: str = "scores"
+                       ) -> dict[str, dict[int, dict[str, float]]]:
+    """``{method: {seed: {measure: method - reference}}}`` under PGD, for the seeds both
+    have: a method and the reference share a seed's student initialisation and data order."""
+    by_method = _by_method(rows, scores)
+    base = {r["seed"]: r[scores] for r in by_method.get(reference, [])}
+    found: dict[str, dict[int, dict[str, float]]] = {}
+    for method, members in by_method.items():
+        if method == reference:
+            continue
+        for row in members:
+            pgd = next((a for a in row[scores] if a.startswith("pgd")), None)
+            if row["seed"] in base and pgd in base[row["seed"]]:
+                found.setdefault(method, {})[row["seed"]] = {
+                    key: row[scores][pgd][key] - base[row["seed"]][pgd][key]
+                    for key, _ in _MEASURES}
+    return found
+
+
+def summary(config: Any, rows: Sequence[Row]) -> list[Table]:
+    """Accuracy / worst class / NSD under each attack, mean over seeds, per method."""
+    methods = method_summary(rows)
+    scored = [r for r in rows if "method" in r]
+    attacks = attack_order(list(scored[0]["scores"])) if scored else []
+    table = Table(f"{config.dataset}: accuracy (%) / worst class (%) / NSD, mean over seeds",
+                  ("method", *attacks), notes=[f"report: {config.out}/report.md"])
+    for method, per_attack in methods.items():
+        table.rows.append((method, *(f"{100 * per_attack[a]['accuracy'][0]:.1f} / "
+                                     f"{100 * per_attack[a]['worst_class_accuracy'][0]:.1f} / "
+                                     f"{per_attack[a]['nsd'][0]:.3f}" for a in attacks)))
+    return [table]
+
+
+def headline(rows: Sequence[Row]) -> list[str]:
+    """PGD accuracy, worst class and NSD of each method."""
+    lines = []
+    for method, per_attack in method_summary(rows).items():
+        name = next(a for a in per_attack if a.startswith("pgd"))
+        score = per_attack[name]
+        lines.append(f"{method}: {name} {100 * score['accuracy'][0]:.1f}%, worst class "
+                     f"{100 * score['worst_class_accuracy'][0]:.1f}%, NSD "
+                     f"{score['nsd'][0]:.3f}")
+    return lines
 
 
 def write_report(config: Any, folder: Path, rows: Sequence[Row], figures: bool) -> None:
@@ -81,7 +135,26 @@ def write_report(config: Any, folder: Path, rows: Sequence[Row], figures: bool) 
             cells += [f"{100 * score['accuracy']:.1f}",
                       f"{100 * score['worst_class_accuracy']:.1f}", f"{score['nsd']:.3f}"]
         lines.append(f"| teacher ({teacher['teacher_method']}) | " + " | ".join(cells) + " |")
-    for method, per_attack in method_summary(rows).items():
+    lines += _method_lines(rows, attacks, "scores")
+    last = next((r["last_scores"] for r in rows if "last_scores" in r), None)
+    if last is not None:
+        kept = [a for a in attacks if a in last]  # AutoAttack scores the selected one only
+        lines += ["", "The same at the last epoch of every student (without AutoAttack):", "",
+                  "| method | " + " | ".join(f"{a} {t}" for a in kept for _, t in _MEASURES)
+                  + " |", rule("l" + "r" * (len(kept) * len(_MEASURES))),
+                  *_method_lines(rows, kept, "last_scores")]
+    lines += _paired_lines(rows)
+    lines += ["", "Selected student epochs (validation PGD average + worst): "
+              + ", ".join(f"{r['method']} s{r['seed']}: {r['selected_epoch']}" for r in rows), ""]
+    lines += [f"![{_FIGURE_TITLES[name]}]({name})" for name in made]
+    lines += ["", "Measures:", "", *definitions("Worst", "NSD"), ""]
+    lines += config_block(config)
+    write_text(folder / "report.md", "\n".join(lines))
+
+
+def _method_lines(rows: Sequence[Row], attacks: Sequence[str], scores: str) -> list[str]:
+    lines = []
+    for method, per_attack in method_summary(rows, scores).items():
         cells = []
         for attack in attacks:
             for key, _ in _MEASURES:
@@ -89,12 +162,22 @@ def write_report(config: Any, folder: Path, rows: Sequence[Row], figures: bool) 
                 cells.append(f"{mean:.3f} ± {std:.3f}" if key == "nsd"
                              else f"{100 * mean:.1f} ± {100 * std:.1f}")
         lines.append(f"| {method} | " + " | ".join(cells) + " |")
-    lines += ["", "Selected student epochs (validation PGD average + worst): "
-              + ", ".join(f"{r['method']} s{r['seed']}: {r['selected_epoch']}" for r in rows), ""]
-    lines += [f"![{_FIGURE_TITLES[name]}]({name})" for name in made]
-    lines += ["", "Measures:", "", *definitions("Worst", "NSD"), ""]
-    lines += config_block(config)
-    write_text(folder / "report.md", "\n".join(lines))
+    return lines
+
+
+def _paired_lines(rows: Sequence[Row]) -> list[str]:
+    """Per seed, each method's PGD scores minus RSLAD's (validation-selected checkpoints)."""
+    pairs = paired_differences(rows)
+    if not pairs:
+        return []
+    lines = ["", "PGD scores minus RSLAD's, seed by seed (accuracy points / NSD; "
+             "validation-selected checkpoints):", "",
+             "| method | seed | Avg | Worst | NSD |", rule("lrrrr")]
+    for method, seeds in pairs.items():
+        for seed, diff in sorted(seeds.items()):
+            lines.append(f"| {method} | {seed} | {100 * diff['accuracy']:+.1f} | "
+                         f"{100 * diff['worst_class_accuracy']:+.1f} | {diff['nsd']:+.3f} |")
+    return lines
 
 
 _FIGURE_TITLES = {"classwise_robust.png": "Class-wise PGD accuracy of each method",

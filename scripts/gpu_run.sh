@@ -52,7 +52,7 @@ if [ "${#studies[@]}" -gt 0 ]; then
     # One reproduce call: it writes one report over the study folders, and each study
     # resumes its own folder on a second call.
     part "presets-${studies[*]// /-}" "$PY" -m softlabels reproduce --full --recipe paper \
-        --studies "${studies[@]}" --data-root "$DATA" --out "$OUT/reproduce"
+        --studies "${studies[@]}" --data-root "$DATA" --device cuda --out "$OUT/reproduce"
 else
     echo "presets: skipped (no cifar10/ or camvid/ under DATA)" | tee -a "$OUT/times.txt"
 fi

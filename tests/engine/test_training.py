@@ -1,5 +1,6 @@
 """Tests of the training engine: fit, evaluate, checkpoints and resume."""
 
+import dataclasses
 import sys
 from pathlib import Path
 
@@ -112,6 +113,44 @@ def test_resume_equals_uninterrupted_run(tmp_path: Path) -> None:
     assert len(resumed.history) == 6
     for pa, pb in zip(full.model.parameters(), resumed.model.parameters(), strict=True):
         assert torch.allclose(pa, pb, atol=1e-6)
+
+
+def test_a_save_interval_writes_the_first_due_and_last_epochs_and_still_resumes_exactly(
+        tmp_path: Path) -> None:
+    """With an hour between writes, ``last.pt`` holds epoch 1 (then 4, a kept checkpoint)
+    when epoch 5 fails; the resumed run redoes epochs 5-6 and ends where the whole one does."""
+    x, y = blobs()
+    config = dataclasses.replace(CONFIG, save_interval=3600.0, checkpoint_every=4)
+    full = fit(tiny_model(), x, y, CONFIG, device="cpu", show_progress=False)
+    steps_per_epoch = -(-x.shape[0] // CONFIG.batch_size)
+    seen: list[int] = []
+
+    def stop_in_epoch_five(batch: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+        seen.append(1)
+        if len(seen) == 1:  # after epoch 1's write, only epoch 4 may write
+            assert not (tmp_path / "last.pt").exists()
+        if len(seen) == steps_per_epoch + 1:
+            assert torch.load(tmp_path / "last.pt", weights_only=True)["epoch"] == 1
+        if len(seen) == 2 * steps_per_epoch + 1:  # epoch 2 wrote nothing
+            assert torch.load(tmp_path / "last.pt", weights_only=True)["epoch"] == 1
+        if len(seen) > 4 * steps_per_epoch:
+            raise KeyboardInterrupt
+        return batch
+
+    with pytest.raises(KeyboardInterrupt):
+        fit(tiny_model(), x, y, config, augment=stop_in_epoch_five, checkpoint_dir=tmp_path,
+            device="cpu", show_progress=False)
+    assert torch.load(tmp_path / "last.pt", weights_only=True)["epoch"] == 4
+    # Another interval resumes the same checkpoint: the interval is not in the fingerprint.
+    resumed = fit(tiny_model(seed=99), x, y, dataclasses.replace(config, save_interval=0.0),
+                  augment=lambda b, g: b, checkpoint_dir=tmp_path, device="cpu",
+                  show_progress=False)
+    assert resumed.start_epoch == 4
+    assert torch.load(tmp_path / "last.pt", weights_only=True)["epoch"] == CONFIG.epochs
+    for pa, pb in zip(full.model.parameters(), resumed.model.parameters(), strict=True):
+        assert torch.allclose(pa, pb, atol=1e-6)
+    with pytest.raises(ValueError, match="save_interval"):
+        TrainConfig(save_interval=-1.0)
 
 
 def test_resume_refuses_a_different_config(tmp_path: Path) -> None:

@@ -56,6 +56,12 @@ class TrainConfig:
         channels_last: NHWC memory layout for the model and its 4-D inputs (faster
             convolutions on recent GPUs).
         compile: ``torch.compile`` the model in place before training.
+        save_interval: seconds between two writes of the resumable ``last.pt`` (and of
+            ``history.csv``): after an epoch the state is written only when this much time has
+            passed since the last write, or the epoch is the first or the last of the run or
+            one whose weights ``checkpoint_every`` keeps. 0 = after every epoch. A killed run
+            repeats at most this much training, exactly (a resume from any saved epoch gives
+            the same result); not part of the checkpoint's fingerprint.
     """
 
     epochs: int = 30
@@ -76,6 +82,7 @@ class TrainConfig:
     precision: str = "fp32"
     channels_last: bool = False
     compile: bool = False
+    save_interval: float = 0.0
 
     def __post_init__(self) -> None:
         check_positive_int("epochs", self.epochs)
@@ -96,6 +103,7 @@ class TrainConfig:
             if not isinstance(getattr(self, name), bool):
                 raise TypeError(f"{name} must be a bool, got {getattr(self, name)!r}")
         check_range("gamma", self.gamma, 0.0, 1.0)
+        check_range("save_interval", self.save_interval, 0.0, float("inf"))
         if not isinstance(self.milestones, tuple | list) or not all(
             isinstance(m, int) and not isinstance(m, bool) for m in self.milestones
         ):

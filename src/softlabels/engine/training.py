@@ -200,7 +200,10 @@ def fit(
     history: list[dict[str, float]] = []
     folder = Path(checkpoint_dir) if checkpoint_dir is not None else None
     _, sample_y = source.sample()
-    fingerprint = {"config": config.to_dict(), "num_samples": len(source),
+    # How often the state is written does not change the run, so a checkpoint written under
+    # another save_interval (or before the field existed) still resumes.
+    recipe = {k: v for k, v in config.to_dict().items() if k != "save_interval"}
+    fingerprint = {"config": recipe, "num_samples": len(source),
                    "target_shape": list(sample_y.shape[1:]),
                    "soft": sample_y.is_floating_point()}
     start_epoch = 0
@@ -222,6 +225,7 @@ def fit(
     began = time.perf_counter()
     final: EvalResult | None = None
     with progress(config.epochs, "train", show_progress, start=start_epoch) as bar:
+        saved_at = time.perf_counter()
         for epoch in range(start_epoch + 1, config.epochs + 1):
             tick = time.perf_counter()
             means = step.epoch(source, generator, epoch, target_device)
@@ -239,11 +243,13 @@ def fit(
                 record["eval_accuracy"] = final.accuracy
             record["seconds"] = time.perf_counter() - tick
             history.append(record)
-            if folder is not None and ranks.is_main:
-                save_state(folder, epoch, config, fingerprint, model, optimizer, scheduler,
-                           scaler, generator, history, hooks)
-            if log is not None:
-                log.write(history)
+            if _save_due(config, epoch, start_epoch, saved_at):
+                saved_at = time.perf_counter()
+                if folder is not None and ranks.is_main:
+                    save_state(folder, epoch, config, fingerprint, model, optimizer,
+                               scheduler, scaler, generator, history, hooks)
+                if log is not None:
+                    log.write(history)
             bar.advance(f"loss {means['loss']:.4f}" + (
                 f" acc {record['eval_accuracy']:.4f}" if "eval_accuracy" in record else ""))
     if evaluation is not None and final is None:  # resumed after the last epoch
@@ -254,6 +260,13 @@ def fit(
     barrier()  # rank 0's last checkpoint is on disk before any rank reads an epoch's weights
     return FitResult(model=model, history=history, final=final, start_epoch=start_epoch,
                      seconds=time.perf_counter() - began)
+
+
+def _save_due(config: TrainConfig, epoch: int, start_epoch: int, saved_at: float) -> bool:
+    """Whether ``epoch``'s state is written (see :attr:`TrainConfig.save_interval`)."""
+    return (epoch in (start_epoch + 1, config.epochs)
+            or bool(config.checkpoint_every and epoch % config.checkpoint_every == 0)
+            or time.perf_counter() - saved_at >= config.save_interval)
 
 
 def _check_run(config: TrainConfig, device: torch.device, samples: int, ranks: World) -> None:

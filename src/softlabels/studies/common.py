@@ -28,6 +28,11 @@ from ..runtime import DEVICE_CHOICES, build_seeded
 __all__ = ["DataSpec", "StudyConfig", "build_model", "like", "model_builder",
            "parse_model_args"]
 
+#: Seconds between two writes of a training run's resumable state in the studies: a killed
+#: cell repeats at most this much training, and runs of many tiny epochs (digits, IPC 1
+#: students) no longer spend most of their time writing and syncing ``last.pt``.
+SAVE_INTERVAL = 10.0
+
 
 @dataclass(frozen=True)
 class StudyConfig:
@@ -97,7 +102,7 @@ class StudyConfig:
     def engine(self) -> dict[str, Any]:
         """The :class:`~softlabels.engine.TrainConfig` fields every training run shares."""
         return {"precision": self.precision, "channels_last": self.channels_last,
-                "compile": self.compile}
+                "compile": self.compile, "save_interval": SAVE_INTERVAL}
 
 
 def like(name: str, default: Any, help: str | None = None) -> Any:

@@ -27,7 +27,7 @@ def test_the_defaults_train_as_before_the_recipe_fields() -> None:
     config = seg.SegStudyConfig(crop=128)
     assert config.train_config(3) == TrainConfig(
         epochs=30, batch_size=8, optimizer="adamw", lr=3e-3, weight_decay=1e-4,
-        schedule="cosine", seed=3)
+        schedule="cosine", seed=3, save_interval=10.0)
     train = seg_cells._split("digit_scenes", None, False, "test")
     assert seg_cells._seg_loss(config, train, "ce+jml").smooth == 1e-3
     # The same steps in the same order: a resumed run draws the same augmentation.

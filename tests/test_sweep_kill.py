@@ -55,7 +55,7 @@ def _inside_a_cell(folder: Path, since: float, study: str) -> bool:
 @pytest.mark.parametrize("study", list(SWEEPS))
 def test_a_killed_driver_resumes_to_the_rows_of_an_uninterrupted_run(tmp_path: Path,
                                                                       study: str) -> None:
-    argv = [study, *SWEEPS[study], "--device", "cpu", "--cell-cpus", "2"]
+    argv = [study, *SWEEPS[study], "--device", "cpu", "--cell-cpus", "1"]
     assert main([*argv, "--out", str(tmp_path / "whole")]) == 0
     whole = _rows(tmp_path / "whole")
 

@@ -23,26 +23,12 @@ from softlabels.studies.robust_setup import load_parts
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
 
-@pytest.fixture(scope="session")
-def quick_run(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
-              ) -> Path:
-    """``robust --quick``: the session's reproduction's when other tests need it anyway, else
-    this study alone (a quarter of the reproduction's time)."""
-    here = Path(__file__).parent
-    if any("quick_reproduction" in getattr(item, "fixturenames", ())
-           and here not in item.path.parents for item in request.session.items):
-        return request.getfixturevalue("quick_reproduction") / "robust"
-    out = tmp_path_factory.mktemp("robust-quick")
-    assert main(["robust", "--quick", "--device", "cpu", "--out", str(out)]) == 0
-    return out
-
-
 def _rows(folder: Path) -> list[dict[str, Any]]:
     return [json.loads(line) for line in (folder / "results.jsonl").read_text().splitlines()]
 
 
-def test_one_row_per_method_and_seed(quick_run: Path) -> None:
-    rows = _rows(quick_run)
+def test_one_row_per_method_and_seed(quick_robust: Path) -> None:
+    rows = _rows(quick_robust)
     teacher = rows.pop(0)  # the first stage: the teacher, scored like the students
     assert teacher["phase"] == "teacher"
     assert teacher["teacher_method"] == "trades"
@@ -69,9 +55,9 @@ def test_one_row_per_method_and_seed(quick_run: Path) -> None:
         assert adv[-1] != adv[0]
 
 
-def test_absld_rows_log_the_class_risks_each_update_used(quick_run: Path) -> None:
+def test_absld_rows_log_the_class_risks_each_update_used(quick_robust: Path) -> None:
     config = RobustStudyConfig(**robust.QUICK)
-    for row in _rows(quick_run)[1:]:
+    for row in _rows(quick_robust)[1:]:
         assert set(row["last_scores"]) == set(row["scores"])  # AutoAttack is off in --quick
         assert row["last_epoch"] == config.epochs
         if row["method"] != "absld":
@@ -108,8 +94,8 @@ def test_paired_differences_match_seed_by_seed() -> None:
     assert pairs["absld"][1]["nsd"] == pytest.approx(0.0)
 
 
-def test_report_figures_and_teacher(quick_run: Path) -> None:
-    report = (quick_run / "report.md").read_text()
+def test_report_figures_and_teacher(quick_robust: Path) -> None:
+    report = (quick_robust / "report.md").read_text()
     assert "| method | clean Avg | clean Worst | clean NSD | fgsm Avg |" in report
     assert "| teacher (trades) |" in report
     for method in ("rslad", "absld", "ard"):
@@ -117,18 +103,18 @@ def test_report_figures_and_teacher(quick_run: Path) -> None:
     assert "The same at the last epoch of every student" in report
     assert "PGD scores minus RSLAD's, seed by seed" in report
     for name in ("classwise_robust.png", "temperatures.png"):
-        data = (quick_run / name).read_bytes()
+        data = (quick_robust / name).read_bytes()
         assert data.startswith(PNG_SIGNATURE), name
         assert f"]({name})" in report  # linked under its title
 
 
-def test_rerun_redoes_nothing(quick_run: Path) -> None:
-    before = (quick_run / "results.jsonl").read_text()
-    checkpoints = {p: p.stat().st_mtime_ns for p in (quick_run / "checkpoints").rglob("*.pt")}
-    assert main(["robust", "--quick", "--out", str(quick_run)]) == 0
+def test_rerun_redoes_nothing(quick_robust: Path) -> None:
+    before = (quick_robust / "results.jsonl").read_text()
+    checkpoints = {p: p.stat().st_mtime_ns for p in (quick_robust / "checkpoints").rglob("*.pt")}
+    assert main(["robust", "--quick", "--out", str(quick_robust)]) == 0
     assert {p: p.stat().st_mtime_ns
-            for p in (quick_run / "checkpoints").rglob("*.pt")} == checkpoints  # no retraining
-    assert (quick_run / "results.jsonl").read_text() == before
+            for p in (quick_robust / "checkpoints").rglob("*.pt")} == checkpoints  # no retraining
+    assert (quick_robust / "results.jsonl").read_text() == before
 
 
 @pytest.mark.parametrize(("changes", "message"), [

@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -95,6 +95,17 @@ def locked_elsewhere(tmp_path: Path) -> Iterator[Path]:
     finally:
         holder.kill()
         holder.wait()
+
+
+@pytest.fixture
+def lockable_elsewhere() -> Callable[[Path], bool]:
+    """Whether another process could take a run folder's lock (``.lock``) right now."""
+    def probe(folder: Path) -> bool:
+        code = ("import fcntl, sys; f = open(sys.argv[1], 'a+'); "
+                "fcntl.flock(f.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)")
+        return subprocess.run([sys.executable, "-c", code, str(folder / ".lock")],
+                              capture_output=True).returncode == 0
+    return probe
 
 
 @pytest.fixture(scope="session")

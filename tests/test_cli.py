@@ -19,15 +19,17 @@ def quick_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return out
 
 
-def test_help_lists_commands() -> None:
+def test_help_lists_commands(capsys: pytest.CaptureFixture) -> None:
     result = subprocess.run([sys.executable, "-m", "softlabels.cli", "--help"],
                             capture_output=True, text=True, check=True)
     assert "train" in result.stdout
-    sub = subprocess.run([sys.executable, "-m", "softlabels.cli", "train", "--help"],
-                         capture_output=True, text=True, check=True)
+    with pytest.raises(SystemExit) as exit_:
+        main(["train", "--help"])
+    assert exit_.value.code == 0
+    sub = capsys.readouterr().out
     for flag in ("--config", "--out", "--seeds", "--device", "--quick", "--ipc",
                  "--executor", "--workers", "--retries"):
-        assert flag in sub.stdout
+        assert flag in sub
 
 
 def test_no_command_prints_the_help(capsys: pytest.CaptureFixture) -> None:
@@ -136,6 +138,22 @@ def test_bad_input_exits_2_with_a_clear_message(tmp_path: Path, capsys: pytest.C
     assert message in capsys.readouterr().err
 
 
+@pytest.mark.parametrize(("argv", "message"), [
+    (["train", "--teacher-model", "vit"], "teacher_model: name must be one of"),
+    (["seg", "--teacher-args", "heads=4"], "teacher_args: model 'unet' got unexpected"),
+    (["robust", "--model", "nosuch.module:make"], "module 'nosuch.module' does not import"),
+    (["distill", "--model-args", "heads=4"], "model_args: model 'convnet' got unexpected"),
+    (["train", "--model", "json:loads_nothing"], "module 'json' has no attribute"),
+])
+def test_a_bad_model_is_refused_before_anything_runs(tmp_path: Path,
+                                                     capsys: pytest.CaptureFixture,
+                                                     argv: list[str], message: str) -> None:
+    out = tmp_path / "run"
+    assert main([*argv, "--quick", "--out", str(out)]) == 2
+    assert message in capsys.readouterr().err
+    assert not out.exists()  # refused with the config: no folder, no teacher trained
+
+
 def test_unknown_config_key(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     config = tmp_path / "c.yaml"
     config.write_text("epoch: 3\n")
@@ -167,7 +185,7 @@ def test_a_run_folder_from_an_older_version_resumes(tmp_path: Path) -> None:
     """A field the stored config predates does not block resuming while at its default."""
     import json
 
-    from softlabels.studies.run_folder import prepare_run_folder
+    from softlabels.studies.run_folder import prepare_run_folder, release_run_folder
     from softlabels.studies.train import TrainStudyConfig
 
     config = TrainStudyConfig(out=str(tmp_path))
@@ -179,3 +197,4 @@ def test_a_run_folder_from_an_older_version_resumes(tmp_path: Path) -> None:
     (tmp_path / "config.json").write_text(json.dumps(stored))
     with pytest.raises(ValueError, match="checkpoint_every"):
         prepare_run_folder(TrainStudyConfig(out=str(tmp_path), checkpoint_every=5), tmp_path)
+    release_run_folder(tmp_path)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import shutil
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +19,7 @@ from softlabels.studies.run_folder import (
     move_aside,
     prepare_run_folder,
     read_rows,
+    release_run_folder,
 )
 from softlabels.studies.sweep import RowIndex, run_sweep
 from softlabels.studies.train import TrainStudyConfig
@@ -45,6 +47,22 @@ def test_overwrite_moves_the_old_run_aside(tmp_path: Path) -> None:
     assert json.loads((out / "config.json").read_text())["config"]["lr"] == 0.5
     prepare_run_folder(different, out, overwrite=True)  # twice in a second: a second name
     assert len([p for p in tmp_path.iterdir() if p.name.startswith("run.replaced-")]) == 2
+    release_run_folder(out)
+
+
+def test_a_refused_prepare_keeps_a_lock_this_process_already_held(
+        tmp_path: Path, lockable_elsewhere: Callable[[Path], bool]) -> None:
+    prepare_run_folder(TrainStudyConfig(out=str(tmp_path), lr=0.5), tmp_path)
+    release_run_folder(tmp_path)
+    with pytest.raises(ValueError, match="different config"):
+        prepare_run_folder(TrainStudyConfig(out=str(tmp_path)), tmp_path)
+    assert lockable_elsewhere(tmp_path)  # a refusal leaves nothing locked
+    prepare_run_folder(TrainStudyConfig(out=str(tmp_path), lr=0.5), tmp_path)
+    with pytest.raises(ValueError, match="different config"):
+        prepare_run_folder(TrainStudyConfig(out=str(tmp_path)), tmp_path)
+    assert not lockable_elsewhere(tmp_path)  # the first, accepted call still holds it
+    release_run_folder(tmp_path)
+    assert lockable_elsewhere(tmp_path)
 
 
 def test_overwrite_of_a_missing_or_empty_folder_just_runs(tmp_path: Path) -> None:

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import dataclasses
 import importlib
 import importlib.util
 import json
 import socket
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -109,6 +110,25 @@ def test_a_cell_that_keeps_failing_leaves_the_others_and_a_rerun_runs_only_it(
     run_study("fixture", executor=executor, show_progress=False, out=str(tmp_path))
     assert sorted(_attempts(tmp_path)) == ["base-2", "top-0", "top-1", "top-2"]
     assert len(_rows(tmp_path)) == 6
+
+
+def test_a_sweep_holds_its_folder_only_while_it_runs(
+        tmp_path: Path, lockable_elsewhere: Callable[[Path], bool]) -> None:
+    seen = []
+    study = dataclasses.replace(fixture.STUDY, report=lambda config, folder, rows, final:
+                                seen.append(lockable_elsewhere(folder)))
+    run_sweep(study, fixture.FixtureConfig(out=str(tmp_path)), show_progress=False)
+    assert seen
+    assert not any(seen)  # locked at every report, the last one included
+    assert lockable_elsewhere(tmp_path)
+    (tmp_path / "fail-top-1").write_text("")
+    with pytest.raises(SweepFailedError):
+        run_sweep(study, fixture.FixtureConfig(out=str(tmp_path), cells=4), show_progress=False)
+    assert lockable_elsewhere(tmp_path)  # released by the failed sweep as well
+    with pytest.raises(ValueError, match="different config"):
+        run_sweep(study, fixture.FixtureConfig(out=str(tmp_path), seeds=(5,), cells=4),
+                  show_progress=False)
+    assert lockable_elsewhere(tmp_path)  # and by a refused one
 
 
 def test_the_cli_exits_non_zero_naming_the_failed_cell(tmp_path: Path,

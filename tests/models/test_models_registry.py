@@ -12,7 +12,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from softlabels.models import Normalize, create_model, list_models, model_kwargs
+from softlabels.models import Normalize, check_model, create_model, list_models, model_kwargs
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from devices import (
@@ -362,3 +362,16 @@ def test_models_on_device(device: str, name: str, kwargs: dict, size: int) -> No
             # is all that is compared there.
             torch.testing.assert_close(value.cpu(), expected_grads[key], atol=1e-5, rtol=1e-4,
                                        msg=functools.partial("{}: {}".format, key))
+
+
+def test_check_model_refuses_what_create_model_would_without_building() -> None:
+    check_model("convnet", width=8, depth=1)
+    check_model("json:dumps")  # a callable: what it makes of the arguments shows at build
+    with pytest.raises(TypeError, match=r"unexpected keyword argument\(s\) \['heads'\]"):
+        check_model("unet", heads=2)
+    with pytest.raises(ValueError, match="name must be one of"):
+        check_model("vit")
+    with pytest.raises(ValueError, match="has no attribute 'nothing'"):
+        check_model("json:nothing")
+    with pytest.raises(TypeError, match="not a callable"):
+        check_model("json:__doc__")

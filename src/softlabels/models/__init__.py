@@ -12,7 +12,7 @@ from .external import MODEL_SPEC_HELP, WithNormalize, build_external, is_externa
 from .layers import NORM_CHOICES, Normalize, make_norm
 from .mlp import MLP
 from .mobilenetv2 import MobileNetV2
-from .registry import create_model, list_models, model_kwargs
+from .registry import check_model, create_model, list_models, model_kwargs
 from .resnet import ResNet, resnet18
 from .unet import UNet
 from .wrn import WideResNet
@@ -29,6 +29,7 @@ __all__ = [
     "WideResNet",
     "WithNormalize",
     "build_external",
+    "check_model",
     "create_model",
     "is_external",
     "list_models",

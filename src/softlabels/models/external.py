@@ -27,7 +27,7 @@ from torch import Tensor, nn
 from .layers import Normalize
 
 __all__ = ["MODEL_SPEC_HELP", "TIMM_PREFIX", "WithNormalize", "build_external",
-           "is_external"]
+           "check_external", "is_external"]
 
 TIMM_PREFIX = "timm:"
 
@@ -93,6 +93,22 @@ def build_external(spec: str, num_classes: int, in_channels: int,
     return WithNormalize(Normalize(in_channels, mean, std), model)
 
 
+def check_external(spec: str) -> None:
+    """Refuse, without building it, a ``spec`` that :func:`build_external` would refuse for
+    its form alone: a module that does not import, a missing or non-callable factory, timm not
+    installed or no name after ``timm:``. What a factory makes of its arguments is known only
+    when it is called.
+
+    Raises:
+        ImportError, ValueError, TypeError: as :func:`build_external`; the message names
+            ``spec``.
+    """
+    if spec.startswith(TIMM_PREFIX):
+        _timm_module(spec)
+    else:
+        _factory(spec)
+
+
 def _factory(spec: str) -> Callable[..., Any]:
     module_name, _, attribute = spec.partition(":")
     if not module_name or not attribute:
@@ -122,15 +138,21 @@ def _factory(spec: str) -> Callable[..., Any]:
     return target
 
 
-def _timm(spec: str, num_classes: int, in_channels: int, **kwargs: Any) -> nn.Module:
-    name = spec[len(TIMM_PREFIX):]
+def _timm_module(spec: str) -> Any:
+    """The timm module, for a ``spec`` that names a model after ``timm:``."""
     try:
         import timm  # optional dependency
     except ImportError as err:
         raise ImportError(f"model {spec!r} needs timm, which is not installed: pip install "
                           "'softlabels[timm]' (timm also installs torchvision)") from err
-    if not name:
+    if not spec[len(TIMM_PREFIX):]:
         raise ValueError(f"model {spec!r} must name a timm model, e.g. timm:resnet18")
+    return timm
+
+
+def _timm(spec: str, num_classes: int, in_channels: int, **kwargs: Any) -> nn.Module:
+    name = spec[len(TIMM_PREFIX):]
+    timm = _timm_module(spec)
     kwargs.setdefault("pretrained", False)  # no download unless asked for
     try:
         model = timm.create_model(name, num_classes=num_classes, in_chans=in_channels,

@@ -13,7 +13,7 @@ from torch import nn
 
 from ._validate import check_common
 from .convnet import ConvNet
-from .external import build_external, is_external
+from .external import build_external, check_external, is_external
 from .mlp import MLP
 from .mobilenetv2 import MobileNetV2
 from .resnet import resnet18
@@ -60,6 +60,29 @@ def _builder(name: object) -> Callable[..., nn.Module]:
     return _MODELS[name]
 
 
+def check_model(name: str, **kwargs: object) -> None:
+    """Refuse, without building anything, a model :func:`create_model` would refuse for its
+    name or keywords alone (a study checks its models before it trains any).
+
+    Raises:
+        ValueError: unknown ``name``; an external one that does not resolve
+            (:func:`~softlabels.models.external.check_external`).
+        TypeError: a keyword the registered model ``name`` does not take.
+        ImportError: ``timm:NAME`` without timm installed.
+    """
+    if is_external(name):
+        check_external(name)
+        return
+    _builder(name)
+    allowed = model_kwargs(name)
+    unknown = sorted(set(kwargs) - set(allowed))
+    if unknown:
+        raise TypeError(
+            f"model {name!r} got unexpected keyword argument(s) {unknown}; "
+            f"it accepts {sorted(allowed)}"
+        )
+
+
 def create_model(name: str, num_classes: int, in_channels: int = 3,
                  image_size: int | tuple[int, int] = 32, *,
                  mean: Sequence[float] | None = None, std: Sequence[float] | None = None,
@@ -98,13 +121,6 @@ def create_model(name: str, num_classes: int, in_channels: int = 3,
         size = check_common(num_classes, in_channels, image_size)
         return build_external(name, num_classes, in_channels, size, mean=mean, std=std,
                               **kwargs)
-    builder = _builder(name)
-    allowed = model_kwargs(name)
-    unknown = sorted(set(kwargs) - set(allowed))
-    if unknown:
-        raise TypeError(
-            f"model {name!r} got unexpected keyword argument(s) {unknown}; "
-            f"it accepts {sorted(allowed)}"
-        )
+    check_model(name, **kwargs)
     check_common(num_classes, in_channels, image_size)
-    return builder(num_classes, in_channels, image_size, mean=mean, std=std, **kwargs)
+    return _builder(name)(num_classes, in_channels, image_size, mean=mean, std=std, **kwargs)

@@ -10,7 +10,6 @@ checks what involves several fields.
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Protocol
@@ -22,7 +21,7 @@ from ..configuration import check_fields, field_help, renamed_value
 from ..data import list_datasets
 from ..engine import PRECISIONS
 from ..engine.logs import LOGGERS
-from ..models import MODEL_SPEC_HELP, create_model
+from ..models import MODEL_SPEC_HELP, check_model, create_model, is_external
 from ..runtime import DEVICE_CHOICES, build_seeded
 
 __all__ = ["DataSpec", "StudyConfig", "build_model", "like", "model_builder",
@@ -45,6 +44,8 @@ class StudyConfig:
     #: deprecation message; rows of ``results.jsonl`` with the field as a key are read with
     #: the new spelling too, so an old run folder resumes.
     RENAMED_VALUES: ClassVar[dict[str, dict[str, str]]] = {}
+    #: Model field -> its options field; a study with a teacher of its own adds that pair.
+    MODELS: ClassVar[dict[str, str]] = {"model": "model_args"}
 
     dataset: str = field(default="digits", metadata=field_help(
         "dataset: " + ", ".join(list_datasets()) + " (softlabels list datasets)"))
@@ -86,8 +87,9 @@ class StudyConfig:
         if base not in DEVICE_CHOICES:
             raise ValueError(f"device must be one of {list(DEVICE_CHOICES)} (or cuda:N), got "
                              f"{self.device!r}")
-        for name in (f.name for f in dataclasses.fields(self) if f.name.endswith("_args")):
-            parse_model_args(getattr(self, name), name)
+        for model_field, args_field in self.MODELS.items():
+            _check_model_field(getattr(self, model_field), getattr(self, args_field),
+                               model_field, args_field)
         self.check()
 
     def check(self) -> None:
@@ -123,6 +125,17 @@ def parse_model_args(items: tuple[str, ...], name: str = "model_args") -> dict[s
             raise ValueError(f"{name} must look like KEY=VALUE, got {item!r}")
         parsed[key.replace("-", "_")] = yaml.safe_load(value)
     return parsed
+
+
+def _check_model_field(name: str, args: tuple[str, ...], model_field: str, args_field: str
+                       ) -> None:
+    """Refuse a model name or option before any cell trains; the message names the field."""
+    options = parse_model_args(args, args_field)
+    try:
+        check_model(name, **options)
+    except (ValueError, TypeError, ImportError) as err:
+        keywords = isinstance(err, TypeError) and not is_external(name)
+        raise type(err)(f"{args_field if keywords else model_field}: {err}") from None
 
 
 class DataSpec(Protocol):

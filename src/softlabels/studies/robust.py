@@ -31,7 +31,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 from torch import nn
@@ -84,6 +84,8 @@ TEACHER_METHODS = ("trades", "pgd_at", "natural")
 @dataclass(frozen=True)
 class RobustStudyConfig(StudyConfig):
     """Settings of ``softlabels robust``; each field is the CLI flag of the same name."""
+
+    MODELS: ClassVar[dict[str, str]] = {**StudyConfig.MODELS, "teacher_model": "teacher_args"}
 
     source_split: str | None = field(default=None, metadata=field_help(
         "split both parts come from (e.g. test for the MNIST test set); default: the "

@@ -20,23 +20,25 @@ from ..configuration import renamed_value, upgrade_fields
 from ..results import ResultsLog
 
 __all__ = ["FolderInUseError", "move_aside", "prepare_run_folder", "read_rows",
-           "read_run_config"]
+           "read_run_config", "release_run_folder"]
 
 
 class FolderInUseError(ValueError):
     """Another live process is running a study in this output folder."""
 
 
-# Locks held for the life of the process, by folder: two runs resuming one folder at once
-# would train the same cells twice and interleave their checkpoints.
+# Locks this process holds, by folder, from prepare_run_folder to release_run_folder: two
+# runs resuming one folder at once would train the same cells twice and interleave their
+# checkpoints.
 _LOCKS: dict[Path, Any] = {}
 
 
-def _lock(folder: Path) -> None:
+def _lock(folder: Path) -> bool:
+    """Lock ``folder`` for this process; ``False`` when this process already held it."""
     key = folder.resolve()
     if key in _LOCKS:
-        return  # this process already holds it (a study rerun in the same interpreter)
-    handle = open(key / ".lock", "a+")  # noqa: SIM115 - held open for the process lifetime
+        return False
+    handle = open(key / ".lock", "a+")  # noqa: SIM115 - held until release_run_folder
     try:
         fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
@@ -45,10 +47,12 @@ def _lock(folder: Path) -> None:
             f"output folder {str(folder)!r} is in use by another running softlabels process; "
             "wait for it to finish or choose another --out") from None
     _LOCKS[key] = handle
+    return True
 
 
-def _unlock(folder: Path) -> None:
-    handle = _LOCKS.pop(folder.resolve(), None)
+def release_run_folder(folder: str | Path) -> None:
+    """Release the lock :func:`prepare_run_folder` took on ``folder`` (nothing if not held)."""
+    handle = _LOCKS.pop(Path(folder).resolve(), None)
     if handle is not None:
         handle.close()
 
@@ -85,7 +89,7 @@ def move_aside(folder: str | Path) -> Path | None:
         aside = folder.with_name(f"{folder.name}.replaced-{stamp}-{number}")
         number += 1
     for run in runs:
-        _unlock(run)  # the locks name the old path; the fresh run takes its own
+        release_run_folder(run)  # the locks name the old path; the fresh run takes its own
     folder.rename(aside)
     print(f"softlabels: moved the previous contents of {str(folder)!r} to {str(aside)!r} "
           "(--overwrite deletes nothing)", file=sys.stderr, flush=True)
@@ -103,8 +107,10 @@ def prepare_run_folder(config: Any, out: str | Path, sweep_fields: tuple[str, ..
     With ``overwrite`` an existing run folder is first renamed aside (:func:`move_aside`),
     so the run starts afresh and the old results are kept under another name.
 
-    The folder is locked (``flock`` on ``.lock``) for the rest of this process, so a second
-    process pointed at it fails with :class:`FolderInUseError` instead of corrupting it.
+    The folder is locked (``flock`` on ``.lock``) until :func:`release_run_folder` (the sweep
+    driver releases it when it ends, failed or not), so a second process pointed at it fails
+    with :class:`FolderInUseError` instead of corrupting it; a refused folder is not left
+    locked.
     Resuming is allowed when the stored config equals ``config`` up to the device, the folders,
     fields the stored config predates (when they hold their default) and the ``sweep_fields``
     (the axes of a sweep, such as seeds or label modes: extending them adds cells next to the
@@ -120,7 +126,19 @@ def prepare_run_folder(config: Any, out: str | Path, sweep_fields: tuple[str, ..
     if overwrite:
         move_aside(folder)
     folder.mkdir(parents=True, exist_ok=True)
-    _lock(folder)
+    locked_here = _lock(folder)
+    try:
+        _record_config(config, folder, sweep_fields, study)
+    except BaseException:
+        if locked_here:
+            release_run_folder(folder)
+        raise
+    return folder
+
+
+def _record_config(config: Any, folder: Path, sweep_fields: tuple[str, ...],
+                   study: str | None) -> None:
+    """Write ``folder/config.json``, or check that the run already there may be resumed."""
     current = dataclasses.asdict(config)
     path = folder / "config.json"
     if path.exists():
@@ -148,7 +166,6 @@ def prepare_run_folder(config: Any, out: str | Path, sweep_fields: tuple[str, ..
     if study is not None:
         record["study"] = study
     write_json(path, record)
-    return folder
 
 
 def read_run_config(folder: str | Path) -> dict[str, Any]:

@@ -67,6 +67,7 @@ class SegStudyConfig(StudyConfig):
 
     RENAMED: ClassVar[dict[str, str]] = {**StudyConfig.RENAMED, "eps": "smoothing"}
     RENAMED_VALUES: ClassVar[dict[str, dict[str, str]]] = {"labels": OLD_LABELS}
+    MODELS: ClassVar[dict[str, str]] = {**StudyConfig.MODELS, "teacher_model": "teacher_args"}
 
     dataset: str = like("dataset", "digit_scenes",
                         "segmentation dataset: " + ", ".join(list_segmentation_datasets())

@@ -26,11 +26,11 @@ from pathlib import Path
 from typing import Any
 
 from .._io import write_text
-from ..distributed import barrier, check_same_on_every_rank, init_from_environment
+from ..distributed import World, barrier, check_same_on_every_rank, init_from_environment
 from ..progress import progress
 from ..results import ResultsLog, Table
 from .executors import CellTask, ExecutorConfig, make_executor
-from .run_folder import prepare_run_folder, read_rows
+from .run_folder import prepare_run_folder, read_rows, release_run_folder
 
 __all__ = ["Cell", "Recipe", "Results", "RowIndex", "Stage", "Study", "SweepFailedError",
            "run_sweep"]
@@ -240,9 +240,20 @@ def run_sweep(study: Study, config: Any, executor: ExecutorConfig | None = None,
                                                                  sort_keys=True, default=str))
         show_progress = show_progress if ranks.is_main else False
     folder = Path(config.out)
+    if not ranks.is_main:
+        return _drive(study, config, executor, folder, ranks, show_progress, began)
+    folder = prepare_run_folder(config, config.out, study.sweep_fields, study.name,
+                                overwrite=overwrite)
+    try:
+        return _drive(study, config, executor, folder, ranks, show_progress, began)
+    finally:
+        release_run_folder(folder)  # a later run in this process, or another, may resume it
+
+
+def _drive(study: Study, config: Any, executor: ExecutorConfig, folder: Path, ranks: World,
+           show_progress: bool | None, began: float) -> Results:
+    """The body of :func:`run_sweep` once rank 0 holds the prepared ``folder``."""
     if ranks.is_main:
-        folder = prepare_run_folder(config, config.out, study.sweep_fields, study.name,
-                                    overwrite=overwrite)
         ResultsLog(folder / "results.jsonl").rows()  # a torn last line is repaired here
     barrier()  # the folder is ready before any other rank reads it
     log = ResultsLog(folder / "results.jsonl")

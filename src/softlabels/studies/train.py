@@ -61,6 +61,7 @@ class TrainStudyConfig(StudyConfig):
     """Settings of ``softlabels train``; each field is the CLI flag of the same name."""
 
     RENAMED: ClassVar[dict[str, str]] = {**StudyConfig.RENAMED, "images_per_class": "ipc"}
+    MODELS: ClassVar[dict[str, str]] = {**StudyConfig.MODELS, "teacher_model": "teacher_args"}
 
     labels: tuple[str, ...] = field(default=tuple(LABEL_MODES), metadata=field_help(
         "label modes to train with (softlabels list label-modes)", choices=tuple(LABEL_MODES),

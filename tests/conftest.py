@@ -41,6 +41,7 @@ def _shared_run(item: pytest.Item, reproduction_shared: bool) -> str | None:
     if reproduction_shared and _uses(item, "quick_robust"):
         return "tests::quick_reproduction"  # quick_robust takes it at run time
     chosen = None
+    # pytest's record of the test's fixture definitions; no public API exposes their scopes.
     info = getattr(item, "_fixtureinfo", None)
     for name in info.names_closure if info is not None else ():
         definitions = info.name2fixturedefs.get(name)

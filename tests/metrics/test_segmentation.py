@@ -17,6 +17,7 @@ from hypothesis import strategies as st
 from sklearn.metrics import confusion_matrix as sk_confusion
 
 import softlabels.metrics.segmentation as segmentation_module
+import softlabels.metrics.segmentation_scores as scores_module
 from softlabels.metrics import (
     SegmentationMetrics,
     macc,
@@ -520,7 +521,8 @@ def test_bad_counts_and_level() -> None:
         worst_case(torch.ones(2, 2))
 
 
-def test_doctests() -> None:
-    failures, tried = doctest.testmod(segmentation_module, extraglobs={"torch": torch})
+@pytest.mark.parametrize("module", [segmentation_module, scores_module])
+def test_doctests(module: object) -> None:
+    failures, tried = doctest.testmod(module, extraglobs={"torch": torch})
     assert tried > 0
     assert failures == 0

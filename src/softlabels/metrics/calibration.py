@@ -10,7 +10,7 @@ binary representation. Then
         = (100 / N) * sum_b |sum_{i in b} (correct_i - conf_i)|
 
 **in percent** (0 to 100), as refs.md and the paper report it, unlike the segmentation scores of
-:mod:`softlabels.metrics.segmentation`, which are fractions. Levels (refs.md section 2):
+:mod:`softlabels.metrics.segmentation_scores`, which are fractions. Levels (refs.md section 2):
 
 - ``"dataset"`` (ECE^D): all kept pixels of all images pooled into one set of bins.
 - ``"image"`` (ECE^I): the ECE of each image on its own, averaged over images. An image whose

@@ -144,8 +144,11 @@ def test_bad_input_exits_2_with_a_clear_message(tmp_path: Path, capsys: pytest.C
     (["robust", "--model", "nosuch.module:make"], "module 'nosuch.module' does not import"),
     (["distill", "--model-args", "heads=4"], "model_args: model 'convnet' got unexpected"),
     (["train", "--model", "json:loads_nothing"], "module 'json' has no attribute"),
+    (["train", "--temperature", "inf"], "temperature must be a finite number > 0"),
+    (["robust", "--eval-alpha", "inf"], "eval_alpha must be a finite number > 0"),
+    (["seg", "--lr=-inf"], "lr must be a finite number > 0"),
 ])
-def test_a_bad_model_is_refused_before_anything_runs(tmp_path: Path,
+def test_a_bad_model_or_setting_is_refused_before_anything_runs(tmp_path: Path,
                                                      capsys: pytest.CaptureFixture,
                                                      argv: list[str], message: str) -> None:
     out = tmp_path / "run"

@@ -66,6 +66,10 @@ def test_config_file_errors(tmp_path: Path) -> None:
     listy.write_text("- 1\n- 2\n")
     with pytest.raises(ValueError, match="must hold a mapping"):
         load_config_file(listy)
+    binary = tmp_path / "binary.yaml"
+    binary.write_bytes(b"\xff\xfe\x00s")
+    with pytest.raises(ValueError, match=r"config file '.*binary\.yaml' is not UTF-8 text"):
+        load_config_file(binary)
     with pytest.raises(ValueError, match=r"unknown config field\(s\) \['sise'\]; valid fields"):
         build_config(Example, {"sise": 3})
 

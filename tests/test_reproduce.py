@@ -235,3 +235,11 @@ def test_overwrite_moves_a_previous_reproduction_aside(tmp_path: Path,
     assert len(aside) == 1
     assert (aside[0] / "robust" / "config.json").read_text() == '{"config": {"lr": 1}}'
     assert json.loads((out / "summary.json").read_text())[0]["cell_seconds"] == 2.0
+
+
+def test_an_output_path_that_is_a_file_is_refused(tmp_path: Path,
+                                                  capsys: pytest.CaptureFixture) -> None:
+    (tmp_path / "notes.txt").write_text("mine")
+    assert main(["reproduce", "--out", str(tmp_path / "notes.txt")]) == 2
+    assert "is an existing file; choose a folder with --out" in capsys.readouterr().err
+    assert (tmp_path / "notes.txt").read_text() == "mine"

@@ -36,7 +36,10 @@ from .studies.sweep import run_sweep
 
 __all__ = ["build_parser", "main"]
 
-_ERRORS = (ValueError, TypeError, FileNotFoundError, ImportError, NonFiniteLossError)
+# What a user's input causes; each message names the value or the path. A path that is a file
+# where a folder belongs (or the reverse), or that may not be written, is one of them.
+_ERRORS = (ValueError, TypeError, FileNotFoundError, FileExistsError, NotADirectoryError,
+           IsADirectoryError, PermissionError, ImportError, NonFiniteLossError)
 
 
 def _common_flags(sub: argparse.ArgumentParser, config_cls: type) -> None:

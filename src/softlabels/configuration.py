@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import math
 import types
 import typing
 import warnings
@@ -31,7 +32,7 @@ def field_help(text: str, *, choices: Sequence[Any] | None = None, low: float | 
         text: the ``--help`` text.
         choices: allowed values (of each element, for a tuple field); listed in ``--help``.
         low, high: bounds of a number (of each element, for a tuple field); inclusive unless
-            ``low_open`` / ``high_open``. NaN is never inside a bound.
+            ``low_open`` / ``high_open``. NaN and infinities are never inside a bound.
         nonempty: a tuple field must hold at least one value.
         unique: a tuple field must not repeat a value.
 
@@ -80,13 +81,17 @@ def _check_value(name: str, value: Any, meta: Any) -> None:
         return
     below = low is not None and not (value > low if meta.get("low_open") else value >= low)
     above = high is not None and not (value < high if meta.get("high_open") else value <= high)
-    if below or above or value != value:  # value != value: NaN is outside every bound
+    # NaN is outside every bound, and so is an infinity: no bounded setting means "unbounded"
+    # (an infinite temperature or step size would fail, or be NaN, inside the first cell).
+    infinite = isinstance(value, float) and math.isinf(value)
+    if below or above or infinite or value != value:
         rule = " and ".join(
             part for part in (
                 None if low is None else f"{'>' if meta.get('low_open') else '>='} {low}",
                 None if high is None else f"{'<' if meta.get('high_open') else '<='} {high}")
             if part)
-        raise ValueError(f"{name} must be {rule}, got {value!r}")
+        finite = "a finite number " if infinite else ""
+        raise ValueError(f"{name} must be {finite}{rule}, got {value!r}")
 
 C = TypeVar("C")
 
@@ -221,7 +226,10 @@ def load_config_file(path: str | Path) -> dict[str, Any]:
     target = Path(path)
     if not target.is_file():
         raise FileNotFoundError(f"config file {str(target)!r} does not exist")
-    text = target.read_text(encoding="utf-8")
+    try:
+        text = target.read_text(encoding="utf-8")
+    except UnicodeDecodeError as err:
+        raise ValueError(f"config file {str(target)!r} is not UTF-8 text ({err})") from None
     try:
         data = json.loads(text) if target.suffix == ".json" else yaml.safe_load(text)
     except (json.JSONDecodeError, yaml.YAMLError) as err:

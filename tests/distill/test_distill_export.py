@@ -115,6 +115,15 @@ def test_an_export_of_a_cell_that_does_not_exist_lists_the_cells(
     assert TEACHER in error
 
 
+def test_an_export_into_a_path_below_a_file_is_a_clear_error(
+        run: Path, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    (tmp_path / "file").write_text("mine")
+    target = tmp_path / "file" / "set.npz"
+    assert main(["export", str(run), "--cell", TEACHER, "--out", str(target)]) == 2
+    assert str(tmp_path / "file") in capsys.readouterr().err
+    assert (tmp_path / "file").read_text() == "mine"
+
+
 def test_a_run_folder_without_label_stores_cannot_be_exported(tmp_path: Path) -> None:
     folder = tmp_path / "committed"
     shutil.copytree(Path(__file__).resolve().parents[2] / "docs" / "runs" / "distill-cifar10",

@@ -90,6 +90,9 @@ def run(config: ReproduceConfig, executor: ExecutorConfig | None = None, *,
     """
     began = time.perf_counter()
     out = Path(config.out)
+    if out.exists() and not out.is_dir():
+        raise ValueError(f"output folder {str(out)!r} is an existing file; choose a folder "
+                         "with --out")
     if config.full:
         _check_data_root(config)
     if overwrite:

@@ -12,6 +12,12 @@
 * ``.safetensors``: tensors ``images``, ``labels``, optionally ``soft_labels``, ``mean``,
   ``std`` and ``zca_<name>``; the class names and provenance as JSON in the header metadata.
 
+Each file carries a SHA-256 ``checksum`` (an ``.npz`` array, a safetensors header field) over
+every array (name, dtype, shape, bytes) and header field; :func:`load_distilled` refuses a file
+whose content no longer matches it, since neither container notices damage itself. Files of a
+release before the checksum (no ``format_version`` in their provenance) and foreign files load
+unverified.
+
 Images are stored class-major (every image of class 0, then of class 1, ...; stable within a
 class), the order DD-Ranking assumes when it builds its hard labels as ``[c] * ipc``.
 
@@ -23,8 +29,11 @@ empty for a run on raw pixels.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
+import zipfile
+import zlib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -145,13 +154,16 @@ def save_distilled(path: str | os.PathLike[str], data: DistilledSet,
                if v is not None}
     # The whitening keeps its dtypes: its eps (float64) and shape (int64) are its identity.
     tensors.update({f"zca_{k}": v.detach().cpu().contiguous() for k, v in data.zca.items()})
-    provenance = json.dumps({"format": _FORMAT, **data.provenance}, sort_keys=True)
+    # format_version 2: the file carries a checksum (version 1 files, without it, still load).
+    provenance = json.dumps({"format": _FORMAT, "format_version": 2, **data.provenance},
+                            sort_keys=True)
     images = data.images.detach().cpu().float().contiguous()
     if chosen == "npz":
         arrays = {"x": images.numpy(), "y": data.labels.numpy(),
                   "class_names": np.array(data.class_names, dtype=str),
                   "provenance": np.array(provenance),
                   **{k: v.numpy() for k, v in tensors.items()}}
+        arrays["checksum"] = np.array(_checksum(arrays))
 
         def write(tmp: Path) -> None:
             with open(tmp, "wb") as handle:  # a file object: numpy adds no second suffix
@@ -160,6 +172,7 @@ def save_distilled(path: str | os.PathLike[str], data: DistilledSet,
         metadata = {"class_names": json.dumps(list(data.class_names)),
                     "provenance": provenance}
         content = {"images": images, "labels": data.labels.contiguous(), **tensors}
+        metadata["checksum"] = _checksum({k: v.numpy() for k, v in content.items()}, metadata)
 
         def write(tmp: Path) -> None:
             save_file(content, str(tmp), metadata=metadata)
@@ -192,11 +205,50 @@ def load_distilled(path: str | os.PathLike[str], num_classes: int | None = None
         if str(source) in str(err):
             raise
         raise ValueError(f"distilled set {str(source)!r}: {err}") from err
+    # A damaged archive: zipfile and zlib raise these (NotImplementedError: a flipped
+    # compression method).
+    except (zlib.error, zipfile.BadZipFile, EOFError, OSError, NotImplementedError) as err:
+        raise ValueError(f"distilled set {str(source)!r} is damaged: {type(err).__name__}: "
+                         f"{err}") from err
+
+
+def _checksum(arrays: Mapping[str, np.ndarray], text: Mapping[str, str] | None = None) -> str:
+    """SHA-256 of every array (name, dtype, shape, bytes) and text field but the checksum.
+
+    Written into each file, since neither format notices damage on its own: numpy reads an
+    ``.npz`` member without checking its CRC, and safetensors has no checksum.
+    """
+    digest = hashlib.sha256()
+    for name in sorted(k for k in arrays if k != "checksum"):
+        array = np.ascontiguousarray(arrays[name])
+        digest.update(json.dumps([name, array.dtype.str, list(array.shape)]).encode())
+        digest.update(array.tobytes())
+    for name in sorted(k for k in (text or {}) if k != "checksum"):
+        digest.update(json.dumps([name, text[name]]).encode())  # type: ignore[index]
+    return digest.hexdigest()
+
+
+def _verify(stored: str | None, actual: str, provenance: str) -> None:
+    """Refuse a file whose checksum differs, or that this module wrote with one (its
+    provenance says so) but that has lost it; a foreign file, or one of a release before the
+    checksum, is read as it is."""
+    try:
+        version = json.loads(provenance).get("format_version") if provenance else None
+    except (json.JSONDecodeError, AttributeError):
+        version = None  # _assemble names the broken provenance
+    if stored is None and version is not None:
+        raise ValueError("is damaged: a softlabels distilled set without its checksum")
+    if stored is not None and stored != actual:
+        raise ValueError("is damaged: its content does not match the checksum it was written "
+                         "with")
 
 
 def _read_npz(path: Path, num_classes: int | None) -> DistilledSet:
     raw = read_npz(path)  # x, y and class names, with the loader's own checks
     with np.load(path, allow_pickle=False) as archive:
+        _verify(str(archive["checksum"]) if "checksum" in archive.files else None,
+                _checksum({k: archive[k] for k in archive.files}),
+                str(archive["provenance"]) if "provenance" in archive.files else "")
         extra = {k: torch.from_numpy(np.asarray(archive[k], dtype=np.float32))
                  for k in archive.files if k in ("soft_labels", "mean", "std")}
         # The whitening keeps its dtypes (its eps and shape are part of its identity).
@@ -221,6 +273,9 @@ def _read_safetensors(path: Path) -> DistilledSet:
             tensors = {k: handle.get_tensor(k) for k in handle.keys()}  # noqa: SIM118
     except (SafetensorError, OSError) as err:
         raise ValueError(f"not a readable safetensors file: {err}") from err
+    _verify(metadata.get("checksum"),
+            _checksum({k: v.numpy() for k, v in tensors.items()}, metadata),
+            metadata.get("provenance", ""))
     missing = [k for k in ("images", "labels") if k not in tensors]
     if missing or "class_names" not in metadata:
         raise ValueError(f"not a softlabels distilled set: lacks {missing or 'class_names'}")
@@ -241,6 +296,7 @@ def _assemble(images: Tensor, labels: Tensor, names: tuple[str, ...], soft: Tens
         raise ValueError(f"provenance is not JSON: {err}") from err
     provenance = provenance if isinstance(provenance, dict) else {}
     provenance.pop("format", None)
+    provenance.pop("format_version", None)
     mean, std = extra.pop("mean", None), extra.pop("std", None)
     zca = {k[len("zca_"):]: v for k, v in extra.items() if k.startswith("zca_")}
     return DistilledSet(images, labels, names, soft,

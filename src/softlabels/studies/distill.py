@@ -208,7 +208,8 @@ class DistillStudyConfig(StudyConfig):
                              "neither")
         if "file" in self.images and len(self.ipc) != 1:
             raise ValueError(f"with --images file the images are fixed: give the single ipc "
-                             f"the file holds, got {list(self.ipc)}")
+                             f"that --image-file {self.image_file!r} holds, got "
+                             f"{list(self.ipc)}")
         if "file" in self.dm_labels and "dm" in self.images:
             raise ValueError("label mode 'file' labels real training images; it cannot label "
                              "dm images (drop it from --dm-labels)")

@@ -144,6 +144,8 @@ def test_bad_input_exits_2_with_a_clear_message(tmp_path: Path, capsys: pytest.C
     (["robust", "--model", "nosuch.module:make"], "module 'nosuch.module' does not import"),
     (["distill", "--model-args", "heads=4"], "model_args: model 'convnet' got unexpected"),
     (["train", "--model", "json:loads_nothing"], "module 'json' has no attribute"),
+    (["train", "--model-args", "width=-5"], "model_args: width must be > 0, got -5"),
+    (["robust", "--teacher-args", "width=abc"], "teacher_args: width must be an int, got str"),
     (["train", "--temperature", "inf"], "temperature must be a finite number > 0"),
     (["robust", "--eval-alpha", "inf"], "eval_alpha must be a finite number > 0"),
     (["seg", "--lr=-inf"], "lr must be a finite number > 0"),

@@ -375,3 +375,14 @@ def test_check_model_refuses_what_create_model_would_without_building() -> None:
         check_model("json:nothing")
     with pytest.raises(TypeError, match="not a callable"):
         check_model("json:__doc__")
+    with pytest.raises(ValueError, match="width must be > 0, got -5"):
+        check_model("convnet", width=-5)  # the model's own check, on the meta device
+    with pytest.raises(TypeError, match="width must be an int"):
+        check_model("convnet", width="wide")
+
+
+@pytest.mark.parametrize("name", list_models())
+def test_check_model_accepts_every_model_at_its_defaults_and_draws_nothing(name: str) -> None:
+    state = torch.get_rng_state()
+    check_model(name)
+    assert torch.equal(torch.get_rng_state(), state)

@@ -29,7 +29,7 @@ def _per_channel(name: str, values: object, num_channels: int) -> Tensor:
                 raise TypeError(
                     f"{name} must hold numbers, got {type(value).__name__} in {values!r}"
                 )
-        vector = torch.tensor([float(v) for v in values], dtype=torch.float32)
+        vector = torch.tensor([float(v) for v in values], dtype=torch.float32, device="cpu")
     else:
         raise TypeError(
             f"{name} must be a sequence of {num_channels} numbers, got {type(values).__name__}"
@@ -73,9 +73,11 @@ class Normalize(nn.Module):
                  std: Sequence[float] | Tensor | None = None) -> None:
         super().__init__()
         self.num_channels = check_positive_int("num_channels", num_channels)
-        mean_vec = (torch.zeros(num_channels) if mean is None
+        # On the CPU whatever the default device: the check below reads the values (a model
+        # built under torch.device("meta") for deferred initialisation gets CPU statistics).
+        mean_vec = (torch.zeros(num_channels, device="cpu") if mean is None
                     else _per_channel("mean", mean, num_channels))
-        std_vec = (torch.ones(num_channels) if std is None
+        std_vec = (torch.ones(num_channels, device="cpu") if std is None
                    else _per_channel("std", std, num_channels))
         if not bool((std_vec > 0).all()):
             raise ValueError(f"std must be > 0 for every channel, got {std_vec.tolist()}")

@@ -9,6 +9,7 @@ from __future__ import annotations
 import inspect
 from collections.abc import Callable, Sequence
 
+import torch
 from torch import nn
 
 from ._validate import check_common
@@ -28,6 +29,10 @@ _MODELS: dict[str, Callable[..., nn.Module]] = {
     "wrn": WideResNet,
     "unet": UNet,
 }
+
+# Image side of check_model's trial build: large enough for any depth of pooling or
+# down-sampling a real input allows (the real size is checked when the model is built).
+_CHECK_SIZE = 1024
 
 # Taken by create_model itself, so never a model-specific keyword.
 _COMMON = ("num_classes", "in_channels", "image_size", "mean", "std")
@@ -61,19 +66,27 @@ def _builder(name: object) -> Callable[..., nn.Module]:
 
 
 def check_model(name: str, **kwargs: object) -> None:
-    """Refuse, without building anything, a model :func:`create_model` would refuse for its
-    name or keywords alone (a study checks its models before it trains any).
+    """Refuse a model :func:`create_model` would refuse for its name or options alone (a
+    study checks its models before it trains any): a registered model is built on the meta
+    device (no memory, no random numbers) with 10 classes, 3 channels and 1024-pixel sides,
+    so its own checks of the options run; only those involving the real data wait.
 
     Raises:
         ValueError: unknown ``name``; an external one that does not resolve
             (:func:`~softlabels.models.external.check_external`).
-        TypeError: a keyword the registered model ``name`` does not take.
+        TypeError: a keyword the registered model ``name`` does not take, or a value of the
+            wrong type (the model's ValueError for one out of range).
         ImportError: ``timm:NAME`` without timm installed.
     """
     if is_external(name):
         check_external(name)
         return
-    _builder(name)
+    _check_keywords(name, kwargs)
+    with torch.device("meta"):  # the model's own checks of its options, allocating nothing
+        _builder(name)(10, 3, _CHECK_SIZE, **kwargs)
+
+
+def _check_keywords(name: str, kwargs: dict[str, object]) -> None:
     allowed = model_kwargs(name)
     unknown = sorted(set(kwargs) - set(allowed))
     if unknown:
@@ -121,6 +134,6 @@ def create_model(name: str, num_classes: int, in_channels: int = 3,
         size = check_common(num_classes, in_channels, image_size)
         return build_external(name, num_classes, in_channels, size, mean=mean, std=std,
                               **kwargs)
-    check_model(name, **kwargs)
+    _check_keywords(name, kwargs)
     check_common(num_classes, in_channels, image_size)
     return _builder(name)(num_classes, in_channels, image_size, mean=mean, std=std, **kwargs)

@@ -117,6 +117,8 @@ class WideResNet(nn.Module):
     def _reset_parameters(self) -> None:
         # The reference init (He normal with fan-out, zero linear bias); matching it keeps
         # training curves comparable with the TRADES / RSLAD papers.
+        if self.fc.weight.is_meta:
+            return  # built for its shapes (check_model, deferred init): nothing to draw
         for module in self.modules():
             if isinstance(module, nn.Conv2d):
                 fan_out = module.kernel_size[0] * module.kernel_size[1] * module.out_channels

@@ -21,7 +21,7 @@ from ..configuration import check_fields, field_help, renamed_value
 from ..data import list_datasets
 from ..engine import PRECISIONS
 from ..engine.logs import LOGGERS
-from ..models import MODEL_SPEC_HELP, check_model, create_model, is_external
+from ..models import MODEL_SPEC_HELP, check_model, create_model
 from ..runtime import DEVICE_CHOICES, build_seeded
 
 __all__ = ["DataSpec", "StudyConfig", "build_model", "like", "model_builder",
@@ -131,11 +131,11 @@ def _check_model_field(name: str, args: tuple[str, ...], model_field: str, args_
                        ) -> None:
     """Refuse a model name or option before any cell trains; the message names the field."""
     options = parse_model_args(args, args_field)
-    try:
-        check_model(name, **options)
-    except (ValueError, TypeError, ImportError) as err:
-        keywords = isinstance(err, TypeError) and not is_external(name)
-        raise type(err)(f"{args_field if keywords else model_field}: {err}") from None
+    for field_name, given in ((model_field, {}), (args_field, options)):
+        try:
+            check_model(name, **given)  # the name alone first, then with the options
+        except (ValueError, TypeError, ImportError) as err:
+            raise type(err)(f"{field_name}: {err}") from None
 
 
 class DataSpec(Protocol):

@@ -23,9 +23,13 @@ _MIN_COMPUTE_DTYPE = torch.float32
 
 
 def check_tensor(name: str, value: object) -> Tensor:
-    """Return ``value`` if it is a tensor, else raise ``TypeError`` naming ``name``."""
+    """Return ``value`` if it is a tensor with values (not on the meta device), else raise
+    ``TypeError`` / ``ValueError`` naming ``name``."""
     if not isinstance(value, Tensor):
         raise TypeError(f"{name} must be a torch.Tensor, got {type(value).__name__}")
+    if value.is_meta:
+        raise ValueError(f"{name} is on the meta device: it has a shape but no values to "
+                         "compute with")
     return value
 
 

@@ -262,6 +262,7 @@ def autoattack(model: nn.Module, x: Tensor, y: Tensor, eps: float, seed: int = 0
         raise ImportError("AutoAttack needs torchattacks: pip install --no-deps "
                           "torchattacks==3.5.1") from err
     check_attack_input(x, y, eps, 1.0, 1)
+    check_choice("version", version, ("standard", "plus", "rand"))  # torchattacks' versions
     if x.shape[0] == 0:  # a rank without rows in this batch
         return x.clone()
     with _eval_mode(model):

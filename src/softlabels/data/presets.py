@@ -6,7 +6,7 @@ from collections.abc import Callable
 
 from torch import Tensor
 
-from .._checks import check_choice
+from .._checks import check_choice, check_positive_int
 from .augment import Augment, RandomCrop, RandomFlip
 from .dsa import DSA
 
@@ -34,4 +34,5 @@ def augmentation(name: str, image_size: int = 32) -> AugmentFn | None:
     Returns a callable ``(x (N, C, H, W), generator) -> x`` or None for ``"none"``.
     """
     check_choice("augment", name, list_augmentations())
+    check_positive_int("image_size", image_size)
     return _PRESETS[name](image_size)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field, replace
 
 import torch
@@ -28,6 +29,18 @@ class DatasetInfo:
     mean: tuple[float, ...]
     std: tuple[float, ...]
     source: str = "embedded"
+
+    def __post_init__(self) -> None:
+        if not self.class_names:
+            raise ValueError(f"dataset {self.name!r} must name at least one class")
+        if len(self.mean) != len(self.std) or not self.mean:
+            raise ValueError(f"dataset {self.name!r} needs one mean and one std per channel, "
+                             f"got {len(self.mean)} and {len(self.std)}")
+        if not all(math.isfinite(m) for m in self.mean) \
+                or not all(math.isfinite(s) and s >= 0 for s in self.std):
+            # A constant channel has std 0 (a model's Normalize refuses to divide by it).
+            raise ValueError(f"dataset {self.name!r} needs finite means and stds >= 0, got "
+                             f"mean {self.mean}, std {self.std}")
 
     @property
     def num_classes(self) -> int:

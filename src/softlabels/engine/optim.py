@@ -7,6 +7,7 @@ import math
 import torch
 from torch import nn
 
+from .._checks import check_positive_int
 from .config import TrainConfig
 
 __all__ = ["build_optimizer", "build_scheduler", "lr_factor"]
@@ -37,6 +38,7 @@ def build_scheduler(optimizer: torch.optim.Optimizer, config: TrainConfig,
                     steps_per_epoch: int = 1) -> torch.optim.lr_scheduler.LRScheduler:
     """The schedule; step it after every epoch, or after every optimiser step when
     ``config.per_step`` (then ``steps_per_epoch`` sets its length)."""
+    check_positive_int("steps_per_epoch", steps_per_epoch)
     if config.per_step:
         total = config.epochs * steps_per_epoch
         return torch.optim.lr_scheduler.LambdaLR(

@@ -190,8 +190,10 @@ def metric_loss(logits: Tensor, target: Tensor, options: MetricOptions,
                 ) -> tuple[Tensor, Tensor | None]:
     """(metric loss, cross-entropy or None): the shared body of the functions and modules."""
     check_float("logits", logits)
-    if logits.ndim < 2:
-        raise ValueError(f"logits must be (B, C, *spatial), got shape {tuple(logits.shape)}")
+    if logits.ndim < 3:
+        raise ValueError(f"logits must be (B, C, *spatial) with at least one spatial "
+                         f"dimension, got shape {tuple(logits.shape)} (for (B, C) scores of "
+                         "whole images, give logits[..., None] and target[..., None])")
     num_classes = logits.shape[1]
     if options.mode == "binary" and num_classes != 1:
         raise ValueError(f"binary mode takes logits with one channel, got C = {num_classes}")

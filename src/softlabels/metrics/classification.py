@@ -83,7 +83,14 @@ def classwise_accuracy(preds: Tensor, targets: Tensor, num_classes: int) -> Tens
 def classwise_from_confusion(matrix: Tensor) -> Tensor:
     """Class-wise accuracy float64 (C,) from a (C, C) confusion matrix (rows: true classes);
     NaN for a class with no sample. Sums of matrices (batches, ranks) give the exact result."""
+    matrix = check_tensor("matrix", matrix)
+    if matrix.ndim != 2 or matrix.shape[0] != matrix.shape[1]:
+        raise ValueError(f"matrix must be a square (C, C) confusion matrix, got shape "
+                         f"{tuple(matrix.shape)}")
     matrix = matrix.double()
+    check_finite("matrix", matrix)
+    if bool((matrix < 0).any()):
+        raise ValueError("matrix must hold counts >= 0, got a negative entry")
     support = matrix.sum(dim=1)
     return torch.where(support > 0, matrix.diagonal() / support.clamp_min(1), math.nan)
 

@@ -31,6 +31,7 @@ image from it.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from typing import Any
 
@@ -38,7 +39,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .._checks import check_choice, check_temperature
+from .._checks import check_choice, check_range, check_temperature
 from ..attacks import pgd
 from ..labels import classwise_soften
 from ..losses import kd_loss
@@ -277,7 +278,12 @@ class ABSLD(RSLAD):
         self.adv_temperatures = ClassTemperatures(num_classes, 1.0, low, high, rate)
         self.nat_temperatures = (self.adv_temperatures if shared
                                  else ClassTemperatures(num_classes, 1.0, low, high, rate))
-        self.decay_epochs, self.decay = frozenset(decay_epochs), decay
+        for epoch in decay_epochs:
+            if isinstance(epoch, bool) or not isinstance(epoch, int) or epoch < 0:
+                raise ValueError(f"decay_epochs must hold epoch numbers >= 0, got "
+                                 f"{list(decay_epochs)}")
+        self.decay_epochs = frozenset(decay_epochs)
+        self.decay = check_range("decay", decay, 0.0, math.inf)
         self.official_product, self.shared = official_product, shared
         self._tally = ClassTally(2, num_classes)
         self.risk_history: list[list[list[float]]] = []

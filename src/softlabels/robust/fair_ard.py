@@ -15,12 +15,13 @@ are equal.
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import torch
 from torch import Tensor, nn
 
-from .._checks import check_choice
+from .._checks import check_choice, check_finite, check_float, check_ndim, check_range
 from .class_stats import CLASS_REDUCTIONS, ClassTally
 from .distillers import ARD
 from .teacher_cache import TeacherLogitCache
@@ -40,6 +41,12 @@ def fair_weights(kappa: Tensor, beta: float = 2.0) -> Tensor:
         >>> [round(w, 4) for w in fair_weights(torch.tensor([1.0, 1.0, 2.0])).tolist()]
         [1.3333, 1.3333, 0.8333]
     """
+    kappa = check_float("kappa", kappa)
+    check_ndim("kappa", kappa, (1,))
+    check_finite("kappa", kappa)
+    if bool((kappa < 0).any()):
+        raise ValueError("kappa counts survived attack steps: it must be >= 0")
+    beta = check_range("beta", beta, 0.0, math.inf)
     weights = (1.0 / (kappa.double() + _KAPPA_FLOOR)) ** beta
     return (weights * (kappa.numel() / weights.sum())).clamp(_WEIGHT_LOW, _WEIGHT_HIGH)
 

@@ -31,6 +31,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from .._checks import check_bool, check_choice
 from .._io import tensor_digest, torch_load, torch_save
 from ..data.augment import RandomCrop, RandomFlip, crop_windows
 from ..engine.training import autocast
@@ -53,6 +54,13 @@ class CropFlipVariants:
     padding: int = 0
     padding_mode: str = "zeros"
     flip: bool = False
+
+    def __post_init__(self) -> None:
+        if isinstance(self.padding, bool) or not isinstance(self.padding, int) \
+                or self.padding < 0:
+            raise ValueError(f"padding must be an int >= 0, got {self.padding!r}")
+        check_choice("padding_mode", self.padding_mode, ("zeros", "reflect"))
+        check_bool("flip", self.flip)
 
     @classmethod
     def of(cls, augment: Augmentation | None) -> CropFlipVariants:

@@ -7,6 +7,7 @@ Each is a callable ``objective(model, x, y) -> {term: scalar}`` for
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Any
 
@@ -14,6 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from .._checks import check_range
 from ..attacks import pgd
 
 __all__ = ["AttackConfig", "GeneratorState", "NaturalObjective", "PGDATObjective",
@@ -91,8 +93,7 @@ class TRADESObjective(GeneratorState):
 
     def __init__(self, attack: AttackConfig, beta: float = 6.0,
                  generator: torch.Generator | None = None) -> None:
-        if beta < 0:
-            raise ValueError(f"beta must be >= 0, got {beta}")
+        beta = check_range("beta", beta, 0.0, math.inf)
         self.attack, self.beta, self.generator = attack, beta, generator
 
     def __call__(self, model: nn.Module, x: Tensor, y: Tensor) -> dict[str, Tensor]:

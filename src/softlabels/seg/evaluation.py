@@ -8,6 +8,7 @@ import torch
 from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset
 
+from .._checks import check_positive_int
 from ..data import SegmentationDataset
 from ..engine.data import make_source
 from ..metrics import CalibrationError, SegmentationMetrics
@@ -23,6 +24,7 @@ def predict_segmentation(model: nn.Module, images: Tensor, *, batch_size: int = 
 
     The model runs in eval mode; its mode is restored afterwards.
     """
+    check_positive_int("batch_size", batch_size)
     target = resolve_device(device)
     was_training = model.training
     model.eval()

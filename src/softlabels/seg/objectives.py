@@ -22,7 +22,13 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .._checks import check_choice, check_range, check_temperature
+from .._checks import (
+    check_choice,
+    check_ignore_index,
+    check_positive_int,
+    check_range,
+    check_temperature,
+)
 from .._label_math import tempered_logits
 from ..labels import boundary_smooth, one_hot
 from ..losses import ce_jaccard_metric_loss, jaccard_metric_loss, kd_loss, soft_cross_entropy
@@ -70,6 +76,11 @@ class SegLoss:
         check_range("w_ce", self.w_ce, 0.0, float("inf"))
         check_range("w_metric", self.w_metric, 0.0, float("inf"))
         check_range("smooth", self.smooth, 0.0, float("inf"))
+        # Two or more classes: a softmax over one class is 1 everywhere (nothing to learn).
+        if check_positive_int("num_classes", self.num_classes) < 2:
+            raise ValueError(f"num_classes must be >= 2 (a softmax over one class is "
+                             f"constant), got {self.num_classes}")
+        check_ignore_index(self.ignore_index, self.num_classes)
 
     def __call__(self, logits: Tensor, target: Tensor, keep: Tensor | None = None
                  ) -> dict[str, Tensor]:

@@ -243,3 +243,8 @@ def test_an_output_path_that_is_a_file_is_refused(tmp_path: Path,
     assert main(["reproduce", "--out", str(tmp_path / "notes.txt")]) == 2
     assert "is an existing file; choose a folder with --out" in capsys.readouterr().err
     assert (tmp_path / "notes.txt").read_text() == "mine"
+
+
+def test_a_data_root_without_full_is_refused_not_ignored(capsys: pytest.CaptureFixture) -> None:
+    assert main(["reproduce", "--data-root", "/nowhere"]) == 2
+    assert "--data-root is read by --full only" in capsys.readouterr().err

@@ -293,3 +293,12 @@ def test_cli_reports_bad_input_as_an_error(tmp_path: Path,
                                            capsys: pytest.CaptureFixture) -> None:
     assert main(["distill", "--quick", "--ipc", "500", "--out", str(tmp_path / "big")]) == 2
     assert "images" in capsys.readouterr().err
+
+
+def test_k_above_the_class_count_is_refused_before_any_cell(tmp_path: Path,
+                                                            capsys: pytest.CaptureFixture
+                                                            ) -> None:
+    assert main(["distill", "--quick", "--k", "1", "11", "--out", str(tmp_path)]) == 2
+    assert "k must be at most the 10 classes of digits" in capsys.readouterr().err
+    assert not (tmp_path / "results.jsonl").exists()
+    assert not (tmp_path / "experts").exists()  # no expert trained

@@ -56,6 +56,10 @@ def check(config: DistillStudyConfig) -> DistillStudyConfig:
     ctx = context(config, Path(config.out))
     config = config.resolve_experts(len(ctx.pool))
     ctx.config = config
+    classes = ctx.pool.num_classes
+    if {"topk", "swap"} & set(config.labels + config.dm_labels) and max(config.k) > classes:
+        raise ValueError(f"k must be at most the {classes} classes of {config.dataset} for "
+                         f"the topk and swap labels, got {list(config.k)}")
     if "file" in config.images:
         _file_images(ctx)
     if config.images == ("file",) and not config.select_epoch:

@@ -66,6 +66,9 @@ class ReproduceConfig:
             if lacking:
                 raise ValueError(f"recipe {self.recipe!r} has no reproduction for "
                                  f"{lacking}; give --studies among those that have it")
+        if self.data_root is not None and not self.full:
+            raise ValueError("--data-root is read by --full only (the quick studies run on "
+                             "embedded data): add --full or drop --data-root")
         if self.full and self.data_root is None:
             raise ValueError("--full needs --data-root, the folder holding "
                              + ", ".join(f"{_full(s)[0]}/ (for {s})" for s in self.studies))

@@ -19,7 +19,7 @@ from softlabels.losses import jaccard_metric_loss, soft_cross_entropy
 from softlabels.metrics import accuracy, classwise_from_confusion
 from softlabels.models import ConvNet, UNet
 from softlabels.robust import ABSLD, AttackConfig, CropFlipVariants, TRADESObjective, fair_weights
-from softlabels.seg import SegLoss, predict_segmentation
+from softlabels.seg import SegLoss, SegObjective, predict_segmentation
 
 NET = ConvNet(3, in_channels=3, width=4, depth=1, image_size=8)
 ATTACK = AttackConfig(0.03, 0.01, 1)
@@ -63,6 +63,8 @@ CASES: dict[str, tuple[Callable[[], Any], type[Exception], str]] = {
     "seg ignore inside the classes": (lambda: SegLoss(num_classes=3, ignore_index=1),
                                       ValueError, "ignore_index"),
     "seg one class": (lambda: SegLoss(num_classes=1), ValueError, "num_classes must be >= 2"),
+    "seg even kernel": (lambda: SegObjective(SegLoss(), "ls", kernel=4), ValueError,
+                        "kernel must be odd"),
     "predict batch 0": (lambda: predict_segmentation(UNet(2, image_size=8, depth=1,
                                                           base_width=4),
                                                      torch.rand(2, 3, 8, 8), batch_size=0),

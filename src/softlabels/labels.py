@@ -146,7 +146,7 @@ def boundary_smooth(hard: Tensor, num_classes: int, eps: float = 0.5, kernel: in
     eps = check_range("eps", eps, 0.0, 1.0)
     check_hard_labels("hard", hard, num_classes, ignore_index)
     check_ndim("hard", hard, (3,))
-    _check_kernel(kernel)
+    check_kernel(kernel)
     encoded = one_hot(hard, num_classes, ignore_index=ignore_index)
     boundary = boundary_mask(hard, kernel, ignore_index)
     weight = eps * boundary.unsqueeze(1).to(encoded.dtype)
@@ -165,7 +165,7 @@ def boundary_mask(hard: Tensor, kernel: int = 3, ignore_index: int | None = None
     if hard.dtype != torch.int64:
         raise TypeError(f"hard must be an int64 tensor of class indices, got {hard.dtype}")
     check_ndim("hard", hard, (3,))
-    _check_kernel(kernel)
+    check_kernel(kernel)
     check_ignore_index(ignore_index, 0)
     if hard.numel() == 0:  # max_pool2d refuses empty images; an empty mask is the answer
         return torch.zeros_like(hard, dtype=torch.bool)
@@ -383,10 +383,12 @@ def shuffle_tail(probs: Tensor, generator: torch.Generator | None = None) -> Ten
     return rows_back(shuffled, probs.shape)
 
 
-def _check_kernel(kernel: object) -> None:
+def check_kernel(kernel: object) -> int:
+    """Require an odd int >= 1: the side of a boundary neighbourhood (:func:`boundary_smooth`)."""
     check_positive_int("kernel", kernel)
     if kernel % 2 == 0:  # type: ignore[operator]
         raise ValueError(f"kernel must be odd so the window is centred, got {kernel}")
+    return kernel  # type: ignore[return-value]
 
 
 def _check_log_base(base: object) -> float:

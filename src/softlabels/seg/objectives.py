@@ -30,7 +30,7 @@ from .._checks import (
     check_temperature,
 )
 from .._label_math import tempered_logits
-from ..labels import boundary_smooth, one_hot
+from ..labels import boundary_smooth, check_kernel, one_hot
 from ..losses import ce_jaccard_metric_loss, jaccard_metric_loss, kd_loss, soft_cross_entropy
 from ..runtime import follow_device
 
@@ -145,7 +145,7 @@ class SegObjective:
             raise ValueError(f"label mode {labels!r} needs a teacher model")
         self.seg_loss, self.labels, self.teacher = seg_loss, labels, teacher
         self.eps = check_range("eps", eps, 0.0, 1.0)
-        self.kernel = kernel
+        self.kernel = check_kernel(kernel)  # checked here, not at the first batch
         # squared: the distillation term is scaled by T^2, which must stay a float32 number.
         self.temperature = check_temperature("temperature", temperature, squared=True)
         self.confidence = check_range("confidence", confidence, 0.0, 1.0)

@@ -21,7 +21,8 @@ from ..configuration import check_fields, field_help, renamed_value
 from ..data import list_datasets
 from ..engine import PRECISIONS
 from ..engine.logs import LOGGERS
-from ..models import MODEL_SPEC_HELP, check_model, create_model
+from ..models import MODEL_SPEC_HELP, check_model, create_model, is_external, model_kwargs
+from ..models.external import check_external
 from ..runtime import DEVICE_CHOICES, build_seeded
 
 __all__ = ["DataSpec", "StudyConfig", "build_model", "like", "model_builder",
@@ -131,11 +132,15 @@ def _check_model_field(name: str, args: tuple[str, ...], model_field: str, args_
                        ) -> None:
     """Refuse a model name or option before any cell trains; the message names the field."""
     options = parse_model_args(args, args_field)
-    for field_name, given in ((model_field, {}), (args_field, options)):
-        try:
-            check_model(name, **given)  # the name alone first, then with the options
-        except (ValueError, TypeError, ImportError) as err:
-            raise type(err)(f"{field_name}: {err}") from None
+    # The name first (resolving it builds nothing), so that each error blames its own field.
+    try:
+        check_external(name) if is_external(name) else model_kwargs(name)
+    except (ValueError, TypeError, ImportError) as err:
+        raise type(err)(f"{model_field}: {err}") from None
+    try:
+        check_model(name, **options)
+    except (ValueError, TypeError, ImportError) as err:
+        raise type(err)(f"{args_field}: {err}") from None
 
 
 class DataSpec(Protocol):

@@ -134,7 +134,10 @@ def _check_model_field(name: str, args: tuple[str, ...], model_field: str, args_
     options = parse_model_args(args, args_field)
     # The name first (resolving it builds nothing), so that each error blames its own field.
     try:
-        check_external(name) if is_external(name) else model_kwargs(name)
+        if is_external(name):
+            check_external(name)
+        else:
+            model_kwargs(name)
     except (ValueError, TypeError, ImportError) as err:
         raise type(err)(f"{model_field}: {err}") from None
     try:
